@@ -1,0 +1,138 @@
+// Package mediatypes holds every media type and annotation key that modelreg
+// reads or writes. Keeping them in one place is what lets another
+// implementation (or a plain `oras push`) produce artifacts modelreg accepts;
+// docs/format.md documents each of them.
+package mediatypes
+
+import "strings"
+
+// CNCF ModelPack media types: the model body is written in this format so
+// that other ModelPack tools (modctl, CRI-O model mounts) can read it.
+const (
+	// ArtifactTypeModel marks an image manifest as a model version.
+	ArtifactTypeModel = "application/vnd.cncf.model.manifest.v1+json"
+	// ModelConfig is the config blob of a model version.
+	ModelConfig = "application/vnd.cncf.model.config.v1+json"
+
+	// LayerWeight holds model weights (safetensors, gguf, pytorch, onnx ...).
+	LayerWeight = "application/vnd.cncf.model.weight.v1"
+	// LayerWeightConfig holds files that configure the weights
+	// (config.json, tokenizer files, generation config).
+	LayerWeightConfig = "application/vnd.cncf.model.weight.config.v1"
+	// LayerDoc holds documentation (README, model card, licence).
+	LayerDoc = "application/vnd.cncf.model.doc.v1"
+	// LayerCode holds source code (training or inference scripts).
+	LayerCode = "application/vnd.cncf.model.code.v1"
+	// LayerDataset holds data files shipped with the model.
+	LayerDataset = "application/vnd.cncf.model.dataset.v1"
+)
+
+// Layer encodings, appended to a Layer* base with a dot. modelreg writes Raw
+// (one file per layer, never compressed, so weights can be mounted and
+// deduplicated); it reads all four.
+const (
+	EncodingRaw     = "raw"
+	EncodingTar     = "tar"
+	EncodingTarGzip = "tar+gzip"
+	EncodingTarZstd = "tar+zstd"
+)
+
+// Legacy and third-party producers that modelreg reads (never writes).
+const (
+	// LegacyArtifactTypeModel is the pre-CNCF name of the ModelPack artifact type.
+	LegacyArtifactTypeModel = "application/vnd.cnai.model.manifest.v1+json"
+	// LegacyPrefix is the prefix of every pre-CNCF ModelPack media type.
+	LegacyPrefix = "application/vnd.cnai.model."
+	// CNCFPrefix is the prefix of every CNCF ModelPack media type.
+	CNCFPrefix = "application/vnd.cncf.model."
+	// KitOpsConfig is the config media type of a KitOps ModelKit.
+	KitOpsConfig = "application/vnd.kitops.modelkit.config.v1+json"
+	// KitOpsPrefix is the prefix of every KitOps layer media type.
+	KitOpsPrefix = "application/vnd.kitops.modelkit."
+	// DockerModelConfig is the config media type of a Docker model artifact.
+	DockerModelConfig = "application/vnd.docker.ai.model.config.v0.1+json"
+	// DockerModelPrefix is the prefix of every Docker model layer media type.
+	DockerModelPrefix = "application/vnd.docker.ai."
+)
+
+// Per-file annotations, set on every layer that holds one file.
+const (
+	// AnnotationFilepath is ModelPack's relative path of the file in the model tree.
+	AnnotationFilepath = "org.cncf.model.filepath"
+	// LegacyAnnotationFilepath is the pre-CNCF name of AnnotationFilepath.
+	LegacyAnnotationFilepath = "org.cnai.model.filepath"
+	// AnnotationTitle is the OCI title; CRI-O and oras use it as the file name.
+	AnnotationTitle = "org.opencontainers.image.title"
+	// AnnotationFileMode is the file's permission bits in octal ("0644"),
+	// so a pull restores executables as executables.
+	AnnotationFileMode = "io.modelreg.file.mode"
+)
+
+// Version metadata, as annotations on the version's manifest. Flat keys keep
+// it searchable by any OCI tool and writable with `oras push --annotation`.
+const (
+	// AnnotationCreated is the OCI creation time (RFC 3339).
+	AnnotationCreated = "org.opencontainers.image.created"
+	// AnnotationDescription is the OCI human-readable description.
+	AnnotationDescription = "org.opencontainers.image.description"
+	// AnnotationVersion is the OCI version; modelreg sets it to the version tag.
+	AnnotationVersion = "org.opencontainers.image.version"
+	// AnnotationAuthors is the OCI authors field.
+	AnnotationAuthors = "org.opencontainers.image.authors"
+	// AnnotationSource is the OCI source (code repository URL).
+	AnnotationSource = "org.opencontainers.image.source"
+	// AnnotationRevision is the OCI source revision (commit).
+	AnnotationRevision = "org.opencontainers.image.revision"
+
+	// AnnotationFramework names the training framework ("pytorch", "sklearn").
+	AnnotationFramework = "io.modelreg.framework"
+	// AnnotationMetricPrefix prefixes numeric metrics: io.modelreg.metric.accuracy=0.93.
+	AnnotationMetricPrefix = "io.modelreg.metric."
+	// AnnotationParamPrefix prefixes hyperparameters: io.modelreg.param.lr=3e-4.
+	AnnotationParamPrefix = "io.modelreg.param."
+	// AnnotationLabelPrefix prefixes free labels: io.modelreg.label.team=fraud.
+	AnnotationLabelPrefix = "io.modelreg.label."
+	// AnnotationDatasetPrefix prefixes training datasets, numbered from 0:
+	// io.modelreg.dataset.0=s3://bucket/train.parquet@sha256:...
+	AnnotationDatasetPrefix = "io.modelreg.dataset."
+)
+
+// Layer returns the media type of a layer of the given base (LayerWeight ...)
+// and encoding (EncodingRaw ...).
+func Layer(base, encoding string) string { return base + "." + encoding }
+
+// IsModelArtifactType reports whether an artifactType or config media type
+// marks a model that modelreg can read.
+func IsModelArtifactType(t string) bool {
+	switch t {
+	case ArtifactTypeModel, LegacyArtifactTypeModel, ModelConfig,
+		"application/vnd.cnai.model.config.v1+json", KitOpsConfig, DockerModelConfig:
+		return true
+	}
+	return false
+}
+
+// SplitLayer splits a ModelPack layer media type (CNCF or legacy) into its
+// kind ("weight", "weight.config", "doc", "code", "dataset") and encoding.
+// ok is false for media types that are not ModelPack layers.
+func SplitLayer(mediaType string) (kind, encoding string, ok bool) {
+	var rest string
+	switch {
+	case strings.HasPrefix(mediaType, CNCFPrefix):
+		rest = strings.TrimPrefix(mediaType, CNCFPrefix)
+	case strings.HasPrefix(mediaType, LegacyPrefix):
+		rest = strings.TrimPrefix(mediaType, LegacyPrefix)
+	default:
+		return "", "", false
+	}
+	i := strings.Index(rest, ".v1.")
+	if i <= 0 {
+		return "", "", false
+	}
+	kind, encoding = rest[:i], rest[i+len(".v1."):]
+	switch encoding {
+	case EncodingRaw, EncodingTar, EncodingTarGzip, EncodingTarZstd:
+		return kind, encoding, true
+	}
+	return "", "", false
+}

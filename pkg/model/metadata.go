@@ -1,0 +1,158 @@
+// Package model is the modelreg format: how a directory of model files plus
+// its metadata becomes an OCI image manifest, and how any model manifest
+// (modelreg's, a plain `oras push`, legacy ModelPack, KitOps, Docker model)
+// is read back. It does no I/O on registries.
+package model
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/modelreg/modelreg/mediatypes"
+)
+
+// Metadata is what a training job knows about a version beyond its files.
+// It lives in manifest annotations, so it is part of the version's digest.
+type Metadata struct {
+	Created     time.Time          `json:"created,omitzero"`
+	Description string             `json:"description,omitempty"`
+	Framework   string             `json:"framework,omitempty"`
+	Metrics     map[string]float64 `json:"metrics,omitempty"`
+	Params      map[string]string  `json:"params,omitempty"`
+	Labels      map[string]string  `json:"labels,omitempty"`
+	Datasets    []string           `json:"datasets,omitempty"`
+	// Extra holds every other annotation of the manifest, untouched.
+	Extra map[string]string `json:"annotations,omitempty"`
+}
+
+// Annotations renders the metadata as manifest annotations.
+func (m Metadata) Annotations() map[string]string {
+	a := map[string]string{}
+	maps.Copy(a, m.Extra)
+	if !m.Created.IsZero() {
+		a[mediatypes.AnnotationCreated] = m.Created.UTC().Format(time.RFC3339)
+	}
+	if m.Description != "" {
+		a[mediatypes.AnnotationDescription] = m.Description
+	}
+	if m.Framework != "" {
+		a[mediatypes.AnnotationFramework] = m.Framework
+	}
+	for k, v := range m.Metrics {
+		a[mediatypes.AnnotationMetricPrefix+k] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	for k, v := range m.Params {
+		a[mediatypes.AnnotationParamPrefix+k] = v
+	}
+	for k, v := range m.Labels {
+		a[mediatypes.AnnotationLabelPrefix+k] = v
+	}
+	for i, d := range m.Datasets {
+		a[mediatypes.AnnotationDatasetPrefix+strconv.Itoa(i)] = d
+	}
+	return a
+}
+
+// ParseAnnotations reads metadata from manifest annotations. Keys it does not
+// know are kept in Extra; a metric that is not a number is an error, because
+// a producer that wrote one would otherwise lose it silently.
+func ParseAnnotations(a map[string]string) (Metadata, error) {
+	var m Metadata
+	datasets := map[int]string{}
+	for k, v := range a {
+		switch {
+		case k == mediatypes.AnnotationCreated:
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return m, fmt.Errorf("annotation %s=%q is not an RFC 3339 time", k, v)
+			}
+			m.Created = t
+		case k == mediatypes.AnnotationDescription:
+			m.Description = v
+		case k == mediatypes.AnnotationFramework:
+			m.Framework = v
+		case strings.HasPrefix(k, mediatypes.AnnotationMetricPrefix):
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return m, fmt.Errorf("annotation %s=%q: a metric must be a number", k, v)
+			}
+			setKey(&m.Metrics, strings.TrimPrefix(k, mediatypes.AnnotationMetricPrefix), f)
+		case strings.HasPrefix(k, mediatypes.AnnotationParamPrefix):
+			setKey(&m.Params, strings.TrimPrefix(k, mediatypes.AnnotationParamPrefix), v)
+		case strings.HasPrefix(k, mediatypes.AnnotationLabelPrefix):
+			setKey(&m.Labels, strings.TrimPrefix(k, mediatypes.AnnotationLabelPrefix), v)
+		case strings.HasPrefix(k, mediatypes.AnnotationDatasetPrefix):
+			i, err := strconv.Atoi(strings.TrimPrefix(k, mediatypes.AnnotationDatasetPrefix))
+			if err != nil || i < 0 {
+				setKey(&m.Extra, k, v)
+				continue
+			}
+			datasets[i] = v
+		default:
+			setKey(&m.Extra, k, v)
+		}
+	}
+	for _, i := range slices.Sorted(maps.Keys(datasets)) {
+		m.Datasets = append(m.Datasets, datasets[i])
+	}
+	return m, nil
+}
+
+func setKey[V any](m *map[string]V, k string, v V) {
+	if *m == nil {
+		*m = map[string]V{}
+	}
+	(*m)[k] = v
+}
+
+// ParseKeyValues parses repeated KEY=VALUE flags. what names the flag in the
+// error ("--param").
+func ParseKeyValues(what string, kvs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: expected KEY=VALUE, e.g. %s lr=0.001", what, kv, what)
+		}
+		if !validKey(k) {
+			return nil, fmt.Errorf("%s %q: key %q may hold only letters, digits, '.', '_' and '-'", what, kv, k)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%s %q: key %q given twice", what, kv, k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// ParseMetrics parses repeated KEY=NUMBER flags.
+func ParseMetrics(kvs []string) (map[string]float64, error) {
+	raw, err := ParseKeyValues("--metric", kvs)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]float64, len(raw))
+	for k, v := range raw {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return nil, fmt.Errorf("--metric %s=%s: a metric must be a number, e.g. --metric accuracy=0.93", k, v)
+		}
+		out[k] = f
+	}
+	return out, nil
+}
+
+func validKey(k string) bool {
+	for _, r := range k {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return k != ""
+}

@@ -1,0 +1,252 @@
+// Package remote connects to OCI registries the way modelreg's users expect:
+// credentials from the docker/oras credential store, plain HTTP for
+// localhost, retries with backoff on 5xx and connection resets, and errors
+// that say what went wrong and how to fix it.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	orasremote "oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// Options configures how a registry is reached. The zero value reads
+// credentials from the docker config and picks plain HTTP for localhost.
+type Options struct {
+	// PlainHTTP forces HTTP (true) or HTTPS (false); nil picks HTTP only
+	// for localhost and loopback addresses.
+	PlainHTTP *bool
+	// ConfigPath is a docker-style config.json holding credentials; empty
+	// means the docker default ($DOCKER_CONFIG/config.json or ~/.docker/config.json).
+	ConfigPath string
+	// Username and Password, when set, override the credential store.
+	Username, Password string
+	// UserAgent is sent with every request.
+	UserAgent string
+}
+
+// ParseReference parses REGISTRY/REPOSITORY[:TAG|@DIGEST] and explains the
+// expected form when it fails.
+func ParseReference(s string) (registry.Reference, error) {
+	ref, err := registry.ParseReference(s)
+	if err != nil {
+		detail := strings.TrimPrefix(err.Error(), errdef.ErrInvalidReference.Error()+": ")
+		return ref, fmt.Errorf("invalid reference %q: %s; expected REGISTRY/REPOSITORY[:TAG|@DIGEST], e.g. localhost:5000/team/fraud-detector:1.4.0", s, detail)
+	}
+	return ref, nil
+}
+
+// IsLocalhost reports whether a registry host is on this machine, where
+// plain HTTP is the sensible default.
+func IsLocalhost(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (o Options) plainHTTP(host string) bool {
+	if o.PlainHTTP != nil {
+		return *o.PlainHTTP
+	}
+	return IsLocalhost(host)
+}
+
+// transport is shared so connections are reused across repositories.
+var transport = func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.WriteBufferSize = 1 << 20
+	t.ReadBufferSize = 1 << 20
+	t.ResponseHeaderTimeout = 5 * time.Minute
+	return retry.NewTransport(t)
+}()
+
+// Client returns the authenticating, retrying HTTP client for a registry.
+func (o Options) Client(host string) (*auth.Client, error) {
+	c := &auth.Client{
+		Client: &http.Client{Transport: transport},
+		Cache:  auth.NewCache(),
+		Header: http.Header{},
+	}
+	if o.UserAgent != "" {
+		c.Header.Set("User-Agent", o.UserAgent)
+	}
+	switch {
+	case o.Username != "" || o.Password != "":
+		c.Credential = auth.StaticCredential(host, auth.Credential{Username: o.Username, Password: o.Password})
+	default:
+		store, err := o.Store()
+		if err != nil {
+			return nil, err
+		}
+		c.Credential = credentials.Credential(store)
+	}
+	return c, nil
+}
+
+// Store opens the credential store shared with docker and oras.
+func (o Options) Store() (credentials.Store, error) {
+	opts := credentials.StoreOptions{AllowPlaintextPut: true, DetectDefaultNativeStore: true}
+	var (
+		s   *credentials.DynamicStore
+		err error
+	)
+	if o.ConfigPath != "" {
+		s, err = credentials.NewStore(o.ConfigPath, opts)
+	} else {
+		s, err = credentials.NewStoreFromDocker(opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the credential store: %w", err)
+	}
+	return s, nil
+}
+
+// Repository connects to the repository named by ref.
+func (o Options) Repository(ref registry.Reference) (*orasremote.Repository, error) {
+	client, err := o.Client(ref.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &orasremote.Repository{
+		Client:          client,
+		Reference:       ref,
+		PlainHTTP:       o.plainHTTP(ref.Registry),
+		TagListPageSize: 1000,
+	}, nil
+}
+
+// Registry connects to a registry host, for login and catalog calls.
+func (o Options) Registry(host string) (*orasremote.Registry, error) {
+	reg, err := orasremote.NewRegistry(host)
+	if err != nil {
+		return nil, fmt.Errorf("invalid registry %q: expected HOST[:PORT], e.g. localhost:5000", host)
+	}
+	client, err := o.Client(host)
+	if err != nil {
+		return nil, err
+	}
+	reg.Client = client
+	reg.PlainHTTP = o.plainHTTP(host)
+	return reg, nil
+}
+
+// Login checks username and password against the registry and stores them
+// in the credential store, where oras and docker find them too.
+func (o Options) Login(ctx context.Context, host, username, password string) error {
+	reg, err := o.Registry(host)
+	if err != nil {
+		return err
+	}
+	store, err := o.Store()
+	if err != nil {
+		return err
+	}
+	if err := credentials.Login(ctx, store, reg, auth.Credential{Username: username, Password: password}); err != nil {
+		return Explain(err, host)
+	}
+	return nil
+}
+
+// Logout removes the stored credentials of a registry.
+func (o Options) Logout(ctx context.Context, host string) error {
+	store, err := o.Store()
+	if err != nil {
+		return err
+	}
+	return credentials.Logout(ctx, store, host)
+}
+
+// Explain turns a registry error into one that names the problem and the
+// fix. what names the object of the failed call (a reference, a host).
+func Explain(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var ee *explained
+	if errors.As(err, &ee) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	msg := ""
+	var resp *errcodeResponse
+	switch {
+	case asErrorResponse(err, &resp):
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			msg = fmt.Sprintf("%s: authentication required or credentials rejected (401); log in with `modelreg login %s` (or `oras login`/`docker login`)", what, resp.URL.Host)
+		case http.StatusForbidden:
+			msg = fmt.Sprintf("%s: access denied (403): %s", what, resp.detail())
+		case http.StatusNotFound:
+			msg = fmt.Sprintf("%s: not found (404): %s", what, resp.detail())
+		case http.StatusTooManyRequests:
+			msg = fmt.Sprintf("%s: the registry is rate-limiting requests (429); retry later", what)
+		default:
+			if resp.StatusCode >= 500 {
+				msg = fmt.Sprintf("%s: the registry failed (%d) after retries: %s", what, resp.StatusCode, resp.detail())
+			}
+		}
+	case errors.Is(err, errdef.ErrNotFound):
+		msg = fmt.Sprintf("%s: not found", what)
+	case isUnreachable(err):
+		msg = fmt.Sprintf("%s: cannot reach the registry: %v; check the address and that the registry is running", what, rootCause(err))
+	case isTLSMismatch(err):
+		msg = fmt.Sprintf("%s: the registry speaks plain HTTP; pass --plain-http", what)
+	}
+	if msg == "" {
+		return err
+	}
+	return &explained{msg: msg, err: err}
+}
+
+type explained struct {
+	msg string
+	err error
+}
+
+func (e *explained) Error() string { return e.msg }
+func (e *explained) Unwrap() error { return e.err }
+
+// IsNotFound reports whether err means the object does not exist.
+func IsNotFound(err error) bool {
+	var resp *errcodeResponse
+	if asErrorResponse(err, &resp) {
+		return resp.StatusCode == http.StatusNotFound
+	}
+	return errors.Is(err, errdef.ErrNotFound)
+}
+
+func isUnreachable(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.As(err, &op) || errors.As(err, &dns)
+}
+
+func isTLSMismatch(err error) bool {
+	return strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+}
+
+func rootCause(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
