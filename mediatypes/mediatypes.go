@@ -75,14 +75,6 @@ const (
 	AnnotationCreated = "org.opencontainers.image.created"
 	// AnnotationDescription is the OCI human-readable description.
 	AnnotationDescription = "org.opencontainers.image.description"
-	// AnnotationVersion is the OCI version; modelreg sets it to the version tag.
-	AnnotationVersion = "org.opencontainers.image.version"
-	// AnnotationAuthors is the OCI authors field.
-	AnnotationAuthors = "org.opencontainers.image.authors"
-	// AnnotationSource is the OCI source (code repository URL).
-	AnnotationSource = "org.opencontainers.image.source"
-	// AnnotationRevision is the OCI source revision (commit).
-	AnnotationRevision = "org.opencontainers.image.revision"
 
 	// AnnotationFramework names the training framework ("pytorch", "sklearn").
 	AnnotationFramework = "io.modelreg.framework"

@@ -34,8 +34,6 @@ func LayerDescriptor(f File, d digest.Digest) ocispec.Descriptor {
 type modelConfig struct {
 	Descriptor struct {
 		CreatedAt   *time.Time `json:"createdAt,omitempty"`
-		Name        string     `json:"name,omitempty"`
-		Version     string     `json:"version,omitempty"`
 		Description string     `json:"description,omitempty"`
 	} `json:"descriptor"`
 	Config struct {
@@ -47,18 +45,17 @@ type modelConfig struct {
 	} `json:"modelfs"`
 }
 
-// Pack builds the config blob and the manifest of a model version. name is
-// the repository, version the version tag. The output depends only on its
-// inputs (layers in the given order, annotations sorted by encoding/json),
-// which is what makes digests reproducible.
-func Pack(name, version string, meta Metadata, layers []ocispec.Descriptor) (config, manifest []byte, err error) {
+// Pack builds the config blob and the manifest of a model version. The
+// output depends only on the layers (in the given order) and the metadata,
+// never on the repository or the version tag, so the same files and
+// metadata give the same digest on every machine and in every registry:
+// a version copied to another registry keeps its digest and its signatures.
+func Pack(meta Metadata, layers []ocispec.Descriptor) (config, manifest []byte, err error) {
 	var cfg modelConfig
 	if !meta.Created.IsZero() {
 		t := meta.Created.UTC()
 		cfg.Descriptor.CreatedAt = &t
 	}
-	cfg.Descriptor.Name = name
-	cfg.Descriptor.Version = version
 	cfg.Descriptor.Description = meta.Description
 	cfg.Config.Format = weightFormat(layers)
 	cfg.ModelFS.Type = "layers"
@@ -70,9 +67,6 @@ func Pack(name, version string, meta Metadata, layers []ocispec.Descriptor) (con
 		return nil, nil, err
 	}
 	ann := meta.Annotations()
-	if version != "" {
-		ann[mediatypes.AnnotationVersion] = version
-	}
 	m := ocispec.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,

@@ -195,7 +195,7 @@ func Explain(err error, what string) error {
 		case http.StatusForbidden:
 			msg = fmt.Sprintf("%s: access denied (403): %s", what, resp.detail())
 		case http.StatusNotFound:
-			msg = fmt.Sprintf("%s: not found (404): %s", what, resp.detail())
+			msg = fmt.Sprintf("%s: not found (404): %s; check the name, or list what exists with `modelreg list`", what, resp.detail())
 		case http.StatusTooManyRequests:
 			msg = fmt.Sprintf("%s: the registry is rate-limiting requests (429); retry later", what)
 		default:
@@ -204,7 +204,7 @@ func Explain(err error, what string) error {
 			}
 		}
 	case errors.Is(err, errdef.ErrNotFound):
-		msg = fmt.Sprintf("%s: not found", what)
+		msg = fmt.Sprintf("%s: not found; check the name, or list what exists with `modelreg list`", what)
 	case isUnreachable(err):
 		msg = fmt.Sprintf("%s: cannot reach the registry: %v; check the address and that the registry is running", what, rootCause(err))
 	case isTLSMismatch(err):

@@ -212,6 +212,9 @@ func (h slogHook) Fire(e *logrus.Entry) error {
 	case e.Level == logrus.InfoLevel:
 		level = slog.LevelInfo
 	}
+	if status, ok := e.Data["http.response.status"].(int); ok && status < 500 {
+		level = slog.LevelDebug // a client error, already in the access log
+	}
 	attrs := make([]any, 0, 2*len(e.Data))
 	for k, v := range e.Data {
 		if k == "go.version" || k == "instance.id" {

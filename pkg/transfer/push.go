@@ -96,8 +96,7 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		return nil, err
 	}
 
-	meta := opts.Metadata
-	config, manifest, err := model.Pack(ref.Repository, ref.Reference, meta, layers)
+	config, manifest, err := model.Pack(opts.Metadata, layers)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +121,13 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	var uploaded, skipped atomic.Int64
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
+	first := map[digest.Digest]bool{}
 	for i, f := range files {
+		if first[layers[i].Digest] {
+			skipped.Add(f.Size) // same content as another file of this push
+			continue
+		}
+		first[layers[i].Digest] = true
 		g.Go(func() error {
 			sent, err := pushFile(gctx, repo, f, layers[i], opts)
 			if err != nil {
@@ -142,10 +147,15 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		return nil, err
 	}
 	cdesc := ocispec.Descriptor{MediaType: mediatypes.ModelConfig, Digest: digest.FromBytes(config), Size: int64(len(config))}
-	if err := pushBytes(ctx, repo, cdesc, config, opts.Attempts); err != nil {
+	sent, err := pushBytes(ctx, repo, cdesc, config, opts.Attempts)
+	if err != nil {
 		return nil, remote.Explain(err, ref.String())
 	}
-	uploaded.Add(cdesc.Size)
+	if sent {
+		uploaded.Add(cdesc.Size)
+	} else {
+		skipped.Add(cdesc.Size)
+	}
 	err = retry(ctx, opts.Attempts, func() error {
 		return repo.PushReference(ctx, mdesc, bytes.NewReader(manifest), ref.Reference)
 	})
@@ -156,11 +166,12 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	return res, nil
 }
 
-func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descriptor, b []byte, attempts int) error {
+func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descriptor, b []byte, attempts int) (sent bool, err error) {
 	if ok, err := repo.Exists(ctx, desc); err == nil && ok {
-		return nil
+		return false, nil
 	}
-	return retry(ctx, attempts, func() error { return repo.Push(ctx, desc, bytes.NewReader(b)) })
+	err = retry(ctx, attempts, func() error { return repo.Push(ctx, desc, bytes.NewReader(b)) })
+	return err == nil, err
 }
 
 // pushFile uploads one file unless the registry has it; sent reports

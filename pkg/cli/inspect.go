@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/modelreg/modelreg/pkg/catalog"
+	"github.com/modelreg/modelreg/pkg/progress"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) inspectCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "inspect REF",
+		Short: "Show a version's digest, files, metadata and tags",
+		Long: `Show one model version: its digest and size, its files with kind, mode
+and digest, its metadata (created, framework, metrics, params, labels,
+datasets, other annotations), and every tag pointing at it, versions and
+stages alike. REF may name a version, a stage or a digest.`,
+		Example: `  modelreg inspect localhost:5000/team/fraud:1.4.0
+  modelreg inspect localhost:5000/team/fraud:production --output json | jq .version.metadata.metrics`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			jsonOut, err := a.outputJSON()
+			if err != nil {
+				return err
+			}
+			ref, repo, err := a.repository(c, args[0])
+			if err != nil {
+				return err
+			}
+			in, err := catalog.Inspect(c.Context(), repo, ref)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.json(in)
+			}
+			v := in.Version
+			w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "Reference:\t%s\n", in.Reference)
+			fmt.Fprintf(w, "Digest:\t%s\n", v.Descriptor.Digest)
+			fmt.Fprintf(w, "Format:\t%s (%s)\n", v.Format, v.ArtifactType)
+			fmt.Fprintf(w, "Size:\t%s in %d files\n", progress.Size(v.Size()), len(v.Files))
+			fmt.Fprintf(w, "Versions:\t%s\n", orNone(in.Versions))
+			fmt.Fprintf(w, "Stages:\t%s\n", orNone(in.Stages))
+			m := v.Metadata
+			if !m.Created.IsZero() {
+				fmt.Fprintf(w, "Created:\t%s\n", m.Created.Format(time.RFC3339))
+			}
+			if m.Framework != "" {
+				fmt.Fprintf(w, "Framework:\t%s\n", m.Framework)
+			}
+			if m.Description != "" {
+				fmt.Fprintf(w, "Description:\t%s\n", m.Description)
+			}
+			printMap(w, "Metrics", m.Metrics, func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) })
+			printMap(w, "Params", m.Params, func(s string) string { return s })
+			printMap(w, "Labels", m.Labels, func(s string) string { return s })
+			for i, d := range m.Datasets {
+				fmt.Fprintf(w, "Dataset %d:\t%s\n", i, d)
+			}
+			printMap(w, "Annotations", m.Extra, func(s string) string { return s })
+			w.Flush()
+			fmt.Fprintln(a.io.Out)
+			w = tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "FILE\tKIND\tMODE\tSIZE\tDIGEST")
+			for _, f := range v.Files {
+				kind := f.Kind
+				if kind == "" {
+					kind = "-"
+				}
+				if f.Encoding != "raw" {
+					kind += " (" + f.Encoding + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%04o\t%s\t%s\n", f.Path, kind, f.Mode, progress.Size(f.Descriptor.Size), shortDigest(f.Descriptor.Digest.String()))
+			}
+			return w.Flush()
+		},
+	}
+	a.addOutputFlag(c)
+	return c
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "(none)"
+	}
+	return strings.Join(s, ", ")
+}
+
+func printMap[V any](w *tabwriter.Writer, title string, m map[string]V, format func(V) string) {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		label := ""
+		if i == 0 {
+			label = title + ":"
+		}
+		fmt.Fprintf(w, "%s\t%s = %s\n", label, k, format(m[k]))
+	}
+}

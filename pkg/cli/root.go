@@ -1,0 +1,155 @@
+// Package cli is the modelreg command line: flag parsing and output
+// formatting over the library packages, nothing more.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/modelreg/modelreg/pkg/progress"
+	"github.com/modelreg/modelreg/pkg/remote"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"oras.land/oras-go/v2/registry"
+	orasremote "oras.land/oras-go/v2/registry/remote"
+)
+
+// Version is set at build time with -ldflags "-X .../pkg/cli.Version=...".
+var Version = "dev"
+
+// IO is where a command reads and writes; tests and main pass their own.
+type IO struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+type app struct {
+	io         IO
+	plainHTTP  bool
+	configPath string
+	output     string
+}
+
+// Execute runs the command line args and returns the process exit code:
+// 0 on success, 1 on failure, 2 on a usage error.
+func Execute(ctx context.Context, args []string, stdio IO) int {
+	a := &app{io: stdio}
+	root := a.root()
+	root.SetArgs(args)
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stdio.Err, "modelreg: interrupted; nothing was left half-written")
+		return 130
+	}
+	fmt.Fprintf(stdio.Err, "modelreg: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+type usageError struct{ error }
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "modelreg",
+		Short: "A model registry on plain OCI registries",
+		Long: `modelreg stores machine-learning models as OCI artifacts (CNCF ModelPack) in
+any OCI 1.1 registry: a version is an immutable tag, its metadata (metrics,
+params, labels, framework, datasets) lives in manifest annotations, and
+oras, crane or cosign can read everything it writes.
+
+References have the form REGISTRY/REPOSITORY[:TAG|@DIGEST], for example
+localhost:5000/team/fraud-detector:1.4.0. Credentials come from the
+docker/oras credential store (modelreg login, oras login or docker login),
+or from MODELREG_USERNAME and MODELREG_PASSWORD.`,
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%v (see `%s --help`)", err, c.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.BoolVar(&a.plainHTTP, "plain-http", false, "use HTTP instead of HTTPS (automatic for localhost and 127.0.0.1)")
+	pf.StringVar(&a.configPath, "registry-config", "", "credential file (default: the docker config, $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	root.AddCommand(a.pushCmd(), a.pullCmd(), a.inspectCmd(), a.listCmd(), a.loginCmd(), a.logoutCmd(), a.serveCmd())
+	return root
+}
+
+// remoteOptions builds connection options from the global flags.
+func (a *app) remoteOptions(c *cobra.Command) remote.Options {
+	o := remote.Options{
+		ConfigPath: a.configPath,
+		Username:   os.Getenv("MODELREG_USERNAME"),
+		Password:   os.Getenv("MODELREG_PASSWORD"),
+		UserAgent:  "modelreg/" + Version,
+	}
+	if c.Flags().Changed("plain-http") {
+		o.PlainHTTP = &a.plainHTTP
+	}
+	return o
+}
+
+// repository parses s and connects to its repository.
+func (a *app) repository(c *cobra.Command, s string) (registry.Reference, *orasremote.Repository, error) {
+	ref, err := remote.ParseReference(s)
+	if err != nil {
+		return ref, nil, usageError{err}
+	}
+	repo, err := a.remoteOptions(c).Repository(ref)
+	return ref, repo, err
+}
+
+// addOutputFlag adds --output to c.
+func (a *app) addOutputFlag(c *cobra.Command) {
+	c.Flags().StringVar(&a.output, "output", "text", "output format: text or json")
+}
+
+// outputJSON reports whether --output json was asked, refusing other values.
+func (a *app) outputJSON() (bool, error) {
+	switch a.output {
+	case "text", "":
+		return false, nil
+	case "json":
+		return true, nil
+	}
+	return false, usageError{fmt.Errorf("--output %q: expected text or json", a.output)}
+}
+
+func (a *app) json(v any) error {
+	enc := json.NewEncoder(a.io.Out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// reporter shows bars on a terminal, lines elsewhere, nothing for --output json.
+func (a *app) reporter(quiet bool) progress.Reporter {
+	if quiet {
+		return progress.Discard()
+	}
+	tty := false
+	if f, ok := a.io.Err.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return progress.New(a.io.Err, tty)
+}
+
+func shortDigest(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[:i+13]
+	}
+	return d
+}

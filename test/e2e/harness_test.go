@@ -1,0 +1,328 @@
+// Package e2e drives the modelreg binary as a user would: a real
+// `modelreg serve` process, the real oras CLI, real files on disk.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	modelregBin string
+	orasBin     string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "modelreg-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	modelregBin = filepath.Join(dir, "modelreg")
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	build := exec.Command("go", "build", "-o", modelregBin, "./cmd/modelreg")
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building modelreg:", err)
+		return 1
+	}
+	orasBin = os.Getenv("MODELREG_ORAS")
+	if orasBin == "" {
+		fmt.Fprintln(os.Stderr, "MODELREG_ORAS is not set: run the tests with `make test`, which installs the pinned oras CLI")
+		return 1
+	}
+	if _, err := os.Stat(orasBin); err != nil {
+		fmt.Fprintf(os.Stderr, "MODELREG_ORAS=%s: %v; run `make test`\n", orasBin, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// registry is a running `modelreg serve` process.
+type registry struct {
+	Addr string
+	Data string
+}
+
+// startServer runs `modelreg serve` on a free loopback port until the test ends.
+func startServer(t *testing.T, args ...string) *registry {
+	t.Helper()
+	data := t.TempDir()
+	cmd := exec.Command(modelregBin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	var logs bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "registry listening" {
+				addr <- rec.Addr
+			}
+			logs.WriteString(line + "\n")
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("modelreg serve exited with %v after SIGTERM", err)
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("modelreg serve did not stop within 20s of SIGTERM")
+		}
+	})
+	select {
+	case a := <-addr:
+		return &registry{Addr: a, Data: data}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("modelreg serve did not start; logs:\n%s", logs.String())
+	}
+	return nil
+}
+
+// result is one finished command.
+type result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// env is a user's environment: its own HOME and docker config, so
+// credentials never leak between tests or from the machine.
+type env struct {
+	t    *testing.T
+	home string
+	dir  string
+}
+
+func newEnv(t *testing.T) *env {
+	home := t.TempDir()
+	return &env{t: t, home: home, dir: t.TempDir()}
+}
+
+func (e *env) environ(extra ...string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "DOCKER_CONFIG=") || strings.HasPrefix(kv, "MODELREG_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	out = append(out, "HOME="+e.home, "DOCKER_CONFIG="+filepath.Join(e.home, ".docker"))
+	return append(out, extra...)
+}
+
+func (e *env) exec(stdin string, extraEnv []string, bin string, args ...string) result {
+	e.t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = e.dir
+	cmd.Env = e.environ(extraEnv...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			e.t.Fatalf("running %s: %v", bin, err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{Code: code, Stdout: out.String(), Stderr: errb.String()}
+}
+
+// modelreg runs the modelreg binary and returns what it did.
+func (e *env) modelreg(args ...string) result {
+	e.t.Helper()
+	return e.exec("", nil, modelregBin, args...)
+}
+
+// ok runs modelreg and fails the test unless it exits 0.
+func (e *env) ok(args ...string) result {
+	e.t.Helper()
+	r := e.modelreg(args...)
+	if r.Code != 0 {
+		e.t.Fatalf("modelreg %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+// fails runs modelreg, expects a non-zero exit, and checks that stderr
+// holds every wanted fragment.
+func (e *env) fails(want []string, args ...string) result {
+	e.t.Helper()
+	r := e.modelreg(args...)
+	if r.Code == 0 {
+		e.t.Fatalf("modelreg %s: succeeded, want failure\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Stdout, r.Stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.Stderr, w) {
+			e.t.Errorf("modelreg %s: stderr does not mention %q:\n%s", strings.Join(args, " "), w, r.Stderr)
+		}
+	}
+	return r
+}
+
+// oras runs the real oras CLI against a loopback registry (plain HTTP).
+func (e *env) oras(args ...string) result {
+	e.t.Helper()
+	r := e.exec("", nil, orasBin, append(args, "--plain-http")...)
+	if r.Code != 0 {
+		e.t.Fatalf("oras %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r
+}
+
+// writeRandom writes size pseudo-random bytes to path and returns their sha256.
+func writeRandom(t *testing.T, path string, size int64, seed uint64) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	var key [32]byte
+	key[0] = byte(seed)
+	key[1] = byte(seed >> 8)
+	src := rand.NewChaCha8(key)
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; {
+		n := int64(len(buf))
+		if left < n {
+			n = left
+		}
+		src.Read(buf[:n])
+		f.Write(buf[:n])
+		h.Write(buf[:n])
+		left -= n
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func writeFile(t *testing.T, path, content string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tree maps each regular file below root to "mode sha256".
+func tree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out[filepath.ToSlash(rel)] = fmt.Sprintf("%04o %x", info.Mode().Perm(), h.Sum(nil))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameTree(t *testing.T, want, got map[string]string) {
+	t.Helper()
+	for p, w := range want {
+		if g, ok := got[p]; !ok {
+			t.Errorf("%s missing after pull", p)
+		} else if g != w {
+			t.Errorf("%s: got %s, want %s", p, g, w)
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			t.Errorf("%s appeared after pull", p)
+		}
+	}
+}
+
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+func decode[T any](t *testing.T, s string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, s)
+	}
+	return v
+}
+
+// noLeftovers fails if dir's parent holds a pull's temporary directory or dir itself.
+func noLeftovers(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("%s exists after a failed pull", dir)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(dir))
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".partial-") {
+			t.Errorf("temporary directory %s left behind", e.Name())
+		}
+	}
+}
