@@ -203,6 +203,8 @@ func Explain(err error, what string) error {
 				msg = fmt.Sprintf("%s: the registry failed (%d) after retries: %s", what, resp.StatusCode, resp.detail())
 			}
 		}
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		msg = fmt.Sprintf("%s: the registry requires authentication and no credentials are stored for it; log in with `modelreg login %s` (or `oras login`/`docker login`), or set MODELREG_USERNAME and MODELREG_PASSWORD", what, hostOf(what))
 	case errors.Is(err, errdef.ErrNotFound):
 		msg = fmt.Sprintf("%s: not found; check the name, or list what exists with `modelreg list`", what)
 	case isUnreachable(err):
@@ -231,6 +233,12 @@ func IsNotFound(err error) bool {
 		return resp.StatusCode == http.StatusNotFound
 	}
 	return errors.Is(err, errdef.ErrNotFound)
+}
+
+// hostOf extracts the registry host from a reference or host string.
+func hostOf(what string) string {
+	host, _, _ := strings.Cut(what, "/")
+	return host
 }
 
 func isUnreachable(err error) bool {

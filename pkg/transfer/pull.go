@@ -43,16 +43,27 @@ type PullResult struct {
 }
 
 // Fetch resolves ref and reads its manifest as a model version, verifying
-// the manifest's digest and size.
+// the manifest's digest and size. A transient failure is retried.
 func Fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Reference) (*model.Version, error) {
-	desc, rc, err := repo.FetchReference(ctx, ref.Reference)
+	var (
+		desc ocispec.Descriptor
+		raw  []byte
+	)
+	err := retry(ctx, 4, func() error {
+		d, rc, err := repo.FetchReference(ctx, ref.Reference)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		desc = d
+		raw, err = content.ReadAll(rc, d)
+		return err
+	})
 	if err != nil {
+		if errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, content.ErrTrailingData) {
+			return nil, fmt.Errorf("%s: manifest failed digest verification: %w", ref, err)
+		}
 		return nil, remote.Explain(err, ref.String())
-	}
-	defer rc.Close()
-	raw, err := content.ReadAll(rc, desc)
-	if err != nil {
-		return nil, fmt.Errorf("%s: manifest failed verification: %w", ref, err)
 	}
 	v, err := model.Parse(desc, raw)
 	if err != nil {
@@ -103,7 +114,7 @@ func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	}
 	defer root.Close()
 
-	if err := fetchVerified(ctx, repo, v.Config, io.Discard); err != nil {
+	if err := retry(ctx, opts.Attempts, func() error { return fetchVerified(ctx, repo, v.Config, io.Discard) }); err != nil {
 		return nil, fmt.Errorf("%s: config blob: %w", ref, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
