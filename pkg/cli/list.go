@@ -51,7 +51,7 @@ versions but hold something other than a model are reported as skipped.`,
 				if !v.Created.IsZero() {
 					created = v.Created.Format(time.RFC3339)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Tag, shortDigest(v.Digest), created, progress.Size(v.Size), v.Files, strings.Join(v.Stages, ","))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Tag, shortDigest(v.Digest), created, progress.Size(v.Size), v.Files, orDash(strings.Join(v.Stages, ",")))
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -64,4 +64,11 @@ versions but hold something other than a model are reported as skipped.`,
 	}
 	a.addOutputFlag(c)
 	return c
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
