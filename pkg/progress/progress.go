@@ -5,7 +5,6 @@ package progress
 import (
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -15,8 +14,9 @@ import (
 
 // Reporter hands out one Tracker per transferred file.
 type Reporter interface {
-	// Track starts reporting a transfer of size bytes named name.
-	Track(name string, size int64) Tracker
+	// Track starts reporting a transfer of size bytes named name; verb says
+	// what a transfer that runs to its end did ("pushed", "pulled").
+	Track(verb, name string, size int64) Tracker
 	// Wait flushes the display; call it once every tracker is done.
 	Wait()
 }
@@ -26,6 +26,8 @@ type Tracker interface {
 	// Add records n more bytes moved.
 	Add(n int)
 	// Done ends the transfer; verb says what happened ("pushed", "exists").
+	// A transfer that has moved all its bytes may already show as done
+	// with Track's verb.
 	Done(verb string)
 	// Fail ends the transfer with an error.
 	Fail(err error)
@@ -44,11 +46,11 @@ func Discard() Reporter { return discard{} }
 
 type discard struct{}
 
-func (discard) Track(string, int64) Tracker { return discard{} }
-func (discard) Wait()                       {}
-func (discard) Add(int)                     {}
-func (discard) Done(string)                 {}
-func (discard) Fail(error)                  {}
+func (discard) Track(string, string, int64) Tracker { return discard{} }
+func (discard) Wait()                               {}
+func (discard) Add(int)                             {}
+func (discard) Done(string)                         {}
+func (discard) Fail(error)                          {}
 
 // Reader counts what r yields into t.
 func Reader(r io.Reader, t Tracker) io.Reader { return &countingReader{r: r, t: t} }
@@ -83,8 +85,8 @@ type lines struct {
 	w  io.Writer
 }
 
-func (l *lines) Track(name string, size int64) Tracker { return &line{l: l, name: name, size: size} }
-func (l *lines) Wait()                                 {}
+func (l *lines) Track(_, name string, size int64) Tracker { return &line{l: l, name: name, size: size} }
+func (l *lines) Wait()                                    {}
 
 type line struct {
 	l    *lines
@@ -107,38 +109,48 @@ func (t *line) Fail(err error) {
 
 type bars struct{ p *mpb.Progress }
 
-func (b *bars) Track(name string, size int64) Tracker {
+// Track adds a live bar. When the transfer ends, the bar turns into the
+// same "verb name (size)" line that non-terminals get, and PopCompletedMode
+// moves it above the bars still running.
+func (b *bars) Track(verb, name string, size int64) Tracker {
 	label := name
 	if len(label) > 40 {
 		label = "…" + label[len(label)-39:]
 	}
-	bar := b.p.AddBar(size,
-		mpb.PrependDecorators(decor.Name(label, decor.WC{C: decor.DindentRight | decor.DextraSpace})),
+	t := &barTracker{name: name, size: size}
+	t.verb.Store(verb)
+	t.bar = b.p.AddBar(size,
+		mpb.PrependDecorators(decor.Any(func(st decor.Statistics) string {
+			if st.Completed {
+				v, _ := t.verb.Load().(string)
+				return fmt.Sprintf("%-7s %s (%s)", v, t.name, Size(t.size))
+			}
+			return label
+		}, decor.WC{C: decor.DindentRight | decor.DextraSpace})),
 		mpb.AppendDecorators(
-			decor.Counters(decor.SizeB1024(0), "% .1f / % .1f"),
-			decor.Name(" "),
-			decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace),
+			decor.OnComplete(decor.Counters(decor.SizeB1024(0), "% .1f / % .1f"), ""),
+			decor.OnComplete(decor.Name(" "), ""),
+			decor.OnComplete(decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace), ""),
 		),
 		mpb.BarFillerClearOnComplete(),
 	)
-	return &barTracker{p: b.p, bar: bar, name: name, size: size}
+	return t
 }
 
 func (b *bars) Wait() { b.p.Wait() }
 
 type barTracker struct {
-	p    *mpb.Progress
 	bar  *mpb.Bar
 	name string
 	size int64
+	verb atomic.Value
 }
 
 func (t *barTracker) Add(n int) { t.bar.IncrBy(n) }
 func (t *barTracker) Done(verb string) {
-	fmt.Fprintf(t.p, "%-7s %s (%s)\n", verb, t.name, Size(t.size))
+	t.verb.Store(verb)
 	t.bar.SetTotal(-1, true)
 }
-func (t *barTracker) Fail(err error) {
-	fmt.Fprintf(t.p, "failed  %s: %s\n", t.name, strings.TrimSpace(err.Error()))
-	t.bar.Abort(true)
-}
+
+// Fail drops the bar: the command reports the error itself.
+func (t *barTracker) Fail(error) { t.bar.Abort(true) }

@@ -121,7 +121,7 @@ func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	g.SetLimit(opts.Concurrency)
 	for _, f := range v.Files {
 		g.Go(func() error {
-			t := opts.Progress.Track(f.Path, f.Descriptor.Size)
+			t := opts.Progress.Track("pulled", f.Path, f.Descriptor.Size)
 			err := retry(gctx, opts.Attempts, func() error { return pullFile(gctx, repo, root, f, t) })
 			if err != nil {
 				err = fmt.Errorf("%s: %w", f.Path, remote.Explain(err, ref.String()))

@@ -80,11 +80,16 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	}
 
 	layers := make([]ocispec.Descriptor, len(files))
+	var total int64
+	for _, f := range files {
+		total += f.Size
+	}
+	hashing := opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(files)), total)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
 	for i, f := range files {
 		g.Go(func() error {
-			d, err := hashFile(gctx, f)
+			d, err := hashFile(gctx, f, hashing)
 			if err != nil {
 				return err
 			}
@@ -93,8 +98,11 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		})
 	}
 	if err := g.Wait(); err != nil {
+		hashing.Fail(err)
+		opts.Progress.Wait()
 		return nil, err
 	}
+	hashing.Done("hashed")
 
 	config, manifest, err := model.Pack(opts.Metadata, layers)
 	if err != nil {
@@ -177,7 +185,7 @@ func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descr
 // pushFile uploads one file unless the registry has it; sent reports
 // whether bytes went over the wire.
 func pushFile(ctx context.Context, repo registry.Repository, f model.File, desc ocispec.Descriptor, opts PushOptions) (sent bool, err error) {
-	t := opts.Progress.Track(f.Path, f.Size)
+	t := opts.Progress.Track("pushed", f.Path, f.Size)
 	defer func() {
 		switch {
 		case err != nil:
@@ -229,7 +237,7 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func hashFile(ctx context.Context, f model.File) (digest.Digest, error) {
+func hashFile(ctx context.Context, f model.File, t progress.Tracker) (digest.Digest, error) {
 	fh, err := os.Open(f.Source)
 	if err != nil {
 		return "", err
@@ -237,7 +245,7 @@ func hashFile(ctx context.Context, f model.File) (digest.Digest, error) {
 	defer fh.Close()
 	h := sha256.New()
 	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(h, ctxReader{ctx, fh}, buf)
+	n, err := io.CopyBuffer(h, progress.Reader(ctxReader{ctx, fh}, t), buf)
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", f.Source, err)
 	}
