@@ -115,7 +115,17 @@ func TestInspectAndList(t *testing.T) {
 		"--metric", "accuracy=0.90", "--param", "lr=0.01", "--label", "owner=ml", "--dataset", "s3://d/train.parquet@sha256:"+strings.Repeat("ab", 32),
 		"--description", "first cut").Stdout)
 	writeFile(t, filepath.Join(src, "tokenizer.json"), `{"v":2}`, 0o644)
-	v2 := strings.TrimSpace(e.ok("push", repo+":1.1.0", src, "--created", "2026-02-01T00:00:00Z", "--metric", "accuracy=0.95").Stdout)
+	r := e.ok("push", repo+":1.1.0", src, "--created", "2026-02-01T00:00:00Z", "--metric", "accuracy=0.95")
+	v2 := strings.TrimSpace(r.Stdout)
+	// Off a terminal: one line per file, then a summary; the digest alone on stdout.
+	for _, w := range []string{"hashed  3 files", "exists  model.onnx (1.0 MiB)", "pushed  tokenizer.json (7 B)", "exists  train.py"} {
+		if !strings.Contains(r.Stderr, w) {
+			t.Errorf("push progress lacks %q:\n%s", w, r.Stderr)
+		}
+	}
+	if !digestRE.MatchString(v2) {
+		t.Errorf("push stdout is not just the digest: %q", r.Stdout)
+	}
 	// Stages are plain tags; until promotion exists, any OCI client can set them.
 	e.oras("tag", repo+"@"+v1, "production")
 	e.oras("tag", repo+"@"+v2, "canary", "staging")
