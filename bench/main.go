@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/modelreg/modelreg/internal/fixture"
 )
 
 type sample struct {
@@ -174,21 +175,8 @@ func relFiles(root string) []string {
 }
 
 func writeRandom(path string, size int64, seed uint64) int64 {
-	check(os.MkdirAll(filepath.Dir(path), 0o755))
-	f, err := os.Create(path)
+	_, err := fixture.WriteRandom(path, size, seed)
 	check(err)
-	defer f.Close()
-	var key [32]byte
-	key[0], key[1] = byte(seed), byte(seed>>8)
-	src := rand.NewChaCha8(key)
-	buf := make([]byte, 1<<20)
-	for left := size; left > 0; left -= int64(len(buf)) {
-		n := min(int64(len(buf)), left)
-		src.Read(buf[:n])
-		_, err := f.Write(buf[:n])
-		check(err)
-	}
-	check(f.Close())
 	return size
 }
 

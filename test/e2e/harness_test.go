@@ -6,12 +6,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelreg/modelreg/internal/fixture"
 )
 
 var (
@@ -212,34 +212,11 @@ func (e *env) oras(args ...string) result {
 // writeRandom writes size pseudo-random bytes to path and returns their sha256.
 func writeRandom(t *testing.T, path string, size int64, seed uint64) string {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(path)
+	sum, err := fixture.WriteRandom(path, size, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	var key [32]byte
-	key[0] = byte(seed)
-	key[1] = byte(seed >> 8)
-	src := rand.NewChaCha8(key)
-	buf := make([]byte, 1<<20)
-	for left := size; left > 0; {
-		n := int64(len(buf))
-		if left < n {
-			n = left
-		}
-		src.Read(buf[:n])
-		f.Write(buf[:n])
-		h.Write(buf[:n])
-		left -= n
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return sum
 }
 
 func writeFile(t *testing.T, path, content string, mode fs.FileMode) {
