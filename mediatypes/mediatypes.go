@@ -128,3 +128,46 @@ func SplitLayer(mediaType string) (kind, encoding string, ok bool) {
 	}
 	return "", "", false
 }
+
+// Sigstore and cosign formats that modelreg writes and reads for signatures
+// and attestations, byte-exact as cosign uses them.
+const (
+	// CosignSimpleSigning is the layer media type of a legacy cosign
+	// signature: the layer blob is the signed simple-signing payload.
+	CosignSimpleSigning = "application/vnd.dev.cosign.simplesigning.v1+json"
+	// AnnotationCosignSignature holds the base64 signature on such a layer.
+	AnnotationCosignSignature = "dev.cosignproject.cosign/signature"
+	// CosignSimpleSigningType is the payload's critical.type.
+	CosignSimpleSigningType = "cosign container image signature"
+	// ArtifactTypeCosignSignature marks cosign's OCI 1.1 signature referrer
+	// (cosign --registry-referrers-mode=oci-1-1).
+	ArtifactTypeCosignSignature = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	// SigstoreBundle is the artifactType and layer media type of a sigstore
+	// bundle referrer (cosign v3's default).
+	SigstoreBundle = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	// AnnotationBundleContent says what the bundle holds ("dsse-envelope").
+	AnnotationBundleContent = "dev.sigstore.bundle.content"
+	// AnnotationBundlePredicateType names the bundle statement's predicate type.
+	AnnotationBundlePredicateType = "dev.sigstore.bundle.predicateType"
+	// DSSEEnvelope is the layer media type of a legacy cosign attestation.
+	DSSEEnvelope = "application/vnd.dsse.envelope.v1+json"
+	// InTotoPayloadType is the DSSE payloadType of an in-toto statement.
+	InTotoPayloadType = "application/vnd.in-toto+json"
+	// InTotoStatementV1 and InTotoStatementV01 are the in-toto statement types.
+	InTotoStatementV1  = "https://in-toto.io/Statement/v1"
+	InTotoStatementV01 = "https://in-toto.io/Statement/v0.1"
+	// PredicateCosignSign is the predicate of a cosign v3 signature statement.
+	PredicateCosignSign = "https://sigstore.dev/cosign/sign/v1"
+	// OCIEmptyJSON is the media type of the OCI empty config ({}).
+	OCIEmptyJSON = "application/vnd.oci.empty.v1+json"
+)
+
+// modelreg's own records: referrers of a version.
+const (
+	// ArtifactTypePromotion marks a promotion record; its one layer (of the
+	// same media type) is the record as JSON.
+	ArtifactTypePromotion = "application/vnd.modelreg.promotion.v1+json"
+	// AnnotationPromotionStage names the stage on a promotion record's
+	// manifest, so history readers can filter without fetching the blob.
+	AnnotationPromotionStage = "io.modelreg.promotion.stage"
+)

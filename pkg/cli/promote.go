@@ -1,0 +1,271 @@
+package cli
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/modelreg/modelreg/pkg/policy"
+	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/tag"
+	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2/registry"
+)
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// defaultActor names who promotes: MODELREG_ACTOR, else user@host.
+func defaultActor() string {
+	if a := os.Getenv("MODELREG_ACTOR"); a != "" {
+		return a
+	}
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}
+
+type moveFlags struct {
+	reason, policyPath, actor string
+}
+
+func (f *moveFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.reason, "reason", "", "why, for the record (shown by history and audit)")
+	c.Flags().StringVar(&f.policyPath, "policy", "", "trust policy file (default "+policy.DefaultPath+" when present; without a policy no stage is protected)")
+	c.Flags().StringVar(&f.actor, "actor", "", "who is promoting, for the record (default $MODELREG_ACTOR, else user@host)")
+}
+
+func (f *moveFlags) options() (promotion.Options, error) {
+	pol, err := policy.LoadDefault(f.policyPath)
+	if err != nil {
+		return promotion.Options{}, err
+	}
+	actor := f.actor
+	if actor == "" {
+		actor = defaultActor()
+	}
+	return promotion.Options{Policy: pol, Actor: actor, Reason: f.reason}, nil
+}
+
+func (a *app) report(res *promotion.Result, err error, jsonOut bool, what string) error {
+	if jsonOut && res != nil {
+		if jerr := a.json(res); jerr != nil {
+			return jerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return nil
+	}
+	if res.Unchanged {
+		fmt.Fprintf(a.io.Err, "stage %s already holds this version; nothing to do\n", res.Decision.Stage)
+		return nil
+	}
+	r := res.Record
+	fmt.Fprintf(a.io.Err, "%s %s: %s -> %s (%s)\n", what, r.Stage, shortOrNone(r.Previous), shortDigest(r.Digest), strings.Join(r.Version, ","))
+	if res.Decision.Protected {
+		var who []string
+		for _, ap := range res.Decision.Approvers {
+			who = append(who, ap.Name)
+		}
+		fmt.Fprintf(a.io.Err, "policy satisfied by %s\n", strings.Join(who, ", "))
+	}
+	fmt.Fprintf(a.io.Err, "recorded as %s\n", r.Record)
+	return nil
+}
+
+func shortOrNone(d string) string {
+	if d == "" {
+		return "(empty)"
+	}
+	return shortDigest(d)
+}
+
+func (a *app) promoteCmd() *cobra.Command {
+	var to string
+	var mf moveFlags
+	c := &cobra.Command{
+		Use:   "promote REF --to STAGE",
+		Short: "Move a stage to a version, if the trust policy allows it",
+		Long: `Check the trust policy for STAGE against the digest of REF; if it is
+satisfied, move the stage tag to that digest and write a promotion record
+(a referrer of the version: stage, new and previous digest, actor, time,
+reason, approving key fingerprints). On refusal nothing moves, and the
+message says exactly what is missing. Promoting the version a stage already
+holds does nothing and succeeds.
+
+Against a plain OCI registry the stage tag is re-read before and after it is
+moved, and a concurrent promotion of the same stage is reported as a
+conflict (docs/promotion.md); modelreg serve serializes promotions itself.`,
+		Example: `  modelreg promote localhost:5000/team/fraud:1.4.0 --to production --reason "beats 1.3 on holdout" --policy policy.yaml`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			jsonOut, err := a.outputJSON()
+			if err != nil {
+				return err
+			}
+			if err := tag.ValidateStage(to); err != nil {
+				return usageError{fmt.Errorf("--to: %w", err)}
+			}
+			opts, err := mf.options()
+			if err != nil {
+				return err
+			}
+			ref, repo, err := a.repository(c, args[0])
+			if err != nil {
+				return err
+			}
+			v, err := transfer.Fetch(c.Context(), repo, ref)
+			if err != nil {
+				return err
+			}
+			res, err := promotion.Promote(c.Context(), repo, ref, v.Descriptor, to, opts)
+			return a.report(res, err, jsonOut, "promoted")
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "the stage to move (required), e.g. staging, production")
+	mf.add(c)
+	a.addOutputFlag(c)
+	return c
+}
+
+func (a *app) rollbackCmd() *cobra.Command {
+	var stage string
+	var mf moveFlags
+	c := &cobra.Command{
+		Use:   "rollback REPO --stage STAGE",
+		Short: "Move a stage back to the version it held before",
+		Long: `Move STAGE back to the digest it held before the current one, as the
+promotion records tell. The policy is checked for that digest too, and the
+move is recorded like any promotion, marked as a rollback. Refuses when the
+current version was the first to enter the stage.`,
+		Example: `  modelreg rollback localhost:5000/team/fraud --stage production --reason "1.4 regressed on fraud recall"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			jsonOut, err := a.outputJSON()
+			if err != nil {
+				return err
+			}
+			if err := tag.ValidateStage(stage); err != nil {
+				return usageError{fmt.Errorf("--stage: %w", err)}
+			}
+			opts, err := mf.options()
+			if err != nil {
+				return err
+			}
+			ref, repo, err := a.repository(c, args[0])
+			if err != nil {
+				return err
+			}
+			if err := repoOnly(ref); err != nil {
+				return err
+			}
+			res, err := promotion.Rollback(c.Context(), repo, ref, stage, opts)
+			return a.report(res, err, jsonOut, "rolled back")
+		},
+	}
+	c.Flags().StringVar(&stage, "stage", "", "the stage to roll back (required)")
+	mf.add(c)
+	a.addOutputFlag(c)
+	return c
+}
+
+func repoOnly(ref registry.Reference) error {
+	if ref.Reference != "" {
+		return usageError{fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", ref.Registry, ref.Repository)}
+	}
+	return nil
+}
+
+func (a *app) historyCmd() *cobra.Command {
+	var stage, at string
+	c := &cobra.Command{
+		Use:   "history REPO --stage STAGE [--at TIME]",
+		Short: "Show a stage's promotions and rollbacks, newest first",
+		Long: `List the promotion records of STAGE, newest first: time, version, digest,
+actor, reason, and whether the move was a rollback. With --at, print only
+what the stage held at that instant (RFC 3339, e.g. 2026-03-03T14:00:00Z)
+and who put it there.`,
+		Example: `  modelreg history localhost:5000/team/fraud --stage production
+  modelreg history localhost:5000/team/fraud --stage production --at 2026-03-03T14:00:00Z --output json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			jsonOut, err := a.outputJSON()
+			if err != nil {
+				return err
+			}
+			if err := tag.ValidateStage(stage); err != nil {
+				return usageError{fmt.Errorf("--stage: %w", err)}
+			}
+			var when time.Time
+			if at != "" {
+				if when, err = time.Parse(time.RFC3339, at); err != nil {
+					return usageError{fmt.Errorf("--at %q: expected an RFC 3339 time, e.g. 2026-03-03T14:00:00Z", at)}
+				}
+			}
+			ref, repo, err := a.repository(c, args[0])
+			if err != nil {
+				return err
+			}
+			if err := repoOnly(ref); err != nil {
+				return err
+			}
+			records, err := promotion.History(c.Context(), repo, ref, stage)
+			if err != nil {
+				return err
+			}
+			if at != "" {
+				r := promotion.At(records, when)
+				if jsonOut {
+					return a.json(map[string]any{"stage": stage, "at": when, "record": r})
+				}
+				if r == nil {
+					fmt.Fprintf(a.io.Out, "stage %s held no version at %s\n", stage, when.Format(time.RFC3339))
+					return nil
+				}
+				fmt.Fprintf(a.io.Out, "at %s, %s held %s (%s), since %s, put there by %s", when.Format(time.RFC3339), stage, r.Digest,
+					orDash(strings.Join(r.Version, ",")), r.Time.Format(time.RFC3339), r.Actor)
+				if r.Reason != "" {
+					fmt.Fprintf(a.io.Out, ": %q", r.Reason)
+				}
+				fmt.Fprintln(a.io.Out)
+				return nil
+			}
+			if records == nil {
+				records = []promotion.Record{}
+			}
+			if jsonOut {
+				return a.json(records)
+			}
+			if len(records) == 0 {
+				fmt.Fprintf(a.io.Err, "stage %s has no promotion records\n", stage)
+				return nil
+			}
+			w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TIME\tVERSION\tDIGEST\tPREVIOUS\tACTOR\tROLLBACK\tREASON")
+			for _, r := range records {
+				rb := ""
+				if r.Rollback {
+					rb = "rollback"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), orDash(strings.Join(r.Version, ",")), shortDigest(r.Digest),
+					shortOrNone(r.Previous), r.Actor, orDash(rb), r.Reason)
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().StringVar(&stage, "stage", "", "the stage (required)")
+	c.Flags().StringVar(&at, "at", "", "only what the stage held at this time (RFC 3339)")
+	a.addOutputFlag(c)
+	return c
+}

@@ -1,0 +1,280 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/policy"
+	"github.com/modelreg/modelreg/pkg/signature"
+	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// password reads COSIGN_PASSWORD, as cosign does; on a terminal it asks.
+func (a *app) password(confirm bool) ([]byte, error) {
+	if p, ok := os.LookupEnv("COSIGN_PASSWORD"); ok {
+		return []byte(p), nil
+	}
+	f, ok := a.io.In.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, usageError{errors.New("set COSIGN_PASSWORD to the key's password (empty for none)")}
+	}
+	fmt.Fprint(a.io.Err, "Password for the key: ")
+	p, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(a.io.Err)
+	if err != nil || !confirm {
+		return p, err
+	}
+	fmt.Fprint(a.io.Err, "Again: ")
+	again, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(a.io.Err)
+	if err != nil {
+		return nil, err
+	}
+	if string(again) != string(p) {
+		return nil, errors.New("the passwords differ")
+	}
+	return p, nil
+}
+
+func (a *app) keygenCmd() *cobra.Command {
+	var prefix string
+	c := &cobra.Command{
+		Use:   "keygen",
+		Short: "Make a cosign key pair (PREFIX.key and PREFIX.pub)",
+		Long: `Make an ECDSA P-256 key pair in cosign's format: PREFIX.key is encrypted with
+COSIGN_PASSWORD (asked for on a terminal when unset), PREFIX.pub is the public
+key to list in a trust policy. The cosign CLI uses the same files
+(cosign sign --key PREFIX.key, cosign verify --key PREFIX.pub). Existing files
+are never overwritten.`,
+		Example: `  COSIGN_PASSWORD=... modelreg keygen --output-key-prefix alice`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			priv, pub := prefix+".key", prefix+".pub"
+			for _, p := range []string{priv, pub} {
+				if _, err := os.Stat(p); err == nil {
+					return fmt.Errorf("%s already exists; move it away or pick another --output-key-prefix", p)
+				}
+			}
+			pw, err := a.password(true)
+			if err != nil {
+				return err
+			}
+			privPEM, pubPEM, err := key.Generate(pw)
+			if err != nil {
+				return err
+			}
+			if err := writeNew(priv, privPEM, 0o600); err != nil {
+				return err
+			}
+			if err := writeNew(pub, pubPEM, 0o644); err != nil {
+				os.Remove(priv)
+				return err
+			}
+			k, err := key.ParsePublic(pubPEM)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.io.Err, "Private key written to %s, public key to %s\n", priv, pub)
+			fmt.Fprintln(a.io.Out, k.Fingerprint)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&prefix, "output-key-prefix", "cosign", "file name prefix of the key pair")
+	return c
+}
+
+func writeNew(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+func (a *app) signCmd() *cobra.Command {
+	var keyPath, format string
+	c := &cobra.Command{
+		Use:   "sign REF --key cosign.key",
+		Short: "Sign a version's digest with a cosign key",
+		Long: `Sign the manifest digest of the version REF with a cosign private key
+(password from COSIGN_PASSWORD) and store the signature in the registry:
+by default as a sigstore bundle referrer (cosign v3's format, checked by
+` + "`cosign verify --key KEY.pub --insecure-ignore-tlog`" + ` with cosign v3), or with
+--format legacy as the sha256-<hex>.sig tag cosign v2 reads. No transparency
+log is used: the key pair is the trust. A tag REF is resolved first; the
+signature covers the digest, so moving tags cannot transfer it.`,
+		Example: `  COSIGN_PASSWORD=... modelreg sign localhost:5000/team/fraud:1.4.0 --key alice.key`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			jsonOut, err := a.outputJSON()
+			if err != nil {
+				return err
+			}
+			if keyPath == "" {
+				return usageError{errors.New("--key is required: a cosign private key, e.g. --key cosign.key")}
+			}
+			form := signature.Form(format)
+			if form != signature.FormBundle && form != signature.FormLegacy {
+				return usageError{fmt.Errorf("--format %q: expected bundle or legacy", format)}
+			}
+			ref, repo, err := a.repository(c, args[0])
+			if err != nil {
+				return err
+			}
+			pw, err := a.password(false)
+			if err != nil {
+				return err
+			}
+			priv, err := key.LoadPrivate(keyPath, pw)
+			if err != nil {
+				return err
+			}
+			v, err := transfer.Fetch(c.Context(), repo, ref)
+			if err != nil {
+				return err
+			}
+			desc, err := signature.Sign(c.Context(), repo, ref, v.Descriptor, priv, signature.SignOptions{Form: form})
+			if err != nil {
+				return fmt.Errorf("storing the signature: %w", err)
+			}
+			if jsonOut {
+				return a.json(map[string]string{"digest": v.Descriptor.Digest.String(), "key": priv.Fingerprint, "format": string(form), "signature": desc.Digest.String()})
+			}
+			fmt.Fprintf(a.io.Err, "signed %s@%s with key %s (%s signature %s)\n", ref.Repository, v.Descriptor.Digest, priv.Fingerprint, form, shortDigest(desc.Digest.String()))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&keyPath, "key", "", "cosign private key file (required)")
+	c.Flags().StringVar(&format, "format", "bundle", "signature format: bundle (cosign v3) or legacy (cosign v2 .sig tag)")
+	a.addOutputFlag(c)
+	return c
+}
+
+func (a *app) verifyCmd() *cobra.Command {
+	var stage, policyPath string
+	c := &cobra.Command{
+		Use:   "verify REF [--stage STAGE]",
+		Short: "List a version's signatures and check the trust policy",
+		Long: `Find every signature of the version REF in the three forms cosign writes
+(legacy .sig tag, OCI 1.1 referrer, sigstore bundle), check each against the
+keys of the trust policy, and show which key each matched. With --stage,
+evaluate that stage's rule; without it, every stage the policy names. Exits
+0 only when the policy is satisfied (with --stage) or at least one valid
+signature by a policy key was found (without).
+
+The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`,
+		Example: `  modelreg verify localhost:5000/team/fraud:1.4.0 --stage production --policy policy.yaml`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			jsonOut, err := a.outputJSON()
+			if err != nil {
+				return err
+			}
+			pol, err := policy.LoadDefault(policyPath)
+			if err != nil {
+				return err
+			}
+			if pol == nil {
+				return usageError{fmt.Errorf("no trust policy: pass --policy FILE or create %s (see docs/policy.md)", policy.DefaultPath)}
+			}
+			ref, repo, err := a.repository(c, args[0])
+			if err != nil {
+				return err
+			}
+			v, err := transfer.Fetch(c.Context(), repo, ref)
+			if err != nil {
+				return err
+			}
+			found, err := signature.Find(c.Context(), repo, v.Descriptor, pol.Trusted())
+			if err != nil {
+				return err
+			}
+			stages := []string{stage}
+			if stage == "" {
+				stages = sortedKeys(pol.Stages)
+			}
+			var decisions []policy.Decision
+			for _, s := range stages {
+				decisions = append(decisions, pol.Evaluate(s, found))
+			}
+			ok := false
+			if stage != "" {
+				ok = decisions[0].Allowed
+			} else {
+				for _, f := range found {
+					ok = ok || f.Valid
+				}
+			}
+			if found == nil {
+				found = []signature.Found{}
+			}
+			if jsonOut {
+				if err := a.json(map[string]any{"digest": v.Descriptor.Digest.String(), "signatures": found, "decisions": decisions, "ok": ok}); err != nil {
+					return err
+				}
+			} else {
+				names := map[string]string{}
+				for n, k := range pol.Keys {
+					names[k.Fingerprint] = n
+				}
+				fmt.Fprintf(a.io.Out, "%s@%s\n\n", ref.Repository, v.Descriptor.Digest)
+				w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "FORM\tKEY\tVALID\tSOURCE / PROBLEM")
+				for _, f := range found {
+					k := "-"
+					if f.Key != "" {
+						k = names[f.Key] + " " + shortDigest(f.Key)
+					} else if f.Claimed != "" {
+						k = "? " + shortDigest(f.Claimed)
+					}
+					detail := f.Source
+					if f.Problem != "" {
+						detail += ": " + f.Problem
+					}
+					fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", f.Form, k, f.Valid, detail)
+				}
+				w.Flush()
+				if len(found) == 0 {
+					fmt.Fprintln(a.io.Out, "(no signatures)")
+				}
+				fmt.Fprintln(a.io.Out)
+				for _, d := range decisions {
+					switch {
+					case !d.Protected:
+						fmt.Fprintf(a.io.Out, "stage %s: not protected by the policy\n", d.Stage)
+					case d.Allowed:
+						var who []string
+						for _, ap := range d.Approvers {
+							who = append(who, ap.Name)
+						}
+						fmt.Fprintf(a.io.Out, "stage %s: satisfied (%d of %d: %s)\n", d.Stage, len(d.Approvers), d.Required, strings.Join(who, ", "))
+					default:
+						fmt.Fprintf(a.io.Out, "stage %s: NOT satisfied: %s\n", d.Stage, strings.Join(d.Missing, "; "))
+					}
+				}
+			}
+			if !ok {
+				if stage != "" {
+					return decisions[0].Err()
+				}
+				return errors.New("no valid signature by a key of the policy")
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&stage, "stage", "", "evaluate this stage's rule")
+	c.Flags().StringVar(&policyPath, "policy", "", "trust policy file (default "+policy.DefaultPath+")")
+	a.addOutputFlag(c)
+	return c
+}

@@ -1,0 +1,276 @@
+// Package policy is the trust policy: per stage, which cosign keys may
+// approve a version and how many distinct ones must have signed it. The
+// same evaluation serves `modelreg verify`, `modelreg promote` and the
+// server's gate, so they can never disagree.
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/signature"
+	"github.com/modelreg/modelreg/pkg/tag"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where the policy is looked for when --policy is not given.
+const DefaultPath = ".modelreg/policy.yaml"
+
+// Policy is a parsed trust policy file.
+type Policy struct {
+	// Source is the file it came from; Digest the sha256 of its bytes,
+	// recorded in promotion records.
+	Source string
+	Digest string
+	// Keys maps each key name to its public key.
+	Keys map[string]key.Public
+	// Stages maps each protected stage to its rule.
+	Stages map[string]Stage
+}
+
+// Stage is what a version needs to enter one stage.
+type Stage struct {
+	// Signatures requires signatures by Threshold distinct keys among Keys.
+	Signatures *Signatures
+}
+
+// Signatures is a threshold rule over named keys.
+type Signatures struct {
+	Keys      []string
+	Threshold int
+}
+
+type rawPolicy struct {
+	Version int                  `yaml:"version"`
+	Keys    map[string]yaml.Node `yaml:"keys"`
+	Stages  map[string]rawStage  `yaml:"stages"`
+}
+
+type rawStage struct {
+	Signatures *rawSignatures `yaml:"signatures"`
+	line       int
+}
+
+func (s *rawStage) UnmarshalYAML(n *yaml.Node) error {
+	type plain rawStage
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*s = rawStage(p)
+	s.line = n.Line
+	return nil
+}
+
+type rawSignatures struct {
+	Keys      []string `yaml:"keys"`
+	Threshold int      `yaml:"threshold"`
+	line      int
+}
+
+func (s *rawSignatures) UnmarshalYAML(n *yaml.Node) error {
+	type plain rawSignatures
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*s = rawSignatures(p)
+	s.line = n.Line
+	return nil
+}
+
+// Load reads a policy file; key paths in it are relative to the file.
+func Load(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	p, err := Parse(b, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", path, err)
+	}
+	p.Source = path
+	return p, nil
+}
+
+// LoadDefault loads path, or DefaultPath when path is empty and that file
+// exists; with neither it returns nil: every stage is unprotected.
+func LoadDefault(path string) (*Policy, error) {
+	if path != "" {
+		return Load(path)
+	}
+	if _, err := os.Stat(DefaultPath); err == nil {
+		return Load(DefaultPath)
+	}
+	return nil, nil
+}
+
+// Parse reads a policy document. dir resolves relative key paths.
+func Parse(data []byte, dir string) (*Policy, error) {
+	var raw rawPolicy
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("not a valid policy: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if raw.Version != 1 {
+		return nil, fmt.Errorf("line 1: version: 1 is required (found %d)", raw.Version)
+	}
+	sum := sha256.Sum256(data)
+	p := &Policy{Digest: "sha256:" + hex.EncodeToString(sum[:]), Keys: map[string]key.Public{}, Stages: map[string]Stage{}}
+	for name, n := range raw.Keys {
+		if n.Kind != yaml.ScalarNode || n.Value == "" {
+			return nil, fmt.Errorf("line %d: key %q: expected a path to a .pub file or an inline PEM block", n.Line, name)
+		}
+		var (
+			k   key.Public
+			err error
+		)
+		if strings.HasPrefix(strings.TrimSpace(n.Value), "-----BEGIN") {
+			k, err = key.ParsePublic([]byte(n.Value))
+		} else {
+			path := n.Value
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(dir, path)
+			}
+			k, err = key.LoadPublic(path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d: key %q: %w", n.Line, name, err)
+		}
+		p.Keys[name] = k
+	}
+	for name, s := range raw.Stages {
+		if err := tag.ValidateStage(name); err != nil {
+			return nil, fmt.Errorf("line %d: %w", s.line, err)
+		}
+		if s.Signatures == nil {
+			return nil, fmt.Errorf("line %d: stage %q has no requirement; add signatures: {keys: [...], threshold: N}", s.line, name)
+		}
+		sig := s.Signatures
+		if len(sig.Keys) == 0 {
+			return nil, fmt.Errorf("line %d: stage %q: signatures.keys is empty", sig.line, name)
+		}
+		for _, k := range sig.Keys {
+			if _, ok := p.Keys[k]; !ok {
+				return nil, fmt.Errorf("line %d: stage %q names key %q, which is not defined under keys:", sig.line, name, k)
+			}
+		}
+		if sig.Threshold < 1 || sig.Threshold > len(sig.Keys) {
+			return nil, fmt.Errorf("line %d: stage %q: threshold %d must be between 1 and the %d keys listed", sig.line, name, sig.Threshold, len(sig.Keys))
+		}
+		p.Stages[name] = Stage{Signatures: &Signatures{Keys: slices.Clone(sig.Keys), Threshold: sig.Threshold}}
+	}
+	return p, nil
+}
+
+// Trusted lists every key of the policy, for finding signatures before a
+// stage is chosen.
+func (p *Policy) Trusted() []key.Public {
+	if p == nil {
+		return nil
+	}
+	var out []key.Public
+	for _, name := range slices.Sorted(maps.Keys(p.Keys)) {
+		out = append(out, p.Keys[name])
+	}
+	return out
+}
+
+// Approver is a key that approved a version.
+type Approver struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// Decision is the outcome of a stage's policy for one version.
+type Decision struct {
+	Stage string `json:"stage"`
+	// Protected is false when the policy does not name the stage.
+	Protected bool `json:"protected"`
+	Allowed   bool `json:"allowed"`
+	// Required is the threshold; Approvers the distinct policy keys whose
+	// valid signatures count toward it.
+	Required  int        `json:"required"`
+	Approvers []Approver `json:"approvers"`
+	// Missing says, for people, what is lacking when Allowed is false.
+	Missing []string `json:"missing,omitempty"`
+}
+
+// ErrDenied marks a refusal by the policy.
+var ErrDenied = errors.New("policy not satisfied")
+
+// Err returns nil when the decision allows the move, else an error naming
+// everything that is missing.
+func (d Decision) Err() error {
+	if d.Allowed {
+		return nil
+	}
+	return fmt.Errorf("%w for stage %q: %s", ErrDenied, d.Stage, strings.Join(d.Missing, "; "))
+}
+
+// Evaluate decides whether a version with the signatures found may enter stage.
+func (p *Policy) Evaluate(stage string, found []signature.Found) Decision {
+	d := Decision{Stage: stage, Approvers: []Approver{}}
+	var rule Stage
+	if p != nil {
+		rule, d.Protected = p.Stages[stage]
+	}
+	if !d.Protected {
+		d.Allowed = true
+		return d
+	}
+	sig := rule.Signatures
+	d.Required = sig.Threshold
+	byFP := map[string]string{}
+	for _, name := range sig.Keys {
+		byFP[p.Keys[name].Fingerprint] = name
+	}
+	seen := map[string]bool{}
+	var problems []string
+	for _, f := range found {
+		name, ok := byFP[f.Key]
+		switch {
+		case f.Valid && ok && !seen[f.Key]:
+			seen[f.Key] = true
+			d.Approvers = append(d.Approvers, Approver{Name: name, Fingerprint: f.Key})
+		case f.Valid && !ok:
+			problems = append(problems, fmt.Sprintf("a %s signature by key %s, which may not approve %s", f.Form, f.Key, stage))
+		case !f.Valid:
+			problems = append(problems, fmt.Sprintf("a %s signature (%s) was rejected: %s", f.Form, f.Source, f.Problem))
+		}
+	}
+	slices.SortFunc(d.Approvers, func(a, b Approver) int { return strings.Compare(a.Name, b.Name) })
+	if len(d.Approvers) >= sig.Threshold {
+		d.Allowed = true
+		return d
+	}
+	var have []string
+	for _, a := range d.Approvers {
+		have = append(have, a.Name)
+	}
+	var want []string
+	for _, k := range sig.Keys {
+		if !seen[p.Keys[k].Fingerprint] {
+			want = append(want, k)
+		}
+	}
+	msg := fmt.Sprintf("%d of %d required signatures from keys %s", len(d.Approvers), sig.Threshold, strings.Join(sig.Keys, ", "))
+	if len(have) > 0 {
+		msg += fmt.Sprintf(" (signed by %s)", strings.Join(have, ", "))
+	}
+	msg += fmt.Sprintf("; %d more needed from %s", sig.Threshold-len(d.Approvers), strings.Join(want, ", "))
+	d.Missing = append([]string{msg}, problems...)
+	if len(found) == 0 {
+		d.Missing[0] += "; no signature of any form was found for this digest (sign it with `modelreg sign` or `cosign sign`)"
+	}
+	return d
+}

@@ -1,0 +1,193 @@
+// Package promotion moves stages: it checks the trust policy, moves the
+// stage tag, and writes an append-only promotion record next to the
+// promoted version, so any OCI client can read a stage's history.
+package promotion
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/catalog"
+	"github.com/modelreg/modelreg/pkg/remote"
+	"github.com/modelreg/modelreg/pkg/signature"
+	"github.com/modelreg/modelreg/pkg/tag"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry"
+)
+
+// Record is one move of a stage. It is stored as a referrer of the version
+// the stage moved to, so it travels with that version and never changes.
+type Record struct {
+	Repository string `json:"repository"`
+	Stage      string `json:"stage"`
+	// Digest is the version the stage points at after this move; Version
+	// its version tags at that time.
+	Digest  string   `json:"digest"`
+	Version []string `json:"version,omitempty"`
+	// Previous is the digest the stage held before, "" for the first move.
+	Previous string    `json:"previous"`
+	Actor    string    `json:"actor"`
+	Time     time.Time `json:"time"`
+	Reason   string    `json:"reason,omitempty"`
+	Rollback bool      `json:"rollback"`
+	// Keys lists the fingerprints of the keys whose signatures satisfied
+	// the policy; Policy is the sha256 of the policy file applied ("" when
+	// the stage was unprotected).
+	Keys   []string `json:"keys"`
+	Policy string   `json:"policy,omitempty"`
+	// Record is the digest of the record's own manifest (set when read).
+	Record string `json:"record,omitempty"`
+}
+
+// Write stores r as a referrer of the version it promotes.
+func Write(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, r Record) (ocispec.Descriptor, error) {
+	r.Record = ""
+	blob, err := json.Marshal(r)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return signature.PushReferrer(ctx, repo, subject, mediatypes.ArtifactTypePromotion, mediatypes.ArtifactTypePromotion, blob, map[string]string{
+		mediatypes.AnnotationPromotionStage: r.Stage,
+		mediatypes.AnnotationCreated:        r.Time.UTC().Format(time.RFC3339Nano),
+	})
+}
+
+// Of lists the promotion records of one version (any stage).
+func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) ([]Record, error) {
+	var refs []ocispec.Descriptor
+	err := repo.Referrers(ctx, subject, mediatypes.ArtifactTypePromotion, func(page []ocispec.Descriptor) error {
+		refs = append(refs, page...)
+		return nil
+	})
+	if err != nil && !remote.IsNotFound(err) {
+		return nil, err
+	}
+	var out []Record
+	for _, d := range refs {
+		if d.ArtifactType != mediatypes.ArtifactTypePromotion {
+			continue // registries that ignore the filter
+		}
+		r, err := read(ctx, repo, d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func read(ctx context.Context, repo registry.Repository, d ocispec.Descriptor) (Record, error) {
+	raw, err := content.FetchAll(ctx, repo.Manifests(), d)
+	if err != nil {
+		return Record{}, fmt.Errorf("promotion record %s: %w", d.Digest, err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil || len(m.Layers) != 1 || m.Layers[0].Size > 1<<20 {
+		return Record{}, fmt.Errorf("promotion record %s is malformed", d.Digest)
+	}
+	blob, err := content.FetchAll(ctx, repo.Blobs(), m.Layers[0])
+	if err != nil {
+		return Record{}, fmt.Errorf("promotion record %s: %w", d.Digest, err)
+	}
+	var r Record
+	if err := json.Unmarshal(blob, &r); err != nil {
+		return Record{}, fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
+	}
+	if m.Subject == nil || m.Subject.Digest.String() != r.Digest {
+		return Record{}, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
+	}
+	r.Record = d.Digest.String()
+	return r, nil
+}
+
+// History returns every record of stage in the repository, newest first.
+// It reads the records of every version tag, of the version the stage
+// points at now, and of every digest a record names as previous, so moves
+// to versions whose tags were deleted are still found.
+func History(ctx context.Context, repo registry.Repository, ref registry.Reference, stage string) ([]Record, error) {
+	tags, err := catalog.Tags(ctx, repo)
+	if err != nil {
+		return nil, remote.Explain(err, ref.Registry+"/"+ref.Repository)
+	}
+	var wanted []string
+	for _, t := range tags {
+		if tag.Classify(t) == tag.Version || t == stage {
+			wanted = append(wanted, t)
+		}
+	}
+	digests, err := catalog.Resolve(ctx, repo, wanted)
+	if err != nil {
+		return nil, remote.Explain(err, ref.Registry+"/"+ref.Repository)
+	}
+	queue := []digest.Digest{}
+	for _, d := range digests {
+		queue = append(queue, d)
+	}
+	seen := map[digest.Digest]bool{}
+	var out []Record
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		desc, err := repo.Resolve(ctx, d.String())
+		if remote.IsNotFound(err) {
+			continue // the version was deleted; its records went with it
+		}
+		if err != nil {
+			return nil, remote.Explain(err, ref.Registry+"/"+ref.Repository+"@"+d.String())
+		}
+		recs, err := Of(ctx, repo, desc)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r.Stage != stage {
+				continue
+			}
+			out = append(out, r)
+			if p, err := digest.Parse(r.Previous); err == nil {
+				queue = append(queue, p)
+			}
+		}
+	}
+	Sort(out)
+	return out, nil
+}
+
+// Sort orders records newest first; records with the same time follow
+// their chain of previous digests.
+func Sort(rs []Record) {
+	slices.SortStableFunc(rs, func(a, b Record) int {
+		if c := b.Time.Compare(a.Time); c != 0 {
+			return c
+		}
+		switch {
+		case a.Previous == b.Digest:
+			return -1
+		case b.Previous == a.Digest:
+			return 1
+		}
+		return strings.Compare(b.Record, a.Record)
+	})
+}
+
+// At returns the record in force at t (the newest not after t), or nil
+// when the stage was empty then. records must be sorted newest first.
+func At(records []Record, t time.Time) *Record {
+	for i := range records {
+		if !records[i].Time.After(t) {
+			return &records[i]
+		}
+	}
+	return nil
+}
