@@ -11,6 +11,28 @@ ORAS_VERSION := v1.3.6
 ORAS_DIR     := $(TOOLS_DIR)/oras-$(ORAS_VERSION)
 ORAS         := $(ORAS_DIR)/oras
 
+COSIGN2_VERSION := v2.6.5
+COSIGN2_DIR     := $(TOOLS_DIR)/cosign-$(COSIGN2_VERSION)
+COSIGN2         := $(COSIGN2_DIR)/cosign
+COSIGN3_VERSION := v3.1.3
+COSIGN3_DIR     := $(TOOLS_DIR)/cosign-$(COSIGN3_VERSION)
+COSIGN3         := $(COSIGN3_DIR)/cosign
+
+# Plain distribution, the registry users run today: no Referrers API.
+DISTRIBUTION_VERSION := v3.1.2
+REGISTRY_DIR         := $(TOOLS_DIR)/distribution-$(DISTRIBUTION_VERSION)
+REGISTRY             := $(REGISTRY_DIR)/registry
+
+TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_REGISTRY=$(REGISTRY)
+
+# go-install DIR PACKAGE@VERSION BINARY: installs into DIR.tmp first, so an
+# interrupted install never leaves a broken binary in the cache.
+define go-install
+	rm -rf $(1).tmp
+	GOBIN=$(abspath $(1).tmp) $(GO) install $(2)
+	mkdir -p $(1) && mv $(1).tmp/$(3) $(1)/$(3) && rm -rf $(1).tmp
+endef
+
 .PHONY: all build run test vet fmt-check tools bench clean
 
 all: build
@@ -22,7 +44,7 @@ run: build
 	./bin/modelreg serve --addr $(ADDR) --data $(DATA)
 
 test: fmt-check vet tools
-	MODELREG_ORAS=$(ORAS) $(GO) test -count=1 -timeout 30m ./...
+	$(TOOL_ENV) $(GO) test -count=1 -timeout 30m ./...
 
 vet:
 	$(GO) vet ./...
@@ -31,17 +53,23 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-tools: $(ORAS)
+tools: $(ORAS) $(COSIGN2) $(COSIGN3) $(REGISTRY)
 
-# Installed into a temporary directory first, so an interrupted install
-# never leaves a broken binary in the cache.
 $(ORAS):
-	rm -rf $(ORAS_DIR).tmp
-	GOBIN=$(abspath $(ORAS_DIR).tmp) $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
-	mkdir -p $(ORAS_DIR) && mv $(ORAS_DIR).tmp/oras $(ORAS) && rm -rf $(ORAS_DIR).tmp
+	$(call go-install,$(ORAS_DIR),oras.land/oras/cmd/oras@$(ORAS_VERSION),oras)
+
+# cosign takes minutes to build cold; the cache keeps it per version.
+$(COSIGN2):
+	$(call go-install,$(COSIGN2_DIR),github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN2_VERSION),cosign)
+
+$(COSIGN3):
+	$(call go-install,$(COSIGN3_DIR),github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN3_VERSION),cosign)
+
+$(REGISTRY):
+	$(call go-install,$(REGISTRY_DIR),github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION),registry)
 
 bench: build tools
-	MODELREG_ORAS=$(ORAS) $(GO) run ./bench -modelreg ./bin/modelreg
+	$(TOOL_ENV) $(GO) run ./bench -modelreg ./bin/modelreg
 
 clean:
 	rm -rf bin

@@ -209,8 +209,13 @@ and who put it there.`,
 			}
 			var when time.Time
 			if at != "" {
-				if when, err = time.Parse(time.RFC3339, at); err != nil {
+				if when, err = time.Parse(time.RFC3339Nano, at); err != nil {
 					return usageError{fmt.Errorf("--at %q: expected an RFC 3339 time, e.g. 2026-03-03T14:00:00Z", at)}
+				}
+				if !strings.Contains(at, ".") {
+					// A time given to the second means the whole second:
+					// a move at 14:00:00.250 is in force "at 14:00:00".
+					when = when.Add(time.Second - time.Nanosecond)
 				}
 			}
 			ref, repo, err := a.repository(c, args[0])

@@ -60,6 +60,9 @@ type rawStage struct {
 }
 
 func (s *rawStage) UnmarshalYAML(n *yaml.Node) error {
+	if err := onlyFields(n, "signatures"); err != nil {
+		return err
+	}
 	type plain rawStage
 	var p plain
 	if err := n.Decode(&p); err != nil {
@@ -77,6 +80,9 @@ type rawSignatures struct {
 }
 
 func (s *rawSignatures) UnmarshalYAML(n *yaml.Node) error {
+	if err := onlyFields(n, "keys", "threshold"); err != nil {
+		return err
+	}
 	type plain rawSignatures
 	var p plain
 	if err := n.Decode(&p); err != nil {
@@ -84,6 +90,22 @@ func (s *rawSignatures) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*s = rawSignatures(p)
 	s.line = n.Line
+	return nil
+}
+
+// onlyFields rejects a mapping with keys other than allowed: yaml's
+// KnownFields does not reach into custom unmarshalers, and a misspelt
+// "treshold" must not silently become 0.
+func onlyFields(n *yaml.Node, allowed ...string) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: expected a mapping with %s", n.Line, strings.Join(allowed, ", "))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !slices.Contains(allowed, k.Value) {
+			return fmt.Errorf("line %d: unknown field %q (expected %s)", k.Line, k.Value, strings.Join(allowed, ", "))
+		}
+	}
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +25,14 @@ import (
 	"github.com/modelreg/modelreg/internal/fixture"
 )
 
+// The binaries under test: modelreg, built from this tree, and the pinned
+// real clients and registry the Makefile installs.
 var (
 	modelregBin string
 	orasBin     string
+	cosign2Bin  string
+	cosign3Bin  string
+	registryBin string
 )
 
 func TestMain(m *testing.M) {
@@ -49,14 +56,19 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "building modelreg:", err)
 		return 1
 	}
-	orasBin = os.Getenv("MODELREG_ORAS")
-	if orasBin == "" {
-		fmt.Fprintln(os.Stderr, "MODELREG_ORAS is not set: run the tests with `make test`, which installs the pinned oras CLI")
-		return 1
-	}
-	if _, err := os.Stat(orasBin); err != nil {
-		fmt.Fprintf(os.Stderr, "MODELREG_ORAS=%s: %v; run `make test`\n", orasBin, err)
-		return 1
+	for _, tool := range []struct {
+		env string
+		bin *string
+	}{{"MODELREG_ORAS", &orasBin}, {"MODELREG_COSIGN2", &cosign2Bin}, {"MODELREG_COSIGN3", &cosign3Bin}, {"MODELREG_REGISTRY", &registryBin}} {
+		*tool.bin = os.Getenv(tool.env)
+		if *tool.bin == "" {
+			fmt.Fprintf(os.Stderr, "%s is not set: run the tests with `make test`, which installs the pinned tools\n", tool.env)
+			return 1
+		}
+		if _, err := os.Stat(*tool.bin); err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%s: %v; run `make test`\n", tool.env, *tool.bin, err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -116,6 +128,40 @@ func startServer(t *testing.T, args ...string) *registry {
 	return nil
 }
 
+// startPlainRegistry runs plain distribution (the registry binary users run
+// today, without the Referrers API) on a free loopback port.
+func startPlainRegistry(t *testing.T) *registry {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	data := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "config.yml")
+	writeFile(t, cfg, fmt.Sprintf("version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", data, addr), 0o644)
+	cmd := exec.Command(registryBin, "serve", cfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			return &registry{Addr: addr, Data: data}
+		}
+	}
+	t.Fatalf("plain registry did not start:\n%s", logs.String())
+	return nil
+}
+
 // result is one finished command.
 type result struct {
 	Code           int
@@ -130,6 +176,9 @@ type env struct {
 	dir  string
 }
 
+// keyPassword encrypts every cosign key the tests make.
+const keyPassword = "correct horse"
+
 func newEnv(t *testing.T) *env {
 	home := t.TempDir()
 	return &env{t: t, home: home, dir: t.TempDir()}
@@ -138,12 +187,12 @@ func newEnv(t *testing.T) *env {
 func (e *env) environ(extra ...string) []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "DOCKER_CONFIG=") || strings.HasPrefix(kv, "MODELREG_") {
+		if strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "DOCKER_CONFIG=") || strings.HasPrefix(kv, "MODELREG_") || strings.HasPrefix(kv, "COSIGN_") {
 			continue
 		}
 		out = append(out, kv)
 	}
-	out = append(out, "HOME="+e.home, "DOCKER_CONFIG="+filepath.Join(e.home, ".docker"))
+	out = append(out, "HOME="+e.home, "DOCKER_CONFIG="+filepath.Join(e.home, ".docker"), "COSIGN_PASSWORD="+keyPassword)
 	return append(out, extra...)
 }
 
