@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -199,6 +200,15 @@ func TestPromotionLifecycle(t *testing.T) {
 			t.Errorf("history after rollback:\n%s", text)
 		}
 
+		// A rollback is checked against the policy in force now: a
+		// stricter one (all three keys) refuses to bring 2.0.0 back.
+		writeFile(t, filepath.Join(e.dir, "strict.yaml"), strings.Replace(policyYAML, "threshold: 2", "threshold: 3", 1), 0o644)
+		e.ok("promote", repo+":2.0.0", "--to", "production", "--policy", "policy.yaml")
+		e.fails([]string{"2 of 3 required signatures", "1 more needed from carol"}, "rollback", repo, "--stage", "production", "--policy", "strict.yaml")
+		if got := resolve(t, e, repo+":production"); got != v2 {
+			t.Errorf("a refused rollback moved production to %s", got)
+		}
+
 		// A/B: canary and production point at two versions at once.
 		e.ok("promote", repo+":2.0.0", "--to", "canary", "--policy", "policy.yaml")
 		l := decode[catalog.Listing](t, e.ok("list", repo, "--output", "json").Stdout)
@@ -206,8 +216,16 @@ func TestPromotionLifecycle(t *testing.T) {
 		for _, v := range l.Versions {
 			stages[v.Tag] = strings.Join(v.Stages, ",")
 		}
-		if stages["1.0.0"] != "production" || stages["2.0.0"] != "canary" {
+		if stages["1.0.0"] != "" || stages["2.0.0"] != "canary,production" {
 			t.Errorf("list stages: %v", stages)
+		}
+		e.ok("rollback", repo, "--stage", "production", "--policy", "policy.yaml")
+		l = decode[catalog.Listing](t, e.ok("list", repo, "--output", "json").Stdout)
+		for _, v := range l.Versions {
+			stages[v.Tag] = strings.Join(v.Stages, ",")
+		}
+		if stages["1.0.0"] != "production" || stages["2.0.0"] != "canary" {
+			t.Errorf("list stages after rollback: %v", stages)
 		}
 		in := decode[catalog.Inspection](t, e.ok("inspect", repo+":2.0.0", "--output", "json").Stdout)
 		if strings.Join(in.Stages, ",") != "canary" {
@@ -274,6 +292,12 @@ func TestPromotionRefusals(t *testing.T) {
 		e.fails([]string{"garbled.yaml", "line 5"}, "promote", repo+":2.0.0", "--to", "production", "--policy", "garbled.yaml")
 		writeFile(t, filepath.Join(e.dir, "typo.yaml"), "version: 1\nkeys:\n  alice: alice.pub\nstages:\n  production:\n    signatures: {keys: [alice], treshold: 1}\n", 0o644)
 		e.fails([]string{"typo.yaml", "line 6", "treshold"}, "promote", repo+":2.0.0", "--to", "production", "--policy", "typo.yaml")
+		untouched()
+
+		// Without --policy, .modelreg/policy.yaml is the policy.
+		writeFile(t, filepath.Join(e.dir, ".modelreg", "policy.yaml"),
+			strings.NewReplacer(": alice.pub", ": ../alice.pub", ": bob.pub", ": ../bob.pub", ": carol.pub", ": ../carol.pub").Replace(policyYAML), 0o644)
+		e.fails([]string{"0 of 2 required signatures"}, "promote", repo+":2.0.0", "--to", "production")
 		untouched()
 
 		// verify exits non-zero exactly when the stage's policy is not met.
@@ -354,5 +378,37 @@ func tamperBundle(t *testing.T, e *env, addr, name, version string) {
 	}
 	if _, err := signature.PushReferrer(ctx, repo, subject, mediatypes.SigstoreBundle, mediatypes.SigstoreBundle, altered, m.Annotations); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// examples/deploy-verify.sh, run as written with only cosign v3 and oras on
+// the PATH, deploys a promoted model and refuses when too few approvers signed.
+func TestDeployExample(t *testing.T) {
+	reg := startServer(t)
+	e := newEnv(t)
+	signers(t, e)
+	writeFile(t, filepath.Join(e.dir, "policy.yaml"), policyYAML, 0o644)
+	repo := reg.Addr + "/team/deployed"
+	d := pushVersion(t, e, repo+":1.0.0", "ship it")
+	e.ok("sign", repo+":1.0.0", "--key", "alice.key")
+	e.cosign(cosign3Bin, nil, "sign", "--key", "bob.key", "--tlog-upload=false", "--use-signing-config=false", "-y", repo+"@"+d)
+	e.ok("promote", repo+":1.0.0", "--to", "production", "--policy", "policy.yaml")
+
+	script, _ := filepath.Abs(filepath.Join("..", "..", "examples", "deploy-verify.sh"))
+	path := "PATH=" + filepath.Dir(cosign3Bin) + ":" + filepath.Dir(orasBin) + ":/usr/bin:/bin"
+	env := []string{path, "REPO=" + repo, "KEYS=alice.pub bob.pub carol.pub", "ORAS_FLAGS=--plain-http"}
+	r := e.exec("", append(env, "THRESHOLD=2"), "/bin/sh", script, filepath.Join(e.dir, "deployed"))
+	if r.Code != 0 || !strings.Contains(r.Stdout, "deployed "+repo+"@"+d) || !strings.Contains(r.Stdout, "not signed by carol.pub") {
+		t.Fatalf("deploy: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "deployed", "model.safetensors")); string(b) != "ship it" {
+		t.Errorf("deployed content: %q", b)
+	}
+	r = e.exec("", append(env, "THRESHOLD=3"), "/bin/sh", script, filepath.Join(e.dir, "refused"))
+	if r.Code == 0 || !strings.Contains(r.Stderr, "only 2 of 3 required signatures") {
+		t.Errorf("deploy with too few signatures: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "refused")); err == nil {
+		t.Errorf("a refused deploy pulled files")
 	}
 }
