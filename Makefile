@@ -23,7 +23,12 @@ DISTRIBUTION_VERSION := v3.1.2
 REGISTRY_DIR         := $(TOOLS_DIR)/distribution-$(DISTRIBUTION_VERSION)
 REGISTRY             := $(REGISTRY_DIR)/registry
 
-TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_REGISTRY=$(REGISTRY)
+# The OCI distribution-spec conformance suite, pinned.
+CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
+CONFORMANCE_DIR     := $(TOOLS_DIR)/conformance-$(CONFORMANCE_VERSION)
+CONFORMANCE         := $(CONFORMANCE_DIR)/conformance
+
+TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_REGISTRY=$(REGISTRY) MODELREG_CONFORMANCE=$(CONFORMANCE)
 
 # go-install DIR PACKAGE@VERSION BINARY: installs into DIR.tmp first, so an
 # interrupted install never leaves a broken binary in the cache.
@@ -53,7 +58,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-tools: $(ORAS) $(COSIGN2) $(COSIGN3) $(REGISTRY)
+tools: $(ORAS) $(COSIGN2) $(COSIGN3) $(REGISTRY) $(CONFORMANCE)
 
 $(ORAS):
 	$(call go-install,$(ORAS_DIR),oras.land/oras/cmd/oras@$(ORAS_VERSION),oras)
@@ -64,6 +69,9 @@ $(COSIGN2):
 
 $(COSIGN3):
 	$(call go-install,$(COSIGN3_DIR),github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN3_VERSION),cosign)
+
+$(CONFORMANCE):
+	$(call go-install,$(CONFORMANCE_DIR),github.com/opencontainers/distribution-spec/conformance@$(CONFORMANCE_VERSION),conformance)
 
 $(REGISTRY):
 	$(call go-install,$(REGISTRY_DIR),github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION),registry)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/sirupsen/logrus"
 
 	// Registered by import: the htpasswd access controller and the
@@ -42,6 +43,8 @@ type Options struct {
 	// MaxCatalogEntries and MaxTags bound one page of /v2/_catalog and of a
 	// tags list; 0 means 1000.
 	MaxCatalogEntries, MaxTags int
+	// Reindex rebuilds the index from storage before serving.
+	Reindex bool
 }
 
 // Server is a running registry.
@@ -49,6 +52,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	app     *handlers.App
+	idx     *index.Index
 	handler http.Handler
 	ln      net.Listener
 }
@@ -99,19 +103,73 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		Tags:    configuration.Tags{MaxTags: opts.MaxTags},
 	}
 	cfg.HTTP.Secret = hex.EncodeToString(secret)
+	// Accept non-distributable layers' URLs (any http or https URL), as the
+	// OCI spec allows; distribution refuses them unless told.
+	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	cfg.Log.AccessLog.Disabled = true
 	if opts.Htpasswd != "" {
 		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "modelreg", "path": opts.Htpasswd}}
 	}
 
+	idx, err := openIndex(ctx, data, opts)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
+		idx.Close()
 		return nil, fmt.Errorf("cannot listen on %s: %w; pick another --addr", opts.Addr, err)
 	}
 	app := handlers.NewApp(ctx, cfg)
-	s := &Server{opts: opts, log: opts.Logger, app: app, ln: ln}
-	s.handler = accessLog(opts.Logger, app)
+	s := &Server{opts: opts, log: opts.Logger, app: app, idx: idx, ln: ln}
+	s.handler = accessLog(opts.Logger, &router{next: app, idx: idx, log: opts.Logger})
 	return s, nil
+}
+
+// openIndex opens the index under the data directory and brings it in
+// line with storage: all of it on --reindex or when the index is new,
+// otherwise only the repositories a crash left with unfinished writes.
+func openIndex(ctx context.Context, data string, opts Options) (*index.Index, error) {
+	dir := filepath.Join(data, "modelreg")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "index.db")
+	_, statErr := os.Stat(path)
+	idx, err := index.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStorage(ctx, data)
+	if err != nil {
+		idx.Close()
+		return nil, err
+	}
+	var repos []string
+	switch {
+	case opts.Reindex || statErr != nil:
+		repos = nil // all
+	default:
+		if repos, err = idx.Pending(ctx); err != nil {
+			idx.Close()
+			return nil, err
+		}
+		if len(repos) == 0 {
+			return idx, nil
+		}
+	}
+	n, err := rebuild(ctx, idx, st, repos)
+	if err != nil {
+		idx.Close()
+		return nil, fmt.Errorf("rebuilding the index from storage: %w", err)
+	}
+	switch {
+	case repos == nil:
+		opts.Logger.Info("index rebuilt from storage", "repositories", n)
+	default:
+		opts.Logger.Warn("index repaired after an interrupted write", "repositories", repos)
+	}
+	return idx, nil
 }
 
 // Addr is the address the server listens on (with the port picked, if 0 was asked).
@@ -135,6 +193,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case err := <-errc:
 		s.app.Shutdown()
+		s.idx.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -143,6 +202,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	s.app.Shutdown()
+	s.idx.Close()
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

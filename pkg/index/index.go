@@ -1,0 +1,342 @@
+// Package index is the server's SQLite index of what the registry holds:
+// manifests (with their subject, artifactType and annotations) and tags.
+// It answers the Referrers API and, later, model queries in one lookup
+// instead of a walk over storage. Storage stays the source of truth: the
+// index is updated in the request that writes storage, repaired at
+// start-up after a crash, and can be rebuilt from storage at any time.
+package index
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS manifests (
+	repo          TEXT NOT NULL,
+	digest        TEXT NOT NULL,
+	media_type    TEXT NOT NULL,
+	artifact_type TEXT NOT NULL DEFAULT '',
+	size          INTEGER NOT NULL,
+	subject       TEXT NOT NULL DEFAULT '',
+	annotations   TEXT NOT NULL DEFAULT '{}',
+	pushed        TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (repo, digest)
+);
+CREATE INDEX IF NOT EXISTS manifests_subject ON manifests (repo, subject, digest) WHERE subject != '';
+CREATE TABLE IF NOT EXISTS tags (
+	repo   TEXT NOT NULL,
+	tag    TEXT NOT NULL,
+	digest TEXT NOT NULL,
+	PRIMARY KEY (repo, tag)
+);
+CREATE INDEX IF NOT EXISTS tags_digest ON tags (repo, digest);
+-- A write in flight: inserted before storage is written, removed once the
+-- index has caught up. Rows left after a crash name repositories to repair.
+CREATE TABLE IF NOT EXISTS pending (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	repo    TEXT NOT NULL,
+	started TEXT NOT NULL
+);
+`
+
+// Index is an open index database.
+type Index struct {
+	db *sql.DB
+}
+
+// Open opens (creating if needed) the index at path.
+func Open(path string) (*Index, error) {
+	dsn := "file:" + filepath.ToSlash(path) + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	// One writer at a time is SQLite's model; readers share the WAL.
+	db.SetMaxOpenConns(8)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index %s: %w", path, err)
+	}
+	return &Index{db: db}, nil
+}
+
+// Close closes the database.
+func (x *Index) Close() error { return x.db.Close() }
+
+// Manifest is one indexed manifest.
+type Manifest struct {
+	Repo         string
+	Digest       digest.Digest
+	MediaType    string
+	ArtifactType string
+	Size         int64
+	Subject      digest.Digest
+	Annotations  map[string]string
+}
+
+// Describe reads what the index keeps from a manifest's bytes. The
+// artifactType of an image manifest without one is its config media type,
+// as the Referrers API specifies.
+func Describe(repo string, mediaType string, raw []byte) (Manifest, error) {
+	var m struct {
+		MediaType    string              `json:"mediaType"`
+		ArtifactType string              `json:"artifactType"`
+		Config       *ocispec.Descriptor `json:"config"`
+		Subject      *ocispec.Descriptor `json:"subject"`
+		Annotations  map[string]string   `json:"annotations"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return Manifest{}, fmt.Errorf("manifest is not JSON: %w", err)
+	}
+	if m.MediaType != "" {
+		mediaType = m.MediaType
+	}
+	out := Manifest{Repo: repo, Digest: digest.FromBytes(raw), MediaType: mediaType, ArtifactType: m.ArtifactType, Size: int64(len(raw)), Annotations: m.Annotations}
+	if out.ArtifactType == "" && m.Config != nil && mediaType == ocispec.MediaTypeImageManifest {
+		out.ArtifactType = m.Config.MediaType
+	}
+	if m.Subject != nil {
+		out.Subject = m.Subject.Digest
+	}
+	return out, nil
+}
+
+// PutManifest records a manifest and, when tag is not empty, points tag at it.
+func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
+	ann, err := json.Marshal(m.Annotations)
+	if err != nil {
+		return err
+	}
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, pushed)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
+			size = excluded.size, subject = excluded.subject, annotations = excluded.annotations`,
+		m.Repo, m.Digest.String(), m.MediaType, m.ArtifactType, m.Size, m.Subject.String(), string(ann), time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return err
+	}
+	if tag != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo, tag, digest) VALUES (?, ?, ?)
+			ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest`, m.Repo, tag, m.Digest.String()); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// DeleteManifest forgets a manifest and the tags pointing at it, as
+// distribution does when a manifest is deleted by digest.
+func (x *Index) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repo = ? AND digest = ?`, repo, d.String()); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, d.String()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// DeleteTag forgets one tag.
+func (x *Index) DeleteTag(ctx context.Context, repo, tag string) error {
+	_, err := x.db.ExecContext(ctx, `DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag)
+	return err
+}
+
+// Tag returns the digest a tag points at, or "" when it does not exist.
+func (x *Index) Tag(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	var d string
+	err := x.db.QueryRowContext(ctx, `SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).Scan(&d)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return digest.Digest(d), err
+}
+
+// Get returns one manifest, or ok=false.
+func (x *Index) Get(ctx context.Context, repo string, d digest.Digest) (Manifest, bool, error) {
+	row := x.db.QueryRowContext(ctx, `SELECT media_type, artifact_type, size, subject, annotations FROM manifests WHERE repo = ? AND digest = ?`, repo, d.String())
+	m := Manifest{Repo: repo, Digest: d}
+	var subject, ann string
+	err := row.Scan(&m.MediaType, &m.ArtifactType, &m.Size, &subject, &ann)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, false, nil
+	}
+	if err != nil {
+		return m, false, err
+	}
+	m.Subject = digest.Digest(subject)
+	if err := json.Unmarshal([]byte(ann), &m.Annotations); err != nil {
+		return m, false, err
+	}
+	return m, true, nil
+}
+
+// TagsOf lists the tags pointing at a digest.
+func (x *Index) TagsOf(ctx context.Context, repo string, d digest.Digest) ([]string, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag`, repo, d.String())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// Referrers lists the manifests whose subject is subject, ordered by
+// digest, after the digest after (for paging), at most limit of them, and
+// only of artifactType when it is not empty.
+func (x *Index) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType, after string, limit int) ([]ocispec.Descriptor, error) {
+	q := `SELECT digest, media_type, artifact_type, size, annotations FROM manifests WHERE repo = ? AND subject = ? AND digest > ?`
+	args := []any{repo, subject.String(), after}
+	if artifactType != "" {
+		q += ` AND artifact_type = ?`
+		args = append(args, artifactType)
+	}
+	q += ` ORDER BY digest LIMIT ?`
+	args = append(args, limit)
+	rows, err := x.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []ocispec.Descriptor{}
+	for rows.Next() {
+		var d ocispec.Descriptor
+		var dg, ann string
+		if err := rows.Scan(&dg, &d.MediaType, &d.ArtifactType, &d.Size, &ann); err != nil {
+			return nil, err
+		}
+		d.Digest = digest.Digest(dg)
+		if err := json.Unmarshal([]byte(ann), &d.Annotations); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Begin records a write in flight to repo; call the returned function once
+// the index reflects it.
+func (x *Index) Begin(ctx context.Context, repo string) (done func(), err error) {
+	res, err := x.db.ExecContext(ctx, `INSERT INTO pending (repo, started) VALUES (?, ?)`, repo, time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return nil, err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return nil, err
+	}
+	return func() { x.db.ExecContext(context.WithoutCancel(ctx), `DELETE FROM pending WHERE id = ?`, id) }, nil
+}
+
+// Pending lists the repositories with writes that never finished (a crash).
+func (x *Index) Pending(ctx context.Context) ([]string, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT DISTINCT repo FROM pending ORDER BY repo`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ReplaceRepo swaps a repository's whole content for what storage holds,
+// in one transaction, and clears its pending writes.
+func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manifest, tags map[string]digest.Digest) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range []string{`DELETE FROM manifests WHERE repo = ?`, `DELETE FROM tags WHERE repo = ?`, `DELETE FROM pending WHERE repo = ?`} {
+		if _, err := tx.ExecContext(ctx, q, repo); err != nil {
+			return err
+		}
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, m := range manifests {
+		ann, _ := json.Marshal(m.Annotations)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, pushed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			repo, m.Digest.String(), m.MediaType, m.ArtifactType, m.Size, m.Subject.String(), string(ann), now); err != nil {
+			return err
+		}
+	}
+	for t, d := range tags {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo, tag, digest) VALUES (?, ?, ?)`, repo, t, d.String()); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Repos lists every indexed repository.
+func (x *Index) Repos(ctx context.Context) ([]string, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT DISTINCT repo FROM manifests UNION SELECT DISTINCT repo FROM tags ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Dump returns every row, in a stable order, for comparing an index with
+// its rebuild.
+func (x *Index) Dump(ctx context.Context) ([]string, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT 'm', repo, digest, media_type || '|' || artifact_type || '|' || size || '|' || subject || '|' || annotations FROM manifests
+		UNION ALL SELECT 't', repo, tag, digest FROM tags ORDER BY 1, 2, 3`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var k, a, b, c string
+		if err := rows.Scan(&k, &a, &b, &c); err != nil {
+			return nil, err
+		}
+		out = append(out, k+" "+a+" "+b+" "+c)
+	}
+	return out, rows.Err()
+}
