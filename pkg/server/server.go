@@ -22,9 +22,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/sirupsen/logrus"
 
-	// Registered by import: the htpasswd access controller and the
-	// filesystem storage driver.
-	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	// Registered by import: the filesystem storage driver.
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 )
 
@@ -38,6 +36,9 @@ type Options struct {
 	// Htpasswd, when set, is an htpasswd file (bcrypt entries) whose users
 	// may use the registry; every request then needs basic auth.
 	Htpasswd string
+	// AnonymousRead lets requests without credentials pull (GET and HEAD)
+	// when Htpasswd is set; writes still need a user.
+	AnonymousRead bool
 	// Logger receives structured logs; nil logs to stderr as text.
 	Logger *slog.Logger
 	// MaxCatalogEntries and MaxTags bound one page of /v2/_catalog and of a
@@ -82,10 +83,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		return nil, fmt.Errorf("cannot create data directory %s: %w", opts.DataDir, err)
 	}
+	var users map[string][]byte
 	if opts.Htpasswd != "" {
-		if _, err := os.Stat(opts.Htpasswd); err != nil {
-			return nil, fmt.Errorf("htpasswd file: %w; create one with `htpasswd -Bc FILE USER`", err)
+		if users, err = loadHtpasswd(opts.Htpasswd); err != nil {
+			return nil, err
 		}
+	} else if opts.AnonymousRead {
+		return nil, errors.New("--anonymous-read needs --htpasswd: without it every request is anonymous already")
 	}
 	bridgeLogrus(opts.Logger)
 
@@ -107,9 +111,6 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	// OCI spec allows; distribution refuses them unless told.
 	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	cfg.Log.AccessLog.Disabled = true
-	if opts.Htpasswd != "" {
-		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "modelreg", "path": opts.Htpasswd}}
-	}
 
 	idx, err := openIndex(ctx, data, opts)
 	if err != nil {
@@ -122,7 +123,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	app := handlers.NewApp(ctx, cfg)
 	s := &Server{opts: opts, log: opts.Logger, app: app, idx: idx, ln: ln}
-	s.handler = accessLog(opts.Logger, &router{next: app, idx: idx, log: opts.Logger})
+	var h http.Handler = &router{next: app, idx: idx, log: opts.Logger}
+	if users != nil {
+		h = &authenticator{users: users, anonymousRead: opts.AnonymousRead, next: h, cache: map[[32]byte]time.Time{}}
+	}
+	s.handler = accessLog(opts.Logger, h)
 	return s, nil
 }
 

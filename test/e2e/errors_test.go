@@ -306,3 +306,68 @@ func TestRetriesThroughFailures(t *testing.T) {
 		t.Errorf("only %d failures were injected; the test did not exercise retries", f.fails)
 	}
 }
+
+// With --htpasswd every route needs credentials, the extension's included;
+// with --anonymous-read too, reads are open and writes are not.
+func TestAuthOnEveryRoute(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	writeFile(t, htpasswd, "alice:"+string(hash)+"\n", 0o600)
+	d := "sha256:" + strings.Repeat("a", 64)
+	routes := []struct {
+		method, path string
+		write        bool
+	}{
+		{"GET", "/v2/", false},
+		{"GET", "/v2/_catalog", false},
+		{"GET", "/v2/team/m/tags/list", false},
+		{"GET", "/v2/team/m/manifests/1.0.0", false},
+		{"HEAD", "/v2/team/m/blobs/" + d, false},
+		{"GET", "/v2/team/m/referrers/" + d, false},
+		{"GET", "/v2/_oci/ext/discover", false},
+		{"POST", "/v2/team/m/blobs/uploads/", true},
+		{"PUT", "/v2/team/m/manifests/1.0.0", true},
+		{"DELETE", "/v2/team/m/manifests/" + d, true},
+	}
+	call := func(addr, method, path string, auth bool) *http.Response {
+		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader("{}"))
+		if auth {
+			req.SetBasicAuth("alice", "s3cret")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	strict := startServer(t, "--htpasswd", htpasswd)
+	open := startServer(t, "--htpasswd", htpasswd, "--anonymous-read")
+	for _, rt := range routes {
+		resp := call(strict.Addr, rt.method, rt.path, false)
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != `Basic realm="modelreg"` {
+			t.Errorf("%s %s without credentials: %d %q", rt.method, rt.path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		if resp := call(strict.Addr, rt.method, rt.path, true); resp.StatusCode == http.StatusUnauthorized {
+			t.Errorf("%s %s with credentials: 401", rt.method, rt.path)
+		}
+		resp = call(open.Addr, rt.method, rt.path, false)
+		if rt.write != (resp.StatusCode == http.StatusUnauthorized) {
+			t.Errorf("anonymous-read %s %s: %d", rt.method, rt.path, resp.StatusCode)
+		}
+	}
+
+	// The real cosign CLI signs with the credentials modelreg login stored.
+	e := newEnv(t)
+	src := filepath.Join(e.dir, "m")
+	writeFile(t, filepath.Join(src, "w.bin"), "weights", 0o644)
+	if r := e.exec("s3cret\n", nil, modelregBin, "login", strict.Addr, "-u", "alice", "--password-stdin"); r.Code != 0 {
+		t.Fatal(r.Stderr)
+	}
+	ref := strict.Addr + "/team/m:1.0.0"
+	digest := strings.TrimSpace(e.ok("push", ref, src).Stdout)
+	e.ok("keygen", "--output-key-prefix", "alice")
+	e.cosign(cosign3Bin, nil, "sign", "--key", "alice.key", "--tlog-upload=false", "--use-signing-config=false", "-y", strict.Addr+"/team/m@"+digest)
+	writeFile(t, filepath.Join(e.dir, "policy.yaml"), "version: 1\nkeys:\n  alice: alice.pub\nstages:\n  production:\n    signatures: {keys: [alice], threshold: 1}\n", 0o644)
+	e.ok("promote", ref, "--to", "production", "--policy", "policy.yaml")
+}
