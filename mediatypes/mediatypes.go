@@ -171,3 +171,11 @@ const (
 	// manifest, so history readers can filter without fetching the blob.
 	AnnotationPromotionStage = "io.modelreg.promotion.stage"
 )
+
+// Request headers a modelreg client sends with a stage tag PUT, so the
+// record the server writes carries the promoter's reason.
+const (
+	HeaderReason   = "Modelreg-Reason"
+	HeaderActor    = "Modelreg-Actor"
+	HeaderRollback = "Modelreg-Rollback"
+)

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"os/user"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
@@ -43,7 +45,9 @@ func (f *moveFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.actor, "actor", "", "who is promoting, for the record (default $MODELREG_ACTOR, else user@host)")
 }
 
-func (f *moveFlags) options() (promotion.Options, error) {
+// options builds the promotion options; against modelreg serve the tag
+// move carries the reason and actor as headers for the server's record.
+func (a *app) moveOptions(c *cobra.Command, f *moveFlags, ref registry.Reference, rollback bool) (promotion.Options, error) {
 	pol, err := policy.LoadDefault(f.policyPath)
 	if err != nil {
 		return promotion.Options{}, err
@@ -52,7 +56,25 @@ func (f *moveFlags) options() (promotion.Options, error) {
 	if actor == "" {
 		actor = defaultActor()
 	}
-	return promotion.Options{Policy: pol, Actor: actor, Reason: f.reason}, nil
+	opts := promotion.Options{Policy: pol, Actor: actor, Reason: f.reason}
+	ro := a.remoteOptions(c)
+	if ro.HasModelregExtension(c.Context(), ref.Registry) {
+		opts.ServerRecords = true
+		ro.Header = http.Header{}
+		ro.Header.Set(mediatypes.HeaderActor, actor)
+		if f.reason != "" {
+			ro.Header.Set(mediatypes.HeaderReason, f.reason)
+		}
+		if rollback {
+			ro.Header.Set(mediatypes.HeaderRollback, "true")
+		}
+		tagger, err := ro.Repository(ref)
+		if err != nil {
+			return opts, err
+		}
+		opts.Tagger = tagger
+	}
+	return opts, nil
 }
 
 func (a *app) report(res *promotion.Result, err error, jsonOut bool, what string) error {
@@ -117,11 +139,11 @@ conflict (docs/promotion.md); modelreg serve serializes promotions itself.`,
 			if err := tag.ValidateStage(to); err != nil {
 				return usageError{fmt.Errorf("--to: %w", err)}
 			}
-			opts, err := mf.options()
+			ref, repo, err := a.repository(c, args[0])
 			if err != nil {
 				return err
 			}
-			ref, repo, err := a.repository(c, args[0])
+			opts, err := a.moveOptions(c, &mf, ref, false)
 			if err != nil {
 				return err
 			}
@@ -159,15 +181,15 @@ current version was the first to enter the stage.`,
 			if err := tag.ValidateStage(stage); err != nil {
 				return usageError{fmt.Errorf("--stage: %w", err)}
 			}
-			opts, err := mf.options()
-			if err != nil {
-				return err
-			}
 			ref, repo, err := a.repository(c, args[0])
 			if err != nil {
 				return err
 			}
 			if err := repoOnly(ref); err != nil {
+				return err
+			}
+			opts, err := a.moveOptions(c, &mf, ref, true)
+			if err != nil {
 				return err
 			}
 			res, err := promotion.Rollback(c.Context(), repo, ref, stage, opts)

@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/server"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) serveCmd() *cobra.Command {
 	var opts server.Options
-	var logFormat, logLevel string
+	var logFormat, logLevel, policyPath string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an OCI registry for models on this machine",
@@ -25,6 +26,7 @@ ones finish, and exits.`,
   modelreg serve --addr 127.0.0.1:5000 --data /var/lib/modelreg --htpasswd ./htpasswd --log-format json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			var err error
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("--log-level %q: expected debug, info, warn or error", logLevel)}
@@ -38,6 +40,11 @@ ones finish, and exits.`,
 			default:
 				return usageError{fmt.Errorf("--log-format %q: expected text or json", logFormat)}
 			}
+			if policyPath != "" {
+				if opts.Policy, err = policy.Load(policyPath); err != nil {
+					return err
+				}
+			}
 			s, err := server.New(c.Context(), opts)
 			if err != nil {
 				return err
@@ -50,6 +57,7 @@ ones finish, and exits.`,
 	f.StringVar(&opts.DataDir, "data", "./data", "directory holding the registry's storage")
 	f.StringVar(&opts.Htpasswd, "htpasswd", "", "htpasswd file (bcrypt); when set, every request needs basic auth")
 	f.BoolVar(&opts.AnonymousRead, "anonymous-read", false, "with --htpasswd, let requests without credentials pull (GET, HEAD)")
+	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write (docs/policy.md); without it stage moves are recorded but not gated")
 	f.BoolVar(&opts.Reindex, "reindex", false, "rebuild the index from storage before serving (it is also rebuilt when missing, and repaired after a crash)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -13,6 +13,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/tag"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -24,6 +25,13 @@ type Options struct {
 	Actor, Reason string
 	// Now stamps the record; nil means time.Now.
 	Now func() time.Time
+	// ServerRecords is true when the registry is modelreg serve, which
+	// checks its own policy and writes the record itself when the tag
+	// moves: the client then only moves the tag and reads the record back.
+	ServerRecords bool
+	// Tagger moves the stage tag; nil uses the repository. Against modelreg
+	// serve it should send the Modelreg-Reason/Actor/Rollback headers.
+	Tagger content.Tagger
 }
 
 // Result is what a promotion or rollback did.
@@ -109,6 +117,13 @@ func move(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	if err := res.Decision.Err(); err != nil {
 		return res, fmt.Errorf("%s@%s may not enter %q: %w", repoName(ref), target.Digest, stage, err)
 	}
+	tagger := opts.Tagger
+	if tagger == nil {
+		tagger = repo
+	}
+	if opts.ServerRecords {
+		return serverMove(ctx, repo, ref, tagger, target, stage, prev, res)
+	}
 	versions, err := versionsOf(ctx, repo, target)
 	if err != nil {
 		return nil, remote.Explain(err, repoName(ref))
@@ -138,7 +153,7 @@ func move(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		}
 		return nil, fmt.Errorf("%w: stage %q moved from %s to %s while this promotion ran; nothing was changed, check `modelreg history` and try again", ErrConflict, stage, orNone(prev), now)
 	}
-	if err := repo.Tag(ctx, target, stage); err != nil {
+	if err := tagger.Tag(ctx, target, stage); err != nil {
 		_ = repo.Delete(ctx, recDesc)
 		return nil, fmt.Errorf("moving the stage tag: %w", remote.Explain(err, repoName(ref)+":"+stage))
 	}
@@ -146,6 +161,27 @@ func move(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		return res, fmt.Errorf("%w: stage %q was moved to %s right after this promotion set it; both moves are recorded, check `modelreg history`", ErrConflict, stage, now)
 	}
 	return res, nil
+}
+
+// serverMove moves the tag on a modelreg server, which enforces its policy
+// and records the move in the same request, serialized per stage; the
+// record it wrote is read back for the caller.
+func serverMove(ctx context.Context, repo registry.Repository, ref registry.Reference, tagger content.Tagger, target ocispec.Descriptor, stage, prev string, res *Result) (*Result, error) {
+	if err := tagger.Tag(ctx, target, stage); err != nil {
+		return res, fmt.Errorf("the registry refused to move %q: %w", stage, remote.Explain(err, repoName(ref)+":"+stage))
+	}
+	recs, err := Of(ctx, repo, target)
+	if err != nil {
+		return res, fmt.Errorf("the stage moved, but its record could not be read back: %w", err)
+	}
+	Sort(recs)
+	for i := range recs {
+		if recs[i].Stage == stage {
+			res.Record = &recs[i]
+			return res, nil
+		}
+	}
+	return res, fmt.Errorf("the stage moved, but the registry wrote no promotion record for it")
 }
 
 // current is the digest a stage points at, "" when the tag does not exist.

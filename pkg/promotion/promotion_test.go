@@ -1,4 +1,4 @@
-package promotion
+package promotion_test
 
 import (
 	"bytes"
@@ -6,14 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/modelreg/modelreg/pkg/server"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sirupsen/logrus"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 )
@@ -45,16 +50,20 @@ func (s racingStore) Push(ctx context.Context, d ocispec.Descriptor, c io.Reader
 	return nil
 }
 
+// startRegistry runs plain distribution in process: no modelreg
+// extension, so the client writes its own records, as against any registry.
 func startRegistry(t *testing.T) string {
+	logrus.SetOutput(io.Discard)
+	cfg := &configuration.Configuration{Storage: configuration.Storage{
+		"filesystem": configuration.Parameters{"rootdirectory": t.TempDir()},
+		"delete":     configuration.Parameters{"enabled": true},
+	}}
+	cfg.HTTP.Secret = "test"
+	cfg.Log.AccessLog.Disabled = true
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := server.New(ctx, server.Options{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s.Addr()
+	srv := httptest.NewServer(handlers.NewApp(ctx, cfg))
+	t.Cleanup(func() { srv.Close(); cancel() })
+	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 func pushManifest(t *testing.T, repo *remote.Repository, tag, content string) ocispec.Descriptor {
@@ -91,20 +100,20 @@ func TestConcurrentMoveIsDetected(t *testing.T) {
 	v1 := pushManifest(t, repo, "1.0.0", "one")
 	v2 := pushManifest(t, repo, "2.0.0", "two")
 	v3 := pushManifest(t, repo, "3.0.0", "three")
-	opts := Options{Actor: "test", Now: time.Now}
-	if _, err := Promote(ctx, repo, ref, v1, "production", opts); err != nil {
+	opts := promotion.Options{Actor: "test", Now: time.Now}
+	if _, err := promotion.Promote(ctx, repo, ref, v1, "production", opts); err != nil {
 		t.Fatal(err)
 	}
 
 	r := &racer{Repository: repo, stage: "production", other: v3}
-	_, err = Promote(ctx, r, ref, v2, "production", opts)
-	if !errors.Is(err, ErrConflict) {
-		t.Fatalf("lost race: %v, want ErrConflict", err)
+	_, err = promotion.Promote(ctx, r, ref, v2, "production", opts)
+	if !errors.Is(err, promotion.ErrConflict) {
+		t.Fatalf("lost race: %v, want promotion.ErrConflict", err)
 	}
 	if d, _ := repo.Resolve(ctx, "production"); d.Digest != v3.Digest {
 		t.Errorf("production is %s, want the winner %s", d.Digest, v3.Digest)
 	}
-	hist, err := History(ctx, repo, ref, "production")
+	hist, err := promotion.History(ctx, repo, ref, "production")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,22 +129,22 @@ func TestConcurrentMoveIsDetected(t *testing.T) {
 
 func TestAtAndSort(t *testing.T) {
 	t0 := time.Date(2026, 3, 3, 14, 0, 0, 0, time.UTC)
-	rs := []Record{
+	rs := []promotion.Record{
 		{Digest: "a", Time: t0},
 		{Digest: "c", Previous: "b", Time: t0.Add(2 * time.Hour)},
 		{Digest: "b", Previous: "a", Time: t0.Add(time.Hour)},
 	}
-	Sort(rs)
+	promotion.Sort(rs)
 	if rs[0].Digest != "c" || rs[2].Digest != "a" {
 		t.Fatalf("Sort: %+v", rs)
 	}
 	for at, want := range map[time.Duration]string{-time.Minute: "", 0: "a", 90 * time.Minute: "b", 3 * time.Hour: "c"} {
 		got := ""
-		if r := At(rs, t0.Add(at)); r != nil {
+		if r := promotion.At(rs, t0.Add(at)); r != nil {
 			got = r.Digest
 		}
 		if got != want {
-			t.Errorf("At(+%s) = %q, want %q", at, got, want)
+			t.Errorf("promotion.At(+%s) = %q, want %q", at, got, want)
 		}
 	}
 }

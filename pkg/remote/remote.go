@@ -6,8 +6,10 @@ package remote
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -34,6 +36,8 @@ type Options struct {
 	Username, Password string
 	// UserAgent is sent with every request.
 	UserAgent string
+	// Header is added to every request.
+	Header http.Header
 }
 
 // ParseReference parses REGISTRY/REPOSITORY[:TAG|@DIGEST] and explains the
@@ -85,6 +89,9 @@ func (o Options) Client(host string) (*auth.Client, error) {
 		Client: &http.Client{Transport: transport},
 		Cache:  auth.NewCache(),
 		Header: http.Header{},
+	}
+	for k, v := range o.Header {
+		c.Header[k] = v
 	}
 	if o.UserAgent != "" {
 		c.Header.Set("User-Agent", o.UserAgent)
@@ -173,6 +180,43 @@ func (o Options) Logout(ctx context.Context, host string) error {
 		return err
 	}
 	return credentials.Logout(ctx, store, host)
+}
+
+// HasModelregExtension reports whether the registry is modelreg serve
+// (it lists the _modelreg extension at /v2/_oci/ext/discover), which
+// enforces promotion policy and writes promotion records itself.
+func (o Options) HasModelregExtension(ctx context.Context, host string) bool {
+	client, err := o.Client(host)
+	if err != nil {
+		return false
+	}
+	scheme := "https"
+	if o.plainHTTP(host) {
+		scheme = "http"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/_oci/ext/discover", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Extensions []struct {
+			Name string `json:"name"`
+		} `json:"extensions"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body) != nil {
+		return false
+	}
+	for _, e := range body.Extensions {
+		if e.Name == "_modelreg" {
+			return true
+		}
+	}
+	return false
 }
 
 // Explain turns a registry error into one that names the problem and the

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,6 +34,7 @@ const maxManifest = 4 << 20
 type router struct {
 	next http.Handler
 	idx  *index.Index
+	gate *gate
 	log  *slog.Logger
 }
 
@@ -135,6 +137,17 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	if _, err := digest.Parse(ref); err != nil {
 		tag = ref
 	}
+	var record func() (undo func(), err error)
+	if tag != "" {
+		defer rt.gate.lock(name, tag)()
+		previous, mustRecord, decision, err := rt.gate.checkTagWrite(r.Context(), name, tag, m)
+		if rt.refuse(w, err) {
+			return
+		}
+		if mustRecord {
+			record = func() (func(), error) { return rt.gate.record(r.Context(), r, name, tag, m, previous, decision) }
+		}
+	}
 	done, err := rt.idx.Begin(r.Context(), name)
 	if err != nil {
 		rt.log.Error("index", "err", err)
@@ -142,16 +155,50 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		return
 	}
 	defer done()
+	// The record is written before the tag moves: a move without its
+	// record must never be visible. A failed move takes its record back.
+	var undo func()
+	if record != nil {
+		if undo, err = record(); err != nil {
+			rt.log.Error("writing a promotion record", "repo", name, "stage", tag, "err", err)
+			ociError(w, http.StatusInternalServerError, "UNKNOWN", "the promotion record could not be written; the stage did not move")
+			return
+		}
+	}
 	sw := &subjectWriter{ResponseWriter: w, subject: m.Subject}
 	rt.next.ServeHTTP(sw, r)
-	if sw.status == http.StatusCreated {
-		if err := rt.idx.PutManifest(r.Context(), m, tag); err != nil {
-			rt.log.Error("indexing a manifest", "repo", name, "digest", m.Digest, "err", err)
+	if sw.status != http.StatusCreated {
+		if undo != nil {
+			undo()
 		}
+		return
+	}
+	if err := rt.idx.PutManifest(r.Context(), m, tag); err != nil {
+		rt.log.Error("indexing a manifest", "repo", name, "digest", m.Digest, "err", err)
 	}
 }
 
+// refuse answers a gate error: 403 DENIED for a refusal, 500 otherwise.
+// It reports whether the request was answered.
+func (rt *router) refuse(w http.ResponseWriter, err error) bool {
+	if err == nil {
+		return false
+	}
+	var d denied
+	if errors.As(err, &d) {
+		ociError(w, http.StatusForbidden, "DENIED", d.msg)
+		return true
+	}
+	rt.log.Error("gate", "err", err)
+	ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+	return true
+}
+
 func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
+	defer rt.gate.lock(name, ref)()
+	if rt.refuse(w, rt.gate.checkDelete(r.Context(), name, ref)) {
+		return
+	}
 	done, err := rt.idx.Begin(r.Context(), name)
 	if err != nil {
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", "the index is unavailable")

@@ -15,11 +15,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/sirupsen/logrus"
 
 	// Registered by import: the filesystem storage driver.
@@ -46,6 +48,9 @@ type Options struct {
 	MaxCatalogEntries, MaxTags int
 	// Reindex rebuilds the index from storage before serving.
 	Reindex bool
+	// Policy, when set, is enforced on every write of a stage tag: the
+	// server refuses moves the policy does not allow.
+	Policy *policy.Policy
 }
 
 // Server is a running registry.
@@ -123,7 +128,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	app := handlers.NewApp(ctx, cfg)
 	s := &Server{opts: opts, log: opts.Logger, app: app, idx: idx, ln: ln}
-	var h http.Handler = &router{next: app, idx: idx, log: opts.Logger}
+	rt := &router{next: app, idx: idx, log: opts.Logger}
+	rt.gate = &gate{policy: opts.Policy, idx: idx, self: rt, locks: map[string]*sync.Mutex{}}
+	var h http.Handler = rt
 	if users != nil {
 		h = &authenticator{users: users, anonymousRead: opts.AnonymousRead, next: h, cache: map[[32]byte]time.Time{}}
 	}

@@ -19,10 +19,12 @@ import (
 )
 
 // run starts a server over dir until the returned stop is called.
+var testLog io.Writer = io.Discard
+
 func run(t *testing.T, dir string, reindex bool) (addr string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Options{Addr: "127.0.0.1:0", DataDir: dir, Reindex: reindex, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(ctx, Options{Addr: "127.0.0.1:0", DataDir: dir, Reindex: reindex, Logger: slog.New(slog.NewTextHandler(testLog, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func TestReferrersAndReindex(t *testing.T) {
 	addr, stop := run(t, dir, false)
 	v1 := fill(t, addr)
 	got := referrers(t, addr, "team/a", v1, "")
-	if len(got) != 2 {
+	if len(got) != 3 { // the sig, eval-1, and the record of the move to production
 		t.Fatalf("referrers of v1: %v", got)
 	}
 	if f := referrers(t, addr, "team/a", v1, "application/vnd.example.eval"); len(f) != 1 || f[0][:29] != "application/vnd.example.eval " {

@@ -19,11 +19,17 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 )
 
-// registries runs fn against modelreg serve and against plain distribution,
-// which has no Referrers API (everything goes through the tag schema).
-func registries(t *testing.T, fn func(t *testing.T, reg *registry)) {
-	t.Run("modelreg-serve", func(t *testing.T) { fn(t, startServer(t)) })
-	t.Run("plain-distribution", func(t *testing.T) { fn(t, startPlainRegistry(t)) })
+// registries runs fn against modelreg serve (enforcing the policy the test
+// wrote to policy.yaml) and against plain distribution, which has no
+// Referrers API (everything goes through the tag schema). fn makes its keys
+// and policy, then calls start.
+func registries(t *testing.T, fn func(t *testing.T, start func(e *env) *registry)) {
+	t.Run("modelreg-serve", func(t *testing.T) {
+		fn(t, func(e *env) *registry { return startServer(t, "--policy", filepath.Join(e.dir, "policy.yaml")) })
+	})
+	t.Run("plain-distribution", func(t *testing.T) {
+		fn(t, func(*env) *registry { return startPlainRegistry(t) })
+	})
 }
 
 // signers makes the key pairs of a test: alice with modelreg keygen, bob
@@ -81,10 +87,11 @@ type verifyOut struct {
 // accepted by modelreg promote: the v2 legacy .sig tag, the v2 OCI 1.1
 // referrer and the v3 sigstore bundle.
 func TestCosignSignaturesAccepted(t *testing.T) {
-	registries(t, func(t *testing.T, reg *registry) {
+	registries(t, func(t *testing.T, start func(*env) *registry) {
 		e := newEnv(t)
 		signers(t, e)
 		writeFile(t, filepath.Join(e.dir, "policy.yaml"), policyYAML, 0o644)
+		reg := start(e)
 		repo := reg.Addr + "/team/cosigned"
 		for _, c := range []struct {
 			version string
@@ -147,10 +154,11 @@ func resolve(t *testing.T, e *env, ref string) string {
 // Sign, promote, promote another, promote again (no-op), history, --at,
 // rollback, A/B stages, on both kinds of registry.
 func TestPromotionLifecycle(t *testing.T) {
-	registries(t, func(t *testing.T, reg *registry) {
+	registries(t, func(t *testing.T, start func(*env) *registry) {
 		e := newEnv(t)
 		signers(t, e)
 		writeFile(t, filepath.Join(e.dir, "policy.yaml"), policyYAML, 0o644)
+		reg := start(e)
 		repo := reg.Addr + "/team/fraud"
 		v1 := pushVersion(t, e, repo+":1.0.0", "one")
 		v2 := pushVersion(t, e, repo+":2.0.0", "two")
@@ -238,10 +246,11 @@ func TestPromotionLifecycle(t *testing.T) {
 
 // Every refusal names what is missing and leaves the stage where it was.
 func TestPromotionRefusals(t *testing.T) {
-	registries(t, func(t *testing.T, reg *registry) {
+	registries(t, func(t *testing.T, start func(*env) *registry) {
 		e := newEnv(t)
 		signers(t, e)
 		writeFile(t, filepath.Join(e.dir, "policy.yaml"), policyYAML, 0o644)
+		reg := start(e)
 		repo := reg.Addr + "/team/guarded"
 		good := pushVersion(t, e, repo+":1.0.0", "good")
 		e.ok("sign", repo+":1.0.0", "--key", "alice.key", "--format", "legacy")
