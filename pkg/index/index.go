@@ -15,6 +15,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo
@@ -37,9 +40,44 @@ CREATE TABLE IF NOT EXISTS tags (
 	repo   TEXT NOT NULL,
 	tag    TEXT NOT NULL,
 	digest TEXT NOT NULL,
+	kind   TEXT NOT NULL DEFAULT 'other', -- version, stage or other (pkg/tag)
 	PRIMARY KEY (repo, tag)
 );
 CREATE INDEX IF NOT EXISTS tags_digest ON tags (repo, digest);
+CREATE INDEX IF NOT EXISTS tags_kind ON tags (kind, tag);
+-- Model versions (manifests of a model artifactType) and their metadata.
+CREATE TABLE IF NOT EXISTS versions (
+	repo        TEXT NOT NULL,
+	digest      TEXT NOT NULL,
+	created     TEXT NOT NULL DEFAULT '',
+	framework   TEXT NOT NULL DEFAULT '',
+	description TEXT NOT NULL DEFAULT '',
+	size        INTEGER NOT NULL DEFAULT 0,
+	files       INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (repo, digest)
+);
+CREATE INDEX IF NOT EXISTS versions_created ON versions (created);
+CREATE TABLE IF NOT EXISTS version_metrics (
+	repo TEXT NOT NULL, digest TEXT NOT NULL, key TEXT NOT NULL, value REAL NOT NULL,
+	PRIMARY KEY (repo, digest, key)
+);
+CREATE INDEX IF NOT EXISTS version_metrics_key ON version_metrics (key, value);
+CREATE TABLE IF NOT EXISTS version_props (
+	repo TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+	PRIMARY KEY (repo, digest, kind, key)
+);
+CREATE INDEX IF NOT EXISTS version_props_key ON version_props (kind, key, value);
+-- Promotion records, as their JSON and the fields queries need.
+CREATE TABLE IF NOT EXISTS promotions (
+	repo     TEXT NOT NULL,
+	record   TEXT NOT NULL,
+	stage    TEXT NOT NULL,
+	digest   TEXT NOT NULL,
+	time     TEXT NOT NULL,
+	body     TEXT NOT NULL,
+	PRIMARY KEY (repo, record)
+);
+CREATE INDEX IF NOT EXISTS promotions_stage ON promotions (repo, stage, time);
 -- A write in flight: inserted before storage is written, removed once the
 -- index has caught up. Rows left after a crash name repositories to repair.
 CREATE TABLE IF NOT EXISTS pending (
@@ -82,6 +120,8 @@ type Manifest struct {
 	Size         int64
 	Subject      digest.Digest
 	Annotations  map[string]string
+	// Raw is the manifest's bytes, read for model metadata; not stored.
+	Raw []byte
 }
 
 // Describe reads what the index keeps from a manifest's bytes. The
@@ -101,7 +141,7 @@ func Describe(repo string, mediaType string, raw []byte) (Manifest, error) {
 	if m.MediaType != "" {
 		mediaType = m.MediaType
 	}
-	out := Manifest{Repo: repo, Digest: digest.FromBytes(raw), MediaType: mediaType, ArtifactType: m.ArtifactType, Size: int64(len(raw)), Annotations: m.Annotations}
+	out := Manifest{Repo: repo, Digest: digest.FromBytes(raw), MediaType: mediaType, ArtifactType: m.ArtifactType, Size: int64(len(raw)), Annotations: m.Annotations, Raw: raw}
 	if out.ArtifactType == "" && m.Config != nil && mediaType == ocispec.MediaTypeImageManifest {
 		out.ArtifactType = m.Config.MediaType
 	}
@@ -113,30 +153,105 @@ func Describe(repo string, mediaType string, raw []byte) (Manifest, error) {
 
 // PutManifest records a manifest and, when tag is not empty, points tag at it.
 func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
-	ann, err := json.Marshal(m.Annotations)
-	if err != nil {
-		return err
-	}
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, `INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, pushed)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
-			size = excluded.size, subject = excluded.subject, annotations = excluded.annotations`,
-		m.Repo, m.Digest.String(), m.MediaType, m.ArtifactType, m.Size, m.Subject.String(), string(ann), time.Now().UTC().Format(time.RFC3339Nano))
-	if err != nil {
+	if err := putManifest(ctx, tx, m, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
 		return err
 	}
 	if tag != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo, tag, digest) VALUES (?, ?, ?)
-			ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest`, m.Repo, tag, m.Digest.String()); err != nil {
+		if err := putTag(ctx, tx, m.Repo, tag, m.Digest); err != nil {
 			return err
 		}
 	}
 	return tx.Commit()
+}
+
+func putTag(ctx context.Context, tx *sql.Tx, repo, t string, d digest.Digest) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO tags (repo, tag, digest, kind) VALUES (?, ?, ?, ?)
+		ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest`, repo, t, d.String(), tag.Classify(t).String())
+	return err
+}
+
+func putManifest(ctx context.Context, tx *sql.Tx, m Manifest, pushed string) error {
+	ann, err := json.Marshal(m.Annotations)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, pushed)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
+			size = excluded.size, subject = excluded.subject, annotations = excluded.annotations`,
+		m.Repo, m.Digest.String(), m.MediaType, m.ArtifactType, m.Size, m.Subject.String(), string(ann), pushed)
+	if err != nil {
+		return err
+	}
+	if !mediatypes.IsModelArtifactType(m.ArtifactType) || m.Raw == nil {
+		return nil
+	}
+	v, err := model.Parse(ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}, m.Raw)
+	if err != nil {
+		return nil // not readable as a model: indexed as a plain manifest
+	}
+	return putVersion(ctx, tx, m.Repo, v)
+}
+
+func putVersion(ctx context.Context, tx *sql.Tx, repo string, v *model.Version) error {
+	d := v.Descriptor.Digest.String()
+	for _, q := range []string{`DELETE FROM version_metrics WHERE repo = ? AND digest = ?`, `DELETE FROM version_props WHERE repo = ? AND digest = ?`} {
+		if _, err := tx.ExecContext(ctx, q, repo, d); err != nil {
+			return err
+		}
+	}
+	md := v.Metadata
+	created := ""
+	if !md.Created.IsZero() {
+		created = md.Created.UTC().Format(time.RFC3339)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO versions (repo, digest, created, framework, description, size, files) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (repo, digest) DO UPDATE SET created = excluded.created, framework = excluded.framework,
+			description = excluded.description, size = excluded.size, files = excluded.files`,
+		repo, d, created, md.Framework, md.Description, v.Size(), len(v.Files)); err != nil {
+		return err
+	}
+	for k, val := range md.Metrics {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO version_metrics (repo, digest, key, value) VALUES (?, ?, ?, ?)`, repo, d, k, val); err != nil {
+			return err
+		}
+	}
+	for kind, kv := range map[string]map[string]string{"params": md.Params, "labels": md.Labels} {
+		for k, val := range kv {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO version_props (repo, digest, kind, key, value) VALUES (?, ?, ?, ?, ?)`, repo, d, kind, k, val); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// PutPromotion records a promotion record (its manifest digest and JSON).
+func (x *Index) PutPromotion(ctx context.Context, repo string, record digest.Digest, body []byte) error {
+	return putPromotion(ctx, x.db, repo, record, body)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func putPromotion(ctx context.Context, db execer, repo string, record digest.Digest, body []byte) error {
+	var r struct {
+		Stage  string    `json:"stage"`
+		Digest string    `json:"digest"`
+		Time   time.Time `json:"time"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return fmt.Errorf("promotion record %s: %w", record, err)
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO promotions (repo, record, stage, digest, time, body) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (repo, record) DO NOTHING`, repo, record.String(), r.Stage, r.Digest, r.Time.UTC().Format(time.RFC3339Nano), string(body))
+	return err
 }
 
 // DeleteManifest forgets a manifest and the tags pointing at it, as
@@ -147,11 +262,12 @@ func (x *Index) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repo = ? AND digest = ?`, repo, d.String()); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, d.String()); err != nil {
-		return err
+	for _, q := range []string{`DELETE FROM manifests WHERE repo = ? AND digest = ?`, `DELETE FROM tags WHERE repo = ? AND digest = ?`,
+		`DELETE FROM versions WHERE repo = ? AND digest = ?`, `DELETE FROM version_metrics WHERE repo = ? AND digest = ?`,
+		`DELETE FROM version_props WHERE repo = ? AND digest = ?`, `DELETE FROM promotions WHERE repo = ? AND record = ?`} {
+		if _, err := tx.ExecContext(ctx, q, repo, d.String()); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }
@@ -275,28 +391,32 @@ func (x *Index) Pending(ctx context.Context) ([]string, error) {
 }
 
 // ReplaceRepo swaps a repository's whole content for what storage holds,
-// in one transaction, and clears its pending writes.
-func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manifest, tags map[string]digest.Digest) error {
+// in one transaction, and clears its pending writes. promotions maps each
+// promotion record manifest to its record JSON.
+func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manifest, tags map[string]digest.Digest, promotions map[digest.Digest][]byte) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	for _, q := range []string{`DELETE FROM manifests WHERE repo = ?`, `DELETE FROM tags WHERE repo = ?`, `DELETE FROM pending WHERE repo = ?`} {
-		if _, err := tx.ExecContext(ctx, q, repo); err != nil {
+	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "promotions"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE repo = ?`, repo); err != nil {
 			return err
 		}
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, m := range manifests {
-		ann, _ := json.Marshal(m.Annotations)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, pushed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			repo, m.Digest.String(), m.MediaType, m.ArtifactType, m.Size, m.Subject.String(), string(ann), now); err != nil {
+		if err := putManifest(ctx, tx, m, now); err != nil {
 			return err
 		}
 	}
 	for t, d := range tags {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo, tag, digest) VALUES (?, ?, ?)`, repo, t, d.String()); err != nil {
+		if err := putTag(ctx, tx, repo, t, d); err != nil {
+			return err
+		}
+	}
+	for rec, body := range promotions {
+		if err := putPromotion(ctx, tx, repo, rec, body); err != nil {
 			return err
 		}
 	}
@@ -325,7 +445,12 @@ func (x *Index) Repos(ctx context.Context) ([]string, error) {
 // its rebuild.
 func (x *Index) Dump(ctx context.Context) ([]string, error) {
 	rows, err := x.db.QueryContext(ctx, `SELECT 'm', repo, digest, media_type || '|' || artifact_type || '|' || size || '|' || subject || '|' || annotations FROM manifests
-		UNION ALL SELECT 't', repo, tag, digest FROM tags ORDER BY 1, 2, 3`)
+		UNION ALL SELECT 't', repo, tag, digest || '|' || kind FROM tags
+		UNION ALL SELECT 'v', repo, digest, created || '|' || framework || '|' || description || '|' || size || '|' || files FROM versions
+		UNION ALL SELECT 'vm', repo, digest || ' ' || key, value FROM version_metrics
+		UNION ALL SELECT 'vp', repo, digest || ' ' || kind || ' ' || key, value FROM version_props
+		UNION ALL SELECT 'p', repo, record, stage || '|' || digest || '|' || time || '|' || body FROM promotions
+		ORDER BY 1, 2, 3`)
 	if err != nil {
 		return nil, err
 	}

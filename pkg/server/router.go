@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,10 +13,12 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 )
 
 // Routes the extension owns; everything else goes to distribution as is.
@@ -175,6 +178,25 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	}
 	if err := rt.idx.PutManifest(r.Context(), m, tag); err != nil {
 		rt.log.Error("indexing a manifest", "repo", name, "digest", m.Digest, "err", err)
+	}
+	if m.ArtifactType == mediatypes.ArtifactTypePromotion {
+		rt.indexPromotion(r.Context(), name, m)
+	}
+}
+
+// indexPromotion copies a promotion record into the index, whoever wrote
+// it (the server's gate, or a client against this registry).
+func (rt *router) indexPromotion(ctx context.Context, name string, m index.Manifest) {
+	layer, ok := onlyLayer(m.Raw)
+	if !ok {
+		return
+	}
+	body, err := content.FetchAll(ctx, rt.gate.repository(name).Blobs(), layer)
+	if err == nil {
+		err = rt.idx.PutPromotion(ctx, name, m.Digest, body)
+	}
+	if err != nil {
+		rt.log.Error("indexing a promotion record", "repo", name, "record", m.Digest, "err", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/modelreg/modelreg/pkg/index"
@@ -51,7 +52,8 @@ func repo(t *testing.T, addr, name string) *remote.Repository {
 func push(t *testing.T, r *remote.Repository, tag, artifactType, content string, subject *ocispec.Descriptor) ocispec.Descriptor {
 	t.Helper()
 	ctx := context.Background()
-	layer := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromString(content), Size: int64(len(content))}
+	layer := ocispec.Descriptor{MediaType: "application/vnd.cncf.model.weight.v1.raw", Digest: digest.FromString(content), Size: int64(len(content)),
+		Annotations: map[string]string{"org.cncf.model.filepath": "w.bin"}}
 	if ok, _ := r.Exists(ctx, layer); !ok {
 		if err := r.Push(ctx, layer, bytes.NewReader([]byte(content))); err != nil {
 			t.Fatal(err)
@@ -63,7 +65,7 @@ func push(t *testing.T, r *remote.Repository, tag, artifactType, content string,
 	}
 	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: artifactType,
 		Config: ocispec.Descriptor{MediaType: cfg.MediaType, Digest: cfg.Digest, Size: cfg.Size}, Layers: []ocispec.Descriptor{layer}, Subject: subject,
-		Annotations: map[string]string{"k": content}})
+		Annotations: map[string]string{"k": content, "io.modelreg.metric.acc": "0.5", "io.modelreg.label.team": "a", "io.modelreg.framework": "onnx"}})
 	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
 	var err error
 	if tag != "" {
@@ -162,6 +164,9 @@ func TestReferrersAndReindex(t *testing.T) {
 	}
 	stop()
 	live := dump(t, dir)
+	if !slices.ContainsFunc(live, func(r string) bool { return strings.HasPrefix(r, "vm team/a ") }) || !slices.ContainsFunc(live, func(r string) bool { return strings.HasPrefix(r, "p team/a ") }) {
+		t.Fatalf("the live index lacks version metrics or promotion records: %v", live)
+	}
 
 	addr, stop = run(t, dir, true)
 	if again := referrers(t, addr, "team/a", v1, ""); !slices.Equal(again, got) {
@@ -189,7 +194,7 @@ func TestCrashRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := idx.ReplaceRepo(ctx, "team/a", nil, nil); err != nil {
+	if err := idx.ReplaceRepo(ctx, "team/a", nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := idx.Begin(ctx, "team/a"); err != nil {

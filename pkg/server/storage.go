@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -10,8 +11,10 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/distribution/reference"
+	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // storageReader reads the registry's storage directly (not over HTTP), to
@@ -50,22 +53,22 @@ func (s *storageReader) repos(ctx context.Context) ([]string, error) {
 }
 
 // read returns what storage holds for one repository.
-func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest, map[string]digest.Digest, error) {
+func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest, map[string]digest.Digest, map[digest.Digest][]byte, error) {
 	named, err := reference.WithName(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	repo, err := s.ns.Repository(ctx, named)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ms, err := repo.Manifests(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	en, ok := ms.(distribution.ManifestEnumerator)
 	if !ok {
-		return nil, nil, errors.New("storage cannot list manifests")
+		return nil, nil, nil, errors.New("storage cannot list manifests")
 	}
 	var manifests []index.Manifest
 	err = en.Enumerate(ctx, func(d digest.Digest) error {
@@ -85,12 +88,12 @@ func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest
 		return nil
 	})
 	if err != nil && !isPathNotFound(err) {
-		return nil, nil, fmt.Errorf("listing manifests of %s: %w", name, err)
+		return nil, nil, nil, fmt.Errorf("listing manifests of %s: %w", name, err)
 	}
 	tags := map[string]digest.Digest{}
 	all, err := repo.Tags(ctx).All(ctx)
 	if err != nil && !isPathNotFound(err) && !errors.As(err, new(distribution.ErrRepositoryUnknown)) {
-		return nil, nil, fmt.Errorf("listing tags of %s: %w", name, err)
+		return nil, nil, nil, fmt.Errorf("listing tags of %s: %w", name, err)
 	}
 	for _, t := range all {
 		desc, err := repo.Tags(ctx).Get(ctx, t)
@@ -99,7 +102,29 @@ func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest
 		}
 		tags[t] = desc.Digest
 	}
-	return manifests, tags, nil
+	promotions := map[digest.Digest][]byte{}
+	for _, m := range manifests {
+		if m.ArtifactType != mediatypes.ArtifactTypePromotion {
+			continue
+		}
+		layer, ok := onlyLayer(m.Raw)
+		if !ok {
+			continue
+		}
+		if body, err := repo.Blobs(ctx).Get(ctx, layer.Digest); err == nil {
+			promotions[m.Digest] = body
+		}
+	}
+	return manifests, tags, promotions, nil
+}
+
+// onlyLayer returns a manifest's single (small) layer.
+func onlyLayer(raw []byte) (ocispec.Descriptor, bool) {
+	var m ocispec.Manifest
+	if json.Unmarshal(raw, &m) != nil || len(m.Layers) != 1 || m.Layers[0].Size > 1<<20 {
+		return ocispec.Descriptor{}, false
+	}
+	return m.Layers[0], true
 }
 
 func isPathNotFound(err error) bool {
@@ -130,11 +155,11 @@ func rebuild(ctx context.Context, idx *index.Index, st *storageReader, names []s
 		}
 	}
 	for _, name := range names {
-		manifests, tags, err := st.read(ctx, name)
+		manifests, tags, promotions, err := st.read(ctx, name)
 		if err != nil {
 			return 0, err
 		}
-		if err := idx.ReplaceRepo(ctx, name, manifests, tags); err != nil {
+		if err := idx.ReplaceRepo(ctx, name, manifests, tags, promotions); err != nil {
 			return 0, err
 		}
 	}
