@@ -107,7 +107,7 @@ func lex(src string) ([]tok, error) {
 		case strings.ContainsRune("=!<>", rune(c)):
 			start := i
 			op := string(c)
-			if i+1 < len(src) && src[i+1] == '=' {
+			if c != '=' && i+1 < len(src) && src[i+1] == '=' {
 				op += "="
 			}
 			if op == "!" {
