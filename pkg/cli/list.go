@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/catalog"
+	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/spf13/cobra"
 )
@@ -34,8 +36,14 @@ versions but hold something other than a model are reported as skipped.`,
 			if ref.Reference != "" {
 				return usageError{fmt.Errorf("list takes a repository without tag or digest, e.g. %s/%s", ref.Registry, ref.Repository)}
 			}
-			l, err := catalog.List(c.Context(), repo, ref)
-			if err != nil {
+			var l *catalog.Listing
+			if client, err := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry); err == nil {
+				rows, err := client.Versions(c.Context(), ref.Repository)
+				if err != nil {
+					return err
+				}
+				l = listingOf(ref.Registry+"/"+ref.Repository, rows)
+			} else if l, err = catalog.List(c.Context(), repo, ref); err != nil {
 				return err
 			}
 			if jsonOut {
@@ -64,6 +72,22 @@ versions but hold something other than a model are reported as skipped.`,
 	}
 	a.addOutputFlag(c)
 	return c
+}
+
+// listingOf turns the model API's rows into a listing: one row per
+// version tag, newest first, as catalog.List gives.
+func listingOf(repo string, rows []index.VersionRow) *catalog.Listing {
+	l := &catalog.Listing{Repository: repo, Versions: []catalog.VersionSummary{}, Stages: map[string]string{}}
+	for _, r := range rows {
+		created, _ := time.Parse(time.RFC3339, r.Created)
+		for _, s := range r.Stages {
+			l.Stages[s] = r.Digest
+		}
+		for _, v := range r.Versions {
+			l.Versions = append(l.Versions, catalog.VersionSummary{Tag: v, Digest: r.Digest, Created: created, Size: r.Size, Files: r.Files, Stages: r.Stages})
+		}
+	}
+	return l
 }
 
 func orDash(s string) string {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
@@ -45,6 +46,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	if p == "/v2/_oci/ext/discover" {
 		rt.discover(w, r)
+		return
+	}
+	if strings.HasPrefix(p, apiPrefix) {
+		rt.api(w, r)
 		return
 	}
 	if m := referrersRE.FindStringSubmatch(p); m != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {

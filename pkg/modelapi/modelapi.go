@@ -1,0 +1,115 @@
+// Package modelapi is the client of modelreg serve's model API
+// (/v2/_modelreg/v1/, docs/api.md): one request where a plain registry
+// needs a manifest fetch per version.
+package modelapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/remote"
+)
+
+// ErrNoServer means the registry does not serve the model API.
+var ErrNoServer = errors.New("the registry is not modelreg serve")
+
+// Client calls one registry's model API.
+type Client struct {
+	base string
+	http interface {
+		Do(*http.Request) (*http.Response, error)
+	}
+}
+
+// New connects to host's model API, or returns ErrNoServer.
+func New(ctx context.Context, o remote.Options, host string) (*Client, error) {
+	if !o.HasModelregExtension(ctx, host) {
+		return nil, fmt.Errorf("%s: %w", host, ErrNoServer)
+	}
+	c, err := o.Client(host)
+	if err != nil {
+		return nil, err
+	}
+	scheme := "https"
+	if o.PlainHTTP != nil && *o.PlainHTTP || o.PlainHTTP == nil && remote.IsLocalhost(host) {
+		scheme = "http"
+	}
+	return &Client{base: scheme + "://" + host + "/v2/_modelreg/v1/", http: c}, nil
+}
+
+// QueryError is the server's answer to a malformed query.
+type QueryError struct {
+	Message  string
+	Position int
+}
+
+func (e *QueryError) Error() string { return e.Message }
+
+func (c *Client) get(ctx context.Context, path string, params url.Values, out any) error {
+	u := c.base + path
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Errors []struct {
+				Code     string `json:"code"`
+				Message  string `json:"message"`
+				Position int    `json:"position"`
+			} `json:"errors"`
+		}
+		if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
+			if e.Errors[0].Code == "QUERY_INVALID" {
+				return &QueryError{Message: e.Errors[0].Message, Position: e.Errors[0].Position}
+			}
+			return fmt.Errorf("model API %s: %d %s: %s", path, resp.StatusCode, e.Errors[0].Code, e.Errors[0].Message)
+		}
+		return fmt.Errorf("model API %s: %s", path, resp.Status)
+	}
+	return json.Unmarshal(body, out)
+}
+
+// Search runs a query (docs/api.md) and returns one page of versions.
+func (c *Client) Search(ctx context.Context, q, orderBy string, limit, offset int) ([]index.VersionRow, error) {
+	var out struct{ Versions []index.VersionRow }
+	p := url.Values{"q": {q}, "limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(offset)}}
+	if orderBy != "" {
+		p.Set("order_by", orderBy)
+	}
+	return out.Versions, c.get(ctx, "search", p, &out)
+}
+
+// Versions returns every version of a repository, newest first.
+func (c *Client) Versions(ctx context.Context, repo string) ([]index.VersionRow, error) {
+	var all []index.VersionRow
+	for offset := 0; ; offset += 1000 {
+		var page struct{ Versions []index.VersionRow }
+		if err := c.get(ctx, "models/"+repo+"/versions", url.Values{"limit": {"1000"}, "offset": {strconv.Itoa(offset)}}, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Versions...)
+		if len(page.Versions) < 1000 {
+			return all, nil
+		}
+	}
+}
