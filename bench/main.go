@@ -1,7 +1,16 @@
-// Command bench measures modelreg's transfers beside the oras CLI on the
-// same files and the same `modelreg serve`, with cp as the physical floor.
-// It alternates the tools over several rounds and reports medians, ratios
-// and each client's peak RSS. Run it with `make bench`.
+// Command bench measures modelreg beside its anchors, alternating rounds
+// and reporting medians and ratios (these machines are shared and noisy):
+//
+//   - transfer: modelreg push/pull beside the oras CLI on the same files and
+//     the same modelreg serve, with cp as the physical floor, and peak RSS;
+//   - overhead: a 2 GiB model through modelreg serve beside the bare
+//     embedded distribution handler (modelreg serve --bare);
+//   - index: model API search and list latency (p50, p99) over 100,000
+//     versions in 1,000 models;
+//   - referrers: listing 1,000 referrers of one subject through the
+//     Referrers API beside the tag-schema fallback on plain distribution.
+//
+// Run it with `make bench`.
 package main
 
 import (
@@ -35,66 +44,114 @@ type result struct {
 	PeakRSSMiB float64  `json:"peakRSSMiB"`
 }
 
+// config is what every suite needs.
+type config struct {
+	modelreg, oras, distribution string
+	rounds                       int
+	shardMiB                     int64
+	work                         string
+}
+
 func main() {
-	modelreg := flag.String("modelreg", "./bin/modelreg", "modelreg binary")
-	oras := flag.String("oras", os.Getenv("MODELREG_ORAS"), "oras binary")
-	rounds := flag.Int("rounds", 3, "rounds per measurement")
-	shard := flag.Int64("shard-mib", 512, "size of each of the 4 weight shards, MiB")
+	var c config
+	flag.StringVar(&c.modelreg, "modelreg", "./bin/modelreg", "modelreg binary")
+	flag.StringVar(&c.oras, "oras", os.Getenv("MODELREG_ORAS"), "oras binary")
+	flag.StringVar(&c.distribution, "distribution", os.Getenv("MODELREG_DISTRIBUTION"), "plain distribution registry binary")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds per measurement")
+	flag.Int64Var(&c.shardMiB, "shard-mib", 512, "size of each of the 4 weight shards, MiB")
+	suites := flag.String("suite", "transfer,overhead,index,referrers", "comma-separated suites to run")
 	out := flag.String("json", "bench-results.json", "where to write the results")
 	flag.Parse()
-	if *oras == "" {
-		fail("no oras binary: run `make bench`, or pass -oras")
+	if c.oras == "" || c.distribution == "" {
+		fail("no oras or distribution binary: run `make bench`, or pass -oras and -distribution")
 	}
-	for _, p := range []*string{modelreg, oras} {
+	for _, p := range []*string{&c.modelreg, &c.oras, &c.distribution} {
 		abs, err := filepath.Abs(*p)
 		check(err)
 		*p = abs
 	}
-	work, err := os.MkdirTemp("", "modelreg-bench-")
+	var err error
+	c.work, err = os.MkdirTemp("", "modelreg-bench-")
 	check(err)
-	defer os.RemoveAll(work)
+	defer os.RemoveAll(c.work)
 
-	model := filepath.Join(work, "model")
+	all := map[string]any{}
+	for _, name := range strings.Split(*suites, ",") {
+		fmt.Printf("\n== %s ==\n", name)
+		switch strings.TrimSpace(name) {
+		case "transfer":
+			all["transfer"] = transferSuite(c)
+		case "overhead":
+			all["overhead"] = overheadSuite(c)
+		case "index":
+			all["index"] = indexSuite(c)
+		case "referrers":
+			all["referrers"] = referrersSuite(c)
+		default:
+			fail("unknown suite " + name)
+		}
+	}
+	b, _ := json.MarshalIndent(all, "", "  ")
+	check(os.WriteFile(*out, b, 0o644))
+	fmt.Printf("\nresults written to %s\n", *out)
+}
+
+// transferSuite: modelreg push/pull beside oras on the same files and the
+// same modelreg serve, and cp as the floor.
+func transferSuite(c config) map[string]any {
+	model := filepath.Join(c.work, "model")
 	var total int64
 	for i := range 4 {
-		total += writeRandom(filepath.Join(model, fmt.Sprintf("model-%05d-of-00004.safetensors", i+1)), *shard<<20, uint64(i))
+		total += writeRandom(filepath.Join(model, fmt.Sprintf("model-%05d-of-00004.safetensors", i+1)), c.shardMiB<<20, uint64(i))
 	}
 	for i := range 20 {
 		total += writeRandom(filepath.Join(model, "extra", fmt.Sprintf("file-%02d.json", i)), 4096+int64(i)*1024, uint64(100+i))
 	}
-	fmt.Printf("model: %d files, %.2f GiB in %s\n", 24, float64(total)/(1<<30), model)
+	defer os.RemoveAll(model)
+	fmt.Printf("model: %d files, %.2f GiB\n", 24, float64(total)/(1<<30))
 
-	addr, stop := serve(*modelreg, filepath.Join(work, "data"))
+	addr, stop := serve(c.modelreg, filepath.Join(c.work, "data-transfer"))
 	defer stop()
-	env := append(os.Environ(), "HOME="+work, "DOCKER_CONFIG="+filepath.Join(work, ".docker"))
+	env := append(os.Environ(), "HOME="+c.work, "DOCKER_CONFIG="+filepath.Join(c.work, ".docker"))
 
 	results := map[string]*result{}
-	add := func(name string, s sample) {
-		r := results[name]
-		if r == nil {
-			r = &result{Name: name}
-			results[name] = r
-		}
-		r.Samples = append(r.Samples, s)
-	}
 	files := relFiles(model)
-	for round := range *rounds {
+	for round := range c.rounds {
 		repoM := fmt.Sprintf("%s/bench/modelreg-%d", addr, round)
 		repoO := fmt.Sprintf("%s/bench/oras-%d", addr, round)
-		add("modelreg push", run(env, model, *modelreg, "push", repoM+":1.0.0", model))
-		add("oras push", run(env, model, *oras, append([]string{"push", "--plain-http", repoO + ":1.0.0"}, files...)...))
-		dst := filepath.Join(work, "pull")
-		add("modelreg pull", run(env, work, *modelreg, "pull", repoM+":1.0.0", "-o", dst))
+		add(results, "modelreg push", run(env, model, c.modelreg, "push", repoM+":1.0.0", model))
+		add(results, "oras push", run(env, model, c.oras, append([]string{"push", "--plain-http", repoO + ":1.0.0"}, files...)...))
+		dst := filepath.Join(c.work, "pull")
+		add(results, "modelreg pull", run(env, c.work, c.modelreg, "pull", repoM+":1.0.0", "-o", dst))
 		check(os.RemoveAll(dst))
-		add("oras pull", run(env, work, *oras, "pull", "--plain-http", repoO+":1.0.0", "-o", dst))
+		add(results, "oras pull", run(env, c.work, c.oras, "pull", "--plain-http", repoO+":1.0.0", "-o", dst))
 		check(os.RemoveAll(dst))
-		add("cp", run(env, work, "cp", "-r", model, dst))
+		add(results, "cp", run(env, c.work, "cp", "-r", model, dst))
 		check(os.RemoveAll(dst))
 		fmt.Printf("round %d done\n", round+1)
 	}
+	report(results, total, []string{"modelreg push", "oras push", "modelreg pull", "oras pull", "cp"})
+	ratios := map[string]float64{
+		"modelreg push / oras push": ratio(results, "modelreg push", "oras push"),
+		"modelreg pull / oras pull": ratio(results, "modelreg pull", "oras pull"),
+		"modelreg pull / cp":        ratio(results, "modelreg pull", "cp"),
+	}
+	printRatios(ratios)
+	return map[string]any{"bytes": total, "rounds": c.rounds, "results": results, "ratios": ratios}
+}
 
-	names := []string{"modelreg push", "oras push", "modelreg pull", "oras pull", "cp"}
-	fmt.Printf("\n%-14s %10s %10s %12s\n", "client", "median s", "MB/s", "peak RSS MiB")
+func add(results map[string]*result, name string, s sample) {
+	r := results[name]
+	if r == nil {
+		r = &result{Name: name}
+		results[name] = r
+	}
+	r.Samples = append(r.Samples, s)
+}
+
+// report computes medians and prints a table of throughput and peak RSS.
+func report(results map[string]*result, bytes int64, names []string) {
+	fmt.Printf("\n%-22s %10s %10s %12s\n", "client", "median s", "MB/s", "peak RSS MiB")
 	for _, n := range names {
 		r := results[n]
 		var secs []float64
@@ -104,22 +161,18 @@ func main() {
 		}
 		slices.Sort(secs)
 		r.Median = secs[len(secs)/2]
-		r.MBps = float64(total) / 1e6 / r.Median
-		fmt.Printf("%-14s %10.2f %10.1f %12.1f\n", n, r.Median, r.MBps, r.PeakRSSMiB)
+		r.MBps = float64(bytes) / 1e6 / r.Median
+		fmt.Printf("%-22s %10.2f %10.1f %12.1f\n", n, r.Median, r.MBps, r.PeakRSSMiB)
 	}
-	ratio := func(a, b string) float64 { return results[a].MBps / results[b].MBps }
-	ratios := map[string]float64{
-		"modelreg push / oras push": ratio("modelreg push", "oras push"),
-		"modelreg pull / oras pull": ratio("modelreg pull", "oras pull"),
-		"modelreg pull / cp":        ratio("modelreg pull", "cp"),
-	}
+}
+
+func ratio(results map[string]*result, a, b string) float64 { return results[a].MBps / results[b].MBps }
+
+func printRatios(ratios map[string]float64) {
 	fmt.Println()
 	for _, k := range slices.Sorted(maps.Keys(ratios)) {
-		fmt.Printf("%-28s %.2fx\n", k, ratios[k])
+		fmt.Printf("%-40s %.2fx\n", k, ratios[k])
 	}
-	b, _ := json.MarshalIndent(map[string]any{"bytes": total, "rounds": *rounds, "results": results, "ratios": ratios}, "", "  ")
-	check(os.WriteFile(*out, b, 0o644))
-	fmt.Printf("\nresults written to %s\n", *out)
 }
 
 // run times one command and reads its peak RSS from the kernel's rusage.
@@ -136,8 +189,11 @@ func run(env []string, dir, bin string, args ...string) sample {
 	return sample{Seconds: time.Since(start).Seconds(), MaxRSS: ru.Maxrss}
 }
 
-func serve(bin, data string) (string, func()) {
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--log-format", "json", "--log-level", "info")
+func serve(bin, data string) (string, func()) { return serveArgs(bin, data) }
+
+// serveArgs runs `modelreg serve` on a free port until stop is called.
+func serveArgs(bin, data string, extra ...string) (string, func()) {
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--log-format", "json", "--log-level", "info"}, extra...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pipe, err := cmd.StderrPipe()
 	check(err)

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS tags (
 	PRIMARY KEY (repo, tag)
 );
 CREATE INDEX IF NOT EXISTS tags_digest ON tags (repo, digest);
-CREATE INDEX IF NOT EXISTS tags_kind ON tags (kind, tag);
+CREATE INDEX IF NOT EXISTS tags_kind ON tags (kind, tag, repo, digest);
 -- Model versions (manifests of a model artifactType) and their metadata.
 CREATE TABLE IF NOT EXISTS versions (
 	repo        TEXT NOT NULL,
@@ -56,17 +56,18 @@ CREATE TABLE IF NOT EXISTS versions (
 	files       INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (repo, digest)
 );
-CREATE INDEX IF NOT EXISTS versions_created ON versions (created);
+CREATE INDEX IF NOT EXISTS versions_created ON versions (created, repo, digest);
+CREATE INDEX IF NOT EXISTS versions_framework ON versions (framework);
 CREATE TABLE IF NOT EXISTS version_metrics (
 	repo TEXT NOT NULL, digest TEXT NOT NULL, key TEXT NOT NULL, value REAL NOT NULL,
 	PRIMARY KEY (repo, digest, key)
 );
-CREATE INDEX IF NOT EXISTS version_metrics_key ON version_metrics (key, value);
+CREATE INDEX IF NOT EXISTS version_metrics_key ON version_metrics (key, value, repo, digest);
 CREATE TABLE IF NOT EXISTS version_props (
 	repo TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
 	PRIMARY KEY (repo, digest, kind, key)
 );
-CREATE INDEX IF NOT EXISTS version_props_key ON version_props (kind, key, value);
+CREATE INDEX IF NOT EXISTS version_props_key ON version_props (kind, key, value, repo, digest);
 -- Promotion records, as their JSON and the fields queries need.
 CREATE TABLE IF NOT EXISTS promotions (
 	repo     TEXT NOT NULL,

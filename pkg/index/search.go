@@ -37,32 +37,33 @@ type SearchOptions struct {
 // sqlOps maps query operators to SQL: only these strings reach the SQL text.
 var sqlOps = map[string]string{"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
-// compile turns a query into a SQL condition over versions v; every value
-// becomes a bound parameter.
+// compile turns a query into a SQL query yielding the (repo, digest) of
+// matching versions. Each comparison becomes an index range scan over the
+// table that holds its field; and, or and not become INTERSECT, UNION and
+// EXCEPT of those sets, so the cost follows how many versions match, not
+// how many exist. Every value is a bound parameter.
 func compile(n query.Node, args *[]any) (string, error) {
 	switch n := n.(type) {
-	case nil:
-		return "1", nil
 	case query.And:
-		return binary(n.L, n.R, "AND", args)
+		return compound(n.L, n.R, "INTERSECT", args)
 	case query.Or:
-		return binary(n.L, n.R, "OR", args)
+		return compound(n.L, n.R, "UNION", args)
 	case query.Not:
 		x, err := compile(n.X, args)
-		return "NOT (" + x + ")", err
+		return "SELECT repo, digest FROM versions EXCEPT SELECT repo, digest FROM (" + x + ")", err
 	case query.Cmp:
 		return compileCmp(n, args)
 	}
 	return "", fmt.Errorf("unknown query node %T", n)
 }
 
-func binary(l, r query.Node, op string, args *[]any) (string, error) {
+func compound(l, r query.Node, op string, args *[]any) (string, error) {
 	a, err := compile(l, args)
 	if err != nil {
 		return "", err
 	}
 	b, err := compile(r, args)
-	return "(" + a + " " + op + " " + b + ")", err
+	return "SELECT repo, digest FROM (" + a + ") " + op + " SELECT repo, digest FROM (" + b + ")", err
 }
 
 // test renders "<col> <op> <values>" for one comparison.
@@ -82,7 +83,17 @@ func test(col string, c query.Cmp, args *[]any) (string, error) {
 		}
 		return col + " IN (" + strings.Join(marks, ", ") + ")", nil
 	case "like":
-		*args = append(*args, c.Vals[0].Str)
+		pat := c.Vals[0].Str
+		if prefix, ok := strings.CutSuffix(pat, "%"); ok && prefix != "" && !strings.ContainsAny(prefix, "%_") {
+			// A prefix pattern is an index range: [prefix, prefix+1).
+			end := []byte(prefix)
+			end[len(end)-1]++
+			if end[len(end)-1] != 0 {
+				*args = append(*args, prefix, string(end))
+				return col + " >= ? AND " + col + " < ?", nil
+			}
+		}
+		*args = append(*args, pat)
 		return col + " LIKE ?", nil
 	}
 	op, ok := sqlOps[c.Op]
@@ -97,6 +108,68 @@ func compileCmp(c query.Cmp, args *[]any) (string, error) {
 	switch c.Field {
 	case "metrics":
 		*args = append(*args, c.Key)
+		t, err := test("value", c, args)
+		return "SELECT repo, digest FROM version_metrics WHERE key = ? AND " + t, err
+	case "params", "labels":
+		*args = append(*args, c.Field, c.Key)
+		t, err := test("value", c, args)
+		return "SELECT repo, digest FROM version_props WHERE kind = ? AND key = ? AND " + t, err
+	case "stage", "version":
+		if c.Op == "!=" { // "not in that stage"
+			eq := c
+			eq.Op = "="
+			return compile(query.Not{X: eq}, args)
+		}
+		if c.Field == "stage" && c.Op != "=" && c.Op != "in" && c.Op != "like" {
+			return "", &query.Error{Pos: c.Pos, Msg: "stage supports =, !=, in and like"}
+		}
+		*args = append(*args, c.Field)
+		t, err := test("tag", c, args)
+		return "SELECT repo, digest FROM tags WHERE kind = ? AND " + t, err
+	case "repository":
+		t, err := test("repo", c, args)
+		return "SELECT repo, digest FROM versions WHERE " + t, err
+	case "digest", "framework", "description", "created":
+		t, err := test(c.Field, c, args)
+		return "SELECT repo, digest FROM versions WHERE " + t, err
+	}
+	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
+}
+
+// compileRow turns a query into a condition on one row of versions v,
+// checked with index lookups. With an index-ordered scan (newest first) and
+// a LIMIT, SQLite stops after the first matches: the right plan when
+// matches are common, where compile's set operations would read them all.
+func compileRow(n query.Node, args *[]any) (string, error) {
+	switch n := n.(type) {
+	case nil:
+		return "1", nil
+	case query.And:
+		return binaryRow(n.L, n.R, "AND", args)
+	case query.Or:
+		return binaryRow(n.L, n.R, "OR", args)
+	case query.Not:
+		x, err := compileRow(n.X, args)
+		return "NOT (" + x + ")", err
+	case query.Cmp:
+		return compileCmpRow(n, args)
+	}
+	return "", fmt.Errorf("unknown query node %T", n)
+}
+
+func binaryRow(l, r query.Node, op string, args *[]any) (string, error) {
+	a, err := compileRow(l, args)
+	if err != nil {
+		return "", err
+	}
+	b, err := compileRow(r, args)
+	return "(" + a + " " + op + " " + b + ")", err
+}
+
+func compileCmpRow(c query.Cmp, args *[]any) (string, error) {
+	switch c.Field {
+	case "metrics":
+		*args = append(*args, c.Key)
 		t, err := test("m.value", c, args)
 		return "EXISTS (SELECT 1 FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ? AND " + t + ")", err
 	case "params", "labels":
@@ -108,7 +181,7 @@ func compileCmp(c query.Cmp, args *[]any) (string, error) {
 		if c.Op == "!=" { // "not in that stage"
 			eq := c
 			eq.Op = "="
-			inner, err := compileCmp(eq, args)
+			inner, err := compileCmpRow(eq, args)
 			return "NOT " + inner, err
 		}
 		if c.Field == "stage" && c.Op != "=" && c.Op != "in" && c.Op != "like" {
@@ -118,15 +191,100 @@ func compileCmp(c query.Cmp, args *[]any) (string, error) {
 		t, err := test("t.tag", c, args)
 		return "EXISTS (SELECT 1 FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = ? AND " + t + ")", err
 	case "repository":
-		return test("v.repo", c, args)
+		return test("+v.repo", c, args)
 	case "digest", "framework", "description", "created":
-		return test("v."+c.Field, c, args)
+		return test("+v."+c.Field, c, args)
 	}
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
 }
 
-// orderBy turns "metrics.accuracy desc" into SQL with bound names.
-func orderBy(spec string, args *[]any) (string, error) {
+// selective is how many matches make a comparison worth driving a search.
+const selective = 5000
+
+// plan picks how to evaluate a query. When a top-level conjunct matches
+// few versions (counted, up to a cap, on its index), the search starts
+// from those and checks the rest per row. Otherwise it walks versions in
+// the order asked and checks each row, stopping at the limit, when an
+// index gives that order; failing both, it evaluates the query by sets.
+func (x *Index) plan(ctx context.Context, q query.Node, indexed bool) (from, where string, args []any, err error) {
+	from = "versions v"
+	if q == nil {
+		return from, "", nil, nil
+	}
+	var conjuncts []query.Node
+	var flatten func(n query.Node)
+	flatten = func(n query.Node) {
+		if a, ok := n.(query.And); ok {
+			flatten(a.L)
+			flatten(a.R)
+			return
+		}
+		conjuncts = append(conjuncts, n)
+	}
+	flatten(q)
+	best, bestCount := -1, selective+1
+	for i, c := range conjuncts {
+		cmp, ok := c.(query.Cmp)
+		if !ok || cmp.Op == "!=" {
+			continue
+		}
+		var a []any
+		set, err := compileCmp(cmp, &a)
+		if err != nil {
+			return "", "", nil, err
+		}
+		var n int
+		if err := x.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`)`, a...).Scan(&n); err != nil {
+			return "", "", nil, err
+		}
+		if n < bestCount {
+			best, bestCount = i, n
+		}
+	}
+	var rest query.Node
+	for i, c := range conjuncts {
+		if i == best {
+			continue
+		}
+		if rest == nil {
+			rest = c
+		} else {
+			rest = query.And{L: rest, R: c}
+		}
+	}
+	switch {
+	case best >= 0:
+		set, err := compileCmp(conjuncts[best].(query.Cmp), &args)
+		if err != nil {
+			return "", "", nil, err
+		}
+		from = "(SELECT DISTINCT repo, digest FROM (" + set + ")) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
+		if rest != nil {
+			cond, err := compileRow(rest, &args)
+			if err != nil {
+				return "", "", nil, err
+			}
+			where = "WHERE " + cond
+		}
+	case indexed:
+		cond, err := compileRow(q, &args)
+		if err != nil {
+			return "", "", nil, err
+		}
+		where = "WHERE " + cond
+	default:
+		set, err := compile(q, &args)
+		if err != nil {
+			return "", "", nil, err
+		}
+		where = "WHERE (v.repo, v.digest) IN (" + set + ")"
+	}
+	return from, where, args, nil
+}
+
+// orderBy turns "metrics.accuracy desc" into an ORDER BY clause, and says
+// whether an index gives that order (created, repository).
+func orderBy(spec string) (clause string, indexed bool, err error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
 		spec = "created desc"
@@ -138,30 +296,42 @@ func orderBy(spec string, args *[]any) (string, error) {
 	case "desc":
 		dir = "DESC"
 	default:
-		return "", fmt.Errorf("order_by %q: the direction is asc or desc", spec)
+		return "", false, fmt.Errorf("order_by %q: the direction is asc or desc", spec)
 	}
-	var col string
 	switch {
 	case strings.HasPrefix(field, "metrics.") && len(field) > len("metrics."):
-		*args = append(*args, strings.TrimPrefix(field, "metrics."))
-		col = "(SELECT value FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ?)"
-	case field == "created", field == "framework", field == "repository", field == "version":
-		col = map[string]string{"created": "v.created", "framework": "v.framework", "repository": "v.repo",
-			"version": "(SELECT MAX(tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version')"}[field]
-	default:
-		return "", fmt.Errorf("order_by %q: order by created, framework, repository, version or metrics.NAME", spec)
+		return "(SELECT value FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ?) " + dir + " NULLS LAST, v.repo, v.digest", false, nil
+	case field == "created":
+		return "v.created " + dir + ", v.repo " + dir + ", v.digest " + dir, true, nil
+	case field == "repository":
+		return "v.repo " + dir + ", v.digest " + dir, true, nil
+	case field == "framework":
+		return "v.framework " + dir + ", v.repo, v.digest", false, nil
+	case field == "version":
+		return "(SELECT MAX(tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version') " + dir + " NULLS LAST, v.repo, v.digest", false, nil
 	}
-	return col + " " + dir + " NULLS LAST, v.repo, v.digest", nil
+	return "", false, fmt.Errorf("order_by %q: order by created, framework, repository, version or metrics.NAME", spec)
+}
+
+// orderArgs binds the metric name an ORDER BY clause needs.
+func orderArgs(clause, spec string, args *[]any) (string, error) {
+	if field, _, _ := strings.Cut(strings.TrimSpace(spec), " "); strings.HasPrefix(field, "metrics.") {
+		*args = append(*args, strings.TrimPrefix(field, "metrics."))
+	}
+	return clause, nil
 }
 
 // Search returns the versions matching opts, with their tags and metadata.
 func (x *Index) Search(ctx context.Context, opts SearchOptions) ([]VersionRow, error) {
-	var args []any
-	where, err := compile(opts.Query, &args)
+	order, indexed, err := orderBy(opts.OrderBy)
 	if err != nil {
 		return nil, err
 	}
-	order, err := orderBy(opts.OrderBy, &args)
+	from, where, args, err := x.plan(ctx, opts.Query, indexed)
+	if err != nil {
+		return nil, err
+	}
+	order, err = orderArgs(order, opts.OrderBy, &args)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +340,7 @@ func (x *Index) Search(ctx context.Context, opts SearchOptions) ([]VersionRow, e
 	}
 	args = append(args, opts.Limit, max(opts.Offset, 0))
 	rows, err := x.db.QueryContext(ctx, `SELECT v.repo, v.digest, v.created, v.framework, v.description, v.size, v.files
-		FROM versions v WHERE `+where+` ORDER BY `+order+` LIMIT ? OFFSET ?`, args...)
+		FROM `+from+` `+where+` ORDER BY `+order+` LIMIT ? OFFSET ?`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -287,20 +457,31 @@ func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow
 		out = append(out, m)
 	}
 	rows.Close()
+	if len(out) == 0 {
+		return out, nil
+	}
+	marks := make([]string, len(out))
+	names := make([]any, len(out))
+	at := map[string]*ModelRow{}
 	for i := range out {
-		sq, err := x.db.QueryContext(ctx, `SELECT tag, digest FROM tags WHERE repo = ? AND kind = 'stage' AND digest IN (SELECT digest FROM versions WHERE repo = ?)`, out[i].Repository, out[i].Repository)
-		if err != nil {
+		marks[i], names[i] = "?", out[i].Repository
+		at[out[i].Repository] = &out[i]
+	}
+	sq, err := x.db.QueryContext(ctx, `SELECT t.repo, t.tag, t.digest FROM tags t JOIN versions v ON v.repo = t.repo AND v.digest = t.digest
+		WHERE t.kind = 'stage' AND t.repo IN (`+strings.Join(marks, ", ")+`)`, names...)
+	if err != nil {
+		return nil, err
+	}
+	defer sq.Close()
+	for sq.Next() {
+		var repo, t, d string
+		if err := sq.Scan(&repo, &t, &d); err != nil {
 			return nil, err
 		}
-		for sq.Next() {
-			var t, d string
-			if err := sq.Scan(&t, &d); err != nil {
-				sq.Close()
-				return nil, err
-			}
-			out[i].Stages[t] = d
-		}
-		sq.Close()
+		at[repo].Stages[t] = d
+	}
+	if err := sq.Err(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

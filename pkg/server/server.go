@@ -51,6 +51,9 @@ type Options struct {
 	// Policy, when set, is enforced on every write of a stage tag: the
 	// server refuses moves the policy does not allow.
 	Policy *policy.Policy
+	// Bare serves distribution alone, without the modelreg extension
+	// (no index, gate or model API): only for measuring the extension's cost.
+	Bare bool
 }
 
 // Server is a running registry.
@@ -117,20 +120,27 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	cfg.Log.AccessLog.Disabled = true
 
-	idx, err := openIndex(ctx, data, opts)
-	if err != nil {
-		return nil, err
+	var idx *index.Index
+	if !opts.Bare {
+		if idx, err = openIndex(ctx, data, opts); err != nil {
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		idx.Close()
+		if idx != nil {
+			idx.Close()
+		}
 		return nil, fmt.Errorf("cannot listen on %s: %w; pick another --addr", opts.Addr, err)
 	}
 	app := handlers.NewApp(ctx, cfg)
 	s := &Server{opts: opts, log: opts.Logger, app: app, idx: idx, ln: ln}
-	rt := &router{next: app, idx: idx, log: opts.Logger}
-	rt.gate = &gate{policy: opts.Policy, idx: idx, self: rt, locks: map[string]*sync.Mutex{}}
-	var h http.Handler = rt
+	var h http.Handler = app
+	if !opts.Bare {
+		rt := &router{next: app, idx: idx, log: opts.Logger}
+		rt.gate = &gate{policy: opts.Policy, idx: idx, self: rt, locks: map[string]*sync.Mutex{}}
+		h = rt
+	}
 	if users != nil {
 		h = &authenticator{users: users, anonymousRead: opts.AnonymousRead, next: h, cache: map[[32]byte]time.Time{}}
 	}
@@ -205,7 +215,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case err := <-errc:
 		s.app.Shutdown()
-		s.idx.Close()
+		s.closeIndex()
 		return err
 	case <-ctx.Done():
 	}
@@ -214,12 +224,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	s.app.Shutdown()
-	s.idx.Close()
+	s.closeIndex()
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+func (s *Server) closeIndex() {
+	if s.idx != nil {
+		s.idx.Close()
+	}
 }
 
 // accessLog logs one line per request.
