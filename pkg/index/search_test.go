@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,57 @@ func FuzzSearch(f *testing.F) {
 			t.Fatalf("after %q the index holds %d versions (%v)", q, len(all), err)
 		}
 	})
+}
+
+// The three ways plan can evaluate a query (selective driver, row checks
+// along an index, sets) must agree on every query of TestSearch.
+func TestPlansAgree(t *testing.T) {
+	idx := openFixture(t)
+	ctx := context.Background()
+	digests := func(q string, args []any) []string {
+		rows, err := idx.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var r, d string
+			rows.Scan(&r, &d)
+			out = append(out, r+"@"+d)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, src := range []string{
+		`metrics.accuracy >= 0.9`, `metrics.accuracy > 0.9 and stage = 'production'`, `stage = 'production' or stage = "canary"`,
+		`not (framework = 'pytorch') and metrics.accuracy < 0.9`, `labels.team in ('fraud', 'risk') and version like '1.%'`,
+		`repository like 'team/%' and created >= '2026-03-04T00:00:00Z'`, `stage != 'production' AND framework != 'jax'`,
+		`labels.team = 'it''s'`, `metrics.accuracy in (0.5, 0.88)`, `((metrics.accuracy >= 0.95)) or not not labels.team = 'risk'`,
+		`repository like 'team/r_sk'`, `version != '1.0.0' and not stage in ('production', 'staging')`,
+	} {
+		n, err := query.Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a1, a2 []any
+		set, err := compile(n, &a1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row, err := compileRow(n, &a2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bySet := digests(`SELECT repo, digest FROM versions WHERE (repo, digest) IN (`+set+`)`, a1)
+		byRow := digests(`SELECT v.repo, v.digest FROM versions v WHERE `+row, a2)
+		from, where, a3, err := idx.plan(ctx, n, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byPlan := digests(`SELECT v.repo, v.digest FROM `+from+` `+where, a3)
+		if !slices.Equal(bySet, byRow) || !slices.Equal(bySet, byPlan) {
+			t.Errorf("%s:\n sets %v\n rows %v\n plan %v", src, bySet, byRow, byPlan)
+		}
+	}
 }
