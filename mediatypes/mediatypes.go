@@ -179,3 +179,13 @@ const (
 	HeaderActor    = "Modelreg-Actor"
 	HeaderRollback = "Modelreg-Rollback"
 )
+
+// Lineage records: a referrer of the version holding an in-toto Statement
+// v1 whose predicate lists the inputs the version was made from.
+const (
+	// ArtifactTypeLineage marks a lineage record; its one layer
+	// (InTotoPayloadType) is the statement.
+	ArtifactTypeLineage = "application/vnd.modelreg.lineage.v1+json"
+	// PredicateLineage is the statement's predicateType.
+	PredicateLineage = "https://modelreg.dev/lineage/v1"
+)

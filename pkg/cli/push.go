@@ -7,14 +7,16 @@ import (
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) pushCmd() *cobra.Command {
 	var (
-		metrics, params, labels, datasets, layerTypes []string
-		framework, description, created               string
-		concurrency                                   int
+		metrics, params, labels, layerTypes []string
+		framework, description, created     string
+		concurrency                         int
+		lf                                  lineageFlags
 	)
 	c := &cobra.Command{
 		Use:   "push REF PATH...",
@@ -39,6 +41,7 @@ names like staging or production are stages, moved only by promotion.`,
 		Example: `  modelreg push localhost:5000/team/fraud:1.4.0 ./model \
     --framework pytorch --metric accuracy=0.93 --param lr=3e-4 \
     --label owner=fraud-team --dataset s3://data/train.parquet@sha256:... \
+    --base-model localhost:5000/team/base:2.0.0 --code https://github.com/acme/train@4f2a9c1 \
     --description "weekly retrain"`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -46,7 +49,7 @@ names like staging or production are stages, moved only by promotion.`,
 			if err != nil {
 				return err
 			}
-			meta := model.Metadata{Framework: framework, Description: description, Datasets: datasets}
+			meta := model.Metadata{Framework: framework, Description: description, Datasets: lf.datasets}
 			if meta.Metrics, err = model.ParseMetrics(metrics); err != nil {
 				return usageError{err}
 			}
@@ -74,11 +77,21 @@ names like staging or production are stages, moved only by promotion.`,
 			if err != nil {
 				return err
 			}
+			if !lf.empty() {
+				if _, err := a.predicate(c.Context(), c, &lf); err != nil {
+					return err // a bad lineage flag fails before anything is uploaded
+				}
+			}
 			res, err := transfer.Push(c.Context(), repo, ref, files, transfer.PushOptions{
 				Metadata: meta, Concurrency: concurrency, Progress: a.reporter(jsonOut),
 			})
 			if err != nil {
 				return err
+			}
+			if !lf.empty() && !res.Unchanged {
+				if _, err := a.attachLineage(c.Context(), c, ref, repo, digest.Digest(res.Digest), &lf); err != nil {
+					return fmt.Errorf("%s was pushed, but %w; add it with `modelreg lineage add`", res.Digest, err)
+				}
 			}
 			if jsonOut {
 				return a.json(res)
@@ -97,7 +110,7 @@ names like staging or production are stages, moved only by promotion.`,
 	f.StringArrayVar(&metrics, "metric", nil, "numeric metric KEY=NUMBER (repeatable)")
 	f.StringArrayVar(&params, "param", nil, "hyperparameter KEY=VALUE (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
-	f.StringArrayVar(&datasets, "dataset", nil, "training dataset URI, optionally URI@sha256:<hex> (repeatable)")
+	lf.add(c, true)
 	f.StringVar(&framework, "framework", "", "training framework, e.g. pytorch, sklearn, xgboost")
 	f.StringVar(&description, "description", "", "human-readable description of this version")
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: now); fix it to make the digest reproducible")

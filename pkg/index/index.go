@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/opencontainers/go-digest"
@@ -79,6 +81,19 @@ CREATE TABLE IF NOT EXISTS promotions (
 	PRIMARY KEY (repo, record)
 );
 CREATE INDEX IF NOT EXISTS promotions_stage ON promotions (repo, stage, time);
+-- Lineage edges: version (repo, digest) was made from an input, per record.
+CREATE TABLE IF NOT EXISTS lineage (
+	repo         TEXT NOT NULL,
+	digest       TEXT NOT NULL,
+	record       TEXT NOT NULL,
+	kind         TEXT NOT NULL,
+	uri          TEXT NOT NULL,
+	input_digest TEXT NOT NULL DEFAULT '',
+	revision     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS lineage_version ON lineage (repo, digest);
+CREATE INDEX IF NOT EXISTS lineage_uri ON lineage (uri);
+CREATE INDEX IF NOT EXISTS lineage_input ON lineage (input_digest) WHERE input_digest != '';
 -- A write in flight: inserted before storage is written, removed once the
 -- index has caught up. Rows left after a crash name repositories to repair.
 CREATE TABLE IF NOT EXISTS pending (
@@ -232,27 +247,88 @@ func putVersion(ctx context.Context, tx *sql.Tx, repo string, v *model.Version) 
 	return nil
 }
 
-// PutPromotion records a promotion record (its manifest digest and JSON).
-func (x *Index) PutPromotion(ctx context.Context, repo string, record digest.Digest, body []byte) error {
-	return putPromotion(ctx, x.db, repo, record, body)
+// PutRecord indexes a modelreg record (a promotion or lineage referrer
+// manifest m) from its layer's bytes.
+func (x *Index) PutRecord(ctx context.Context, m Manifest, body []byte) error {
+	return putRecord(ctx, x.db, m, body)
 }
 
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func putPromotion(ctx context.Context, db execer, repo string, record digest.Digest, body []byte) error {
-	var r struct {
-		Stage  string    `json:"stage"`
-		Digest string    `json:"digest"`
-		Time   time.Time `json:"time"`
+func putRecord(ctx context.Context, db execer, m Manifest, body []byte) error {
+	switch m.ArtifactType {
+	case mediatypes.ArtifactTypePromotion:
+		var r struct {
+			Stage  string    `json:"stage"`
+			Digest string    `json:"digest"`
+			Time   time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("promotion record %s: %w", m.Digest, err)
+		}
+		_, err := db.ExecContext(ctx, `INSERT INTO promotions (repo, record, stage, digest, time, body) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (repo, record) DO NOTHING`, m.Repo, m.Digest.String(), r.Stage, r.Digest, r.Time.UTC().Format(time.RFC3339Nano), string(body))
+		return err
+	case mediatypes.ArtifactTypeLineage:
+		st, err := lineage.Parse(body, m.Subject)
+		if err != nil {
+			return fmt.Errorf("lineage record %s: %w", m.Digest, err)
+		}
+		if _, err := db.ExecContext(ctx, `DELETE FROM lineage WHERE repo = ? AND record = ?`, m.Repo, m.Digest.String()); err != nil {
+			return err
+		}
+		for _, in := range st.Predicate.Inputs {
+			d := ""
+			if hex := in.Digest["sha256"]; hex != "" {
+				d = "sha256:" + hex
+			}
+			if _, err := db.ExecContext(ctx, `INSERT INTO lineage (repo, digest, record, kind, uri, input_digest, revision) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				m.Repo, m.Subject.String(), m.Digest.String(), in.Kind, in.URI, d, in.Revision); err != nil {
+				return err
+			}
+		}
 	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return fmt.Errorf("promotion record %s: %w", record, err)
+	return nil
+}
+
+// Edge is one lineage edge: version Repo@Digest was made from an input.
+type Edge struct {
+	Repo        string `json:"repository"`
+	Digest      string `json:"digest"`
+	Kind        string `json:"kind"`
+	URI         string `json:"uri"`
+	InputDigest string `json:"inputDigest,omitempty"`
+	Revision    string `json:"revision,omitempty"`
+}
+
+// Inputs lists the lineage edges out of one version.
+func (x *Index) Inputs(ctx context.Context, repo string, d digest.Digest) ([]Edge, error) {
+	return x.edges(ctx, `WHERE repo = ? AND digest = ?`, repo, d.String())
+}
+
+// Descendants lists the versions made directly from an input, named by URI
+// or by digest.
+func (x *Index) Descendants(ctx context.Context, uriOrDigest string) ([]Edge, error) {
+	return x.edges(ctx, `WHERE uri = ? OR input_digest = ? OR uri LIKE ? ESCAPE '\'`, uriOrDigest, uriOrDigest, "%@"+strings.ReplaceAll(uriOrDigest, "%", `\%`))
+}
+
+func (x *Index) edges(ctx context.Context, where string, args ...any) ([]Edge, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT DISTINCT repo, digest, kind, uri, input_digest, revision FROM lineage `+where+` ORDER BY repo, digest, kind, uri`, args...)
+	if err != nil {
+		return nil, err
 	}
-	_, err := db.ExecContext(ctx, `INSERT INTO promotions (repo, record, stage, digest, time, body) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (repo, record) DO NOTHING`, repo, record.String(), r.Stage, r.Digest, r.Time.UTC().Format(time.RFC3339Nano), string(body))
-	return err
+	defer rows.Close()
+	out := []Edge{}
+	for rows.Next() {
+		var e Edge
+		if err := rows.Scan(&e.Repo, &e.Digest, &e.Kind, &e.URI, &e.InputDigest, &e.Revision); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 // DeleteManifest forgets a manifest and the tags pointing at it, as
@@ -265,7 +341,8 @@ func (x *Index) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 	defer tx.Rollback()
 	for _, q := range []string{`DELETE FROM manifests WHERE repo = ? AND digest = ?`, `DELETE FROM tags WHERE repo = ? AND digest = ?`,
 		`DELETE FROM versions WHERE repo = ? AND digest = ?`, `DELETE FROM version_metrics WHERE repo = ? AND digest = ?`,
-		`DELETE FROM version_props WHERE repo = ? AND digest = ?`, `DELETE FROM promotions WHERE repo = ? AND record = ?`} {
+		`DELETE FROM version_props WHERE repo = ? AND digest = ?`, `DELETE FROM promotions WHERE repo = ? AND record = ?`,
+		`DELETE FROM lineage WHERE repo = ? AND record = ?`} {
 		if _, err := tx.ExecContext(ctx, q, repo, d.String()); err != nil {
 			return err
 		}
@@ -392,15 +469,15 @@ func (x *Index) Pending(ctx context.Context) ([]string, error) {
 }
 
 // ReplaceRepo swaps a repository's whole content for what storage holds,
-// in one transaction, and clears its pending writes. promotions maps each
-// promotion record manifest to its record JSON.
-func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manifest, tags map[string]digest.Digest, promotions map[digest.Digest][]byte) error {
+// in one transaction, and clears its pending writes. records maps each
+// promotion or lineage record manifest to its layer's bytes.
+func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manifest, tags map[string]digest.Digest, records map[digest.Digest][]byte) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "promotions"} {
+	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "promotions", "lineage"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE repo = ?`, repo); err != nil {
 			return err
 		}
@@ -416,9 +493,11 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manife
 			return err
 		}
 	}
-	for rec, body := range promotions {
-		if err := putPromotion(ctx, tx, repo, rec, body); err != nil {
-			return err
+	for _, m := range manifests {
+		if body, ok := records[m.Digest]; ok {
+			if err := putRecord(ctx, tx, m, body); err != nil {
+				return err
+			}
 		}
 	}
 	return tx.Commit()
@@ -451,6 +530,7 @@ func (x *Index) Dump(ctx context.Context) ([]string, error) {
 		UNION ALL SELECT 'vm', repo, digest || ' ' || key, value FROM version_metrics
 		UNION ALL SELECT 'vp', repo, digest || ' ' || kind || ' ' || key, value FROM version_props
 		UNION ALL SELECT 'p', repo, record, stage || '|' || digest || '|' || time || '|' || body FROM promotions
+		UNION ALL SELECT 'l', repo, record || ' ' || digest, kind || '|' || uri || '|' || input_digest || '|' || revision FROM lineage
 		ORDER BY 1, 2, 3`)
 	if err != nil {
 		return nil, err

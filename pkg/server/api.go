@@ -24,6 +24,7 @@ var (
 	apiVersionRE   = regexp.MustCompile(`^models/(` + nameRE + `)/versions/([^/]+)$`)
 	apiHistoryRE   = regexp.MustCompile(`^models/(` + nameRE + `)/stages/([^/]+)/history$`)
 	apiReferrersRE = regexp.MustCompile(`^models/(` + nameRE + `)/referrers/([^/]+)$`)
+	apiLineageRE   = regexp.MustCompile(`^models/(` + nameRE + `)/versions/([^/]+)/lineage$`)
 )
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -91,6 +92,33 @@ func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, map[string]any{"repository": repo, "versions": rows})
+	case p == "lineage/descendants":
+		of := q.Get("of")
+		if of == "" {
+			ociError(w, http.StatusBadRequest, "QUERY_INVALID", "of=URI or of=DIGEST is required")
+			return
+		}
+		edges, err := rt.idx.Descendants(ctx, of)
+		if err != nil {
+			rt.apiError(w, err)
+			return
+		}
+		writeJSON(w, map[string]any{"of": of, "descendants": edges})
+	case apiLineageRE.MatchString(p):
+		m := apiLineageRE.FindStringSubmatch(p)
+		d, err := digest.Parse(m[2])
+		if err != nil {
+			if d, err = rt.idx.Tag(ctx, m[1], m[2]); err != nil {
+				rt.apiError(w, err)
+				return
+			}
+		}
+		edges, err := rt.idx.Inputs(ctx, m[1], d)
+		if err != nil {
+			rt.apiError(w, err)
+			return
+		}
+		writeJSON(w, map[string]any{"repository": m[1], "digest": d, "inputs": edges})
 	case apiVersionRE.MatchString(p):
 		m := apiVersionRE.FindStringSubmatch(p)
 		rt.apiVersion(w, r, m[1], m[2])
@@ -151,6 +179,8 @@ func referrerKind(d ocispec.Descriptor) string {
 	switch d.ArtifactType {
 	case mediatypes.ArtifactTypePromotion:
 		return "promotion"
+	case mediatypes.ArtifactTypeLineage:
+		return "lineage"
 	case mediatypes.ArtifactTypeCosignSignature:
 		return "signature"
 	case mediatypes.SigstoreBundle:

@@ -184,24 +184,24 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	if err := rt.idx.PutManifest(r.Context(), m, tag); err != nil {
 		rt.log.Error("indexing a manifest", "repo", name, "digest", m.Digest, "err", err)
 	}
-	if m.ArtifactType == mediatypes.ArtifactTypePromotion {
-		rt.indexPromotion(r.Context(), name, m)
+	if m.ArtifactType == mediatypes.ArtifactTypePromotion || m.ArtifactType == mediatypes.ArtifactTypeLineage {
+		rt.indexRecord(r.Context(), name, m)
 	}
 }
 
-// indexPromotion copies a promotion record into the index, whoever wrote
-// it (the server's gate, or a client against this registry).
-func (rt *router) indexPromotion(ctx context.Context, name string, m index.Manifest) {
+// indexRecord copies a promotion or lineage record into the index, whoever
+// wrote it (the server's gate, modelreg, or a plain `oras attach`).
+func (rt *router) indexRecord(ctx context.Context, name string, m index.Manifest) {
 	layer, ok := onlyLayer(m.Raw)
 	if !ok {
 		return
 	}
 	body, err := content.FetchAll(ctx, rt.gate.repository(name).Blobs(), layer)
 	if err == nil {
-		err = rt.idx.PutPromotion(ctx, name, m.Digest, body)
+		err = rt.idx.PutRecord(ctx, m, body)
 	}
 	if err != nil {
-		rt.log.Error("indexing a promotion record", "repo", name, "record", m.Digest, "err", err)
+		rt.log.Error("indexing a record", "repo", name, "record", m.Digest, "err", err)
 	}
 }
 

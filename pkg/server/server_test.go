@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -133,6 +135,13 @@ func fill(t *testing.T, addr string) digest.Digest {
 	push(t, a, "", "application/vnd.example.sig", "early", &missing)
 	push(t, b, "latest", "", "image", nil)
 	ctx := context.Background()
+	st := lineage.New(addr+"/team/a", v2.Digest, lineage.Predicate{Inputs: []lineage.Input{
+		{Kind: lineage.KindDataset, URI: "s3://data/train.parquet", Digest: map[string]string{"sha256": strings.Repeat("d", 64)}},
+		lineage.ModelInput(addr+"/team/a", v1.Digest),
+	}})
+	if _, err := lineage.Write(ctx, a, v2, st); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Tag(ctx, v2, "production"); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +159,7 @@ func TestReferrersAndReindex(t *testing.T) {
 	addr, stop := run(t, dir, false)
 	v1 := fill(t, addr)
 	got := referrers(t, addr, "team/a", v1, "")
-	if len(got) != 3 { // the sig, eval-1, and the record of the move to production
+	if len(got) != 3 { // the sig, eval-1, and the record of the move to production (v2's lineage refers to v2)
 		t.Fatalf("referrers of v1: %v", got)
 	}
 	if f := referrers(t, addr, "team/a", v1, "application/vnd.example.eval"); len(f) != 1 || f[0][:29] != "application/vnd.example.eval " {
@@ -164,8 +173,10 @@ func TestReferrersAndReindex(t *testing.T) {
 	}
 	stop()
 	live := dump(t, dir)
-	if !slices.ContainsFunc(live, func(r string) bool { return strings.HasPrefix(r, "vm team/a ") }) || !slices.ContainsFunc(live, func(r string) bool { return strings.HasPrefix(r, "p team/a ") }) {
-		t.Fatalf("the live index lacks version metrics or promotion records: %v", live)
+	for _, kind := range []string{"vm", "p", "l"} {
+		if !slices.ContainsFunc(live, func(r string) bool { return strings.HasPrefix(r, kind+" team/a ") }) {
+			t.Fatalf("the live index has no %q rows: %v", kind, live)
+		}
 	}
 
 	addr, stop = run(t, dir, true)
@@ -206,5 +217,52 @@ func TestCrashRepair(t *testing.T) {
 	stop()
 	if got := dump(t, dir); !slices.Equal(got, want) {
 		t.Errorf("after repair:\n got %v\nwant %v", got, want)
+	}
+}
+
+// Referrers come in pages with a Link to the next one.
+func TestReferrersPaging(t *testing.T) {
+	addr, stop := run(t, t.TempDir(), false)
+	defer stop()
+	r := repo(t, addr, "team/paged")
+	subject := push(t, r, "1.0.0", "application/vnd.example", "subject", nil)
+	want := map[string]bool{}
+	for i := range 5 {
+		d := push(t, r, "", "application/vnd.example.eval", fmt.Sprint("eval-", i), &subject)
+		want[d.Digest.String()] = true
+	}
+	got := map[string]bool{}
+	next := "/v2/team/paged/referrers/" + subject.Digest.String() + "?n=2"
+	pages := 0
+	for next != "" {
+		resp, err := http.Get("http://" + addr + next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idx ocispec.Index
+		json.NewDecoder(resp.Body).Decode(&idx)
+		resp.Body.Close()
+		pages++
+		for _, d := range idx.Manifests {
+			if got[d.Digest.String()] {
+				t.Errorf("%s listed twice", d.Digest)
+			}
+			got[d.Digest.String()] = true
+		}
+		next = ""
+		if link := resp.Header.Get("Link"); link != "" {
+			next = strings.TrimSuffix(strings.TrimPrefix(strings.Split(link, ";")[0], "<"), ">")
+		}
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if pages != 3 || len(got) != 5 {
+		t.Errorf("%d pages, %d referrers; want 3 pages of 5", pages, len(got))
+	}
+	for d := range want {
+		if !got[d] {
+			t.Errorf("%s missing", d)
+		}
 	}
 }

@@ -102,9 +102,9 @@ func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest
 		}
 		tags[t] = desc.Digest
 	}
-	promotions := map[digest.Digest][]byte{}
+	records := map[digest.Digest][]byte{}
 	for _, m := range manifests {
-		if m.ArtifactType != mediatypes.ArtifactTypePromotion {
+		if m.ArtifactType != mediatypes.ArtifactTypePromotion && m.ArtifactType != mediatypes.ArtifactTypeLineage {
 			continue
 		}
 		layer, ok := onlyLayer(m.Raw)
@@ -112,10 +112,10 @@ func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest
 			continue
 		}
 		if body, err := repo.Blobs(ctx).Get(ctx, layer.Digest); err == nil {
-			promotions[m.Digest] = body
+			records[m.Digest] = body
 		}
 	}
-	return manifests, tags, promotions, nil
+	return manifests, tags, records, nil
 }
 
 // onlyLayer returns a manifest's single (small) layer.
@@ -155,11 +155,11 @@ func rebuild(ctx context.Context, idx *index.Index, st *storageReader, names []s
 		}
 	}
 	for _, name := range names {
-		manifests, tags, promotions, err := st.read(ctx, name)
+		manifests, tags, records, err := st.read(ctx, name)
 		if err != nil {
 			return 0, err
 		}
-		if err := idx.ReplaceRepo(ctx, name, manifests, tags, promotions); err != nil {
+		if err := idx.ReplaceRepo(ctx, name, manifests, tags, records); err != nil {
 			return 0, err
 		}
 	}

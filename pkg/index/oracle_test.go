@@ -1,0 +1,219 @@
+package index
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/query"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// fact is what the oracle knows of one version.
+type fact struct {
+	repo, digest, framework, created string
+	versions, stages                 []string
+	metrics                          map[string]float64
+	labels                           map[string]string
+}
+
+// eval is a plain Go evaluator of the query language: the oracle the
+// SQL plans are checked against.
+func eval(n query.Node, f fact) bool {
+	switch n := n.(type) {
+	case nil:
+		return true
+	case query.And:
+		return eval(n.L, f) && eval(n.R, f)
+	case query.Or:
+		return eval(n.L, f) || eval(n.R, f)
+	case query.Not:
+		return !eval(n.X, f)
+	case query.Cmp:
+		if (n.Field == "stage" || n.Field == "version") && n.Op == "!=" {
+			eq := n
+			eq.Op = "="
+			return !eval(eq, f)
+		}
+		var strs []string
+		num, isNum := 0.0, false
+		switch n.Field {
+		case "metrics":
+			v, ok := f.metrics[n.Key]
+			if !ok {
+				return false
+			}
+			num, isNum = v, true
+		case "labels":
+			v, ok := f.labels[n.Key]
+			if !ok {
+				return false
+			}
+			strs = []string{v}
+		case "framework":
+			strs = []string{f.framework}
+		case "created":
+			strs = []string{f.created}
+		case "repository":
+			strs = []string{f.repo}
+		case "stage":
+			strs = f.stages
+		case "version":
+			strs = f.versions
+		}
+		if isNum {
+			return slices.ContainsFunc(n.Vals, func(v query.Value) bool { return cmpNum(n.Op, num, v.Num) })
+		}
+		for _, s := range strs {
+			for _, v := range n.Vals {
+				if cmpStr(n.Op, s, v.Str) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	panic(fmt.Sprintf("%T", n))
+}
+
+func cmpNum(op string, a, b float64) bool {
+	switch op {
+	case "=", "in":
+		return a == b
+	case "!=":
+		return a != b
+	case "<":
+		return a < b
+	case "<=":
+		return a <= b
+	case ">":
+		return a > b
+	case ">=":
+		return a >= b
+	}
+	return false
+}
+
+func cmpStr(op, a, b string) bool {
+	switch op {
+	case "like": // the oracle knows prefix patterns only
+		return strings.HasPrefix(a, strings.TrimSuffix(b, "%"))
+	case "in":
+		return a == b
+	}
+	c := strings.Compare(a, b)
+	return cmpNum(op, float64(c), 0)
+}
+
+// A generated registry of 3,000 versions and 120 random queries: every plan's
+// answer equals the oracle's, in the order asked.
+func TestSearchMatchesOracle(t *testing.T) {
+	idx, err := Open(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	rng := rand.New(rand.NewPCG(7, 9))
+	ctx := context.Background()
+	var facts []fact
+	frameworks := []string{"pytorch", "sklearn", "jax"}
+	for m := range 60 {
+		repo := fmt.Sprintf("team-%d/model-%02d", m%6, m)
+		var manifests []Manifest
+		tags := map[string]digest.Digest{}
+		for v := range 50 {
+			meta := model.Metadata{
+				Created:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(rng.IntN(100000)) * time.Minute),
+				Framework: frameworks[rng.IntN(3)],
+				Metrics:   map[string]float64{"accuracy": float64(rng.IntN(100)) / 100},
+				Labels:    map[string]string{"team": fmt.Sprintf("t%d", rng.IntN(8))},
+			}
+			if rng.IntN(3) == 0 {
+				meta.Metrics["f1"] = float64(rng.IntN(100)) / 100
+			}
+			layer := model.LayerDescriptor(model.File{Path: "w.bin", Mode: 0o644, Size: 1, Kind: model.KindWeight}, digest.FromString(fmt.Sprint(m, v)))
+			_, raw, err := model.Pack(meta, []ocispec.Descriptor{layer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			im, _ := Describe(repo, ocispec.MediaTypeImageManifest, raw)
+			manifests = append(manifests, im)
+			f := fact{repo: repo, digest: im.Digest.String(), framework: meta.Framework, created: meta.Created.Format(time.RFC3339),
+				versions: []string{fmt.Sprintf("%d.%d.0", m%3, v)}, metrics: meta.Metrics, labels: meta.Labels}
+			tags[f.versions[0]] = im.Digest
+			facts = append(facts, f)
+		}
+		for _, s := range []string{"production", "staging", "canary"} {
+			i := len(facts) - 1 - rng.IntN(50)
+			tags[s] = digest.Digest(facts[i].digest)
+			facts[i].stages = append(facts[i].stages, s)
+		}
+		if err := idx.ReplaceRepo(ctx, repo, manifests, tags, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	atoms := []string{"metrics.accuracy >= 0.5", "metrics.accuracy < 0.1", "metrics.f1 > 0.7", "metrics.accuracy in (0.1, 0.2, 0.3)",
+		"labels.team = 't3'", "labels.team != 't1'", "framework = 'jax'", "framework in ('pytorch', 'jax')", "stage = 'production'",
+		"stage != 'canary'", "stage in ('staging', 'canary')", "repository like 'team-2/%'", "repository = 'team-0/model-00'",
+		"created >= '2026-02-15T00:00:00Z'", "version like '1.%'", "version = '2.7.0'"}
+	var gen func(depth int) string
+	gen = func(depth int) string {
+		if depth > 2 || rng.IntN(3) == 0 {
+			return atoms[rng.IntN(len(atoms))]
+		}
+		switch rng.IntN(3) {
+		case 0:
+			return "(" + gen(depth+1) + " and " + gen(depth+1) + ")"
+		case 1:
+			return "(" + gen(depth+1) + " or " + gen(depth+1) + ")"
+		}
+		return "not " + gen(depth+1)
+	}
+	for i := range 120 {
+		src := gen(0)
+		if i%5 == 0 {
+			src = atoms[rng.IntN(len(atoms))] + " and " + gen(1)
+		}
+		n, err := query.Parse(src)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		var want []fact
+		for _, f := range facts {
+			if eval(n, f) {
+				want = append(want, f)
+			}
+		}
+		for _, order := range []string{"created desc", "metrics.accuracy desc", "repository asc"} {
+			rows, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 1000})
+			if err != nil {
+				t.Fatalf("%s: %v", src, err)
+			}
+			var got, exp []string
+			for _, r := range rows {
+				got = append(got, r.Repository+"@"+r.Digest)
+			}
+			for _, f := range want {
+				exp = append(exp, f.repo+"@"+f.digest)
+			}
+			if len(exp) > 1000 { // beyond one page: a full page of matches
+				if len(got) != 1000 {
+					t.Fatalf("%s: %d rows on a full page", src, len(got))
+				}
+				continue
+			}
+			slices.Sort(got)
+			slices.Sort(exp)
+			if !slices.Equal(got, exp) {
+				t.Fatalf("%s (order %s): %d rows, the oracle finds %d", src, order, len(got), len(exp))
+			}
+		}
+	}
+}
