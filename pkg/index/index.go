@@ -387,18 +387,23 @@ func (x *Index) Get(ctx context.Context, repo string, d digest.Digest) (Manifest
 
 // TagsOf lists the tags pointing at a digest.
 func (x *Index) TagsOf(ctx context.Context, repo string, d digest.Digest) ([]string, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag`, repo, d.String())
+	return x.strings(ctx, `SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY tag`, repo, d.String())
+}
+
+// strings runs a query of one text column.
+func (x *Index) strings(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := x.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, t)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
@@ -452,20 +457,7 @@ func (x *Index) Begin(ctx context.Context, repo string) (done func(), err error)
 
 // Pending lists the repositories with writes that never finished (a crash).
 func (x *Index) Pending(ctx context.Context) ([]string, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT DISTINCT repo FROM pending ORDER BY repo`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return x.strings(ctx, `SELECT DISTINCT repo FROM pending ORDER BY repo`)
 }
 
 // ReplaceRepo swaps a repository's whole content for what storage holds,
@@ -505,20 +497,7 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manife
 
 // Repos lists every indexed repository.
 func (x *Index) Repos(ctx context.Context) ([]string, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT DISTINCT repo FROM manifests UNION SELECT DISTINCT repo FROM tags ORDER BY 1`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return x.strings(ctx, `SELECT DISTINCT repo FROM manifests UNION SELECT DISTINCT repo FROM tags ORDER BY 1`)
 }
 
 // Dump returns every row, in a stable order, for comparing an index with
