@@ -189,3 +189,12 @@ const (
 	// PredicateLineage is the statement's predicateType.
 	PredicateLineage = "https://modelreg.dev/lineage/v1"
 )
+
+// Evaluations: metrics measured after training, a referrer of the version.
+const (
+	// ArtifactTypeEvaluation marks an evaluation record; its one layer (of
+	// the same media type) is the record as JSON.
+	ArtifactTypeEvaluation = "application/vnd.modelreg.evaluation.v1+json"
+	// PredicateSLSAProvenanceV1 is what `cosign attest --type slsaprovenance1` writes.
+	PredicateSLSAProvenanceV1 = "https://slsa.dev/provenance/v1"
+)

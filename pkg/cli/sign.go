@@ -196,17 +196,18 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			if err != nil {
 				return err
 			}
-			found, err := signature.Find(c.Context(), repo, v.Descriptor, pol.Trusted())
+			ev, err := pol.Gather(c.Context(), repo, v.Descriptor)
 			if err != nil {
 				return err
 			}
+			found := ev.Signatures
 			stages := []string{stage}
 			if stage == "" {
 				stages = sortedKeys(pol.Stages)
 			}
 			var decisions []policy.Decision
 			for _, s := range stages {
-				decisions = append(decisions, pol.Evaluate(s, found))
+				decisions = append(decisions, pol.Evaluate(s, ev))
 			}
 			ok := false
 			if stage != "" {
@@ -220,7 +221,7 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 				found = []signature.Found{}
 			}
 			if jsonOut {
-				if err := a.json(map[string]any{"digest": v.Descriptor.Digest.String(), "signatures": found, "decisions": decisions, "ok": ok}); err != nil {
+				if err := a.json(map[string]any{"digest": v.Descriptor.Digest.String(), "signatures": found, "lineage": ev.Lineage, "evaluations": ev.Evaluations, "decisions": decisions, "ok": ok}); err != nil {
 					return err
 				}
 			} else {

@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,12 +14,17 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/tag"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.yaml.in/yaml/v3"
+	"oras.land/oras-go/v2/registry"
 )
 
 // DefaultPath is where the policy is looked for when --policy is not given.
@@ -40,6 +46,60 @@ type Policy struct {
 type Stage struct {
 	// Signatures requires signatures by Threshold distinct keys among Keys.
 	Signatures *Signatures
+	// Lineage requires a lineage record (Signed: an attestation a policy
+	// key verified).
+	Lineage *LineageRule
+	// Evaluations are bounds some evaluation of the version must meet.
+	Evaluations []Bound
+}
+
+// LineageRule requires lineage.
+type LineageRule struct {
+	Signed bool
+}
+
+// Bound is "metric op value", e.g. accuracy >= 0.9.
+type Bound struct {
+	Metric string
+	Op     string
+	Value  float64
+}
+
+func (b Bound) String() string { return fmt.Sprintf("%s %s %s", b.Metric, b.Op, strconv.FormatFloat(b.Value, 'g', -1, 64)) }
+
+// holds reports whether v satisfies the bound.
+func (b Bound) holds(v float64) bool {
+	switch b.Op {
+	case ">=":
+		return v >= b.Value
+	case ">":
+		return v > b.Value
+	case "<=":
+		return v <= b.Value
+	case "<":
+		return v < b.Value
+	case "=", "==":
+		return v == b.Value
+	}
+	return false
+}
+
+// ParseBound reads "accuracy >= 0.9".
+func ParseBound(s string) (Bound, error) {
+	f := strings.Fields(s)
+	if len(f) != 3 {
+		return Bound{}, fmt.Errorf("evaluation bound %q: expected METRIC OP NUMBER, e.g. \"accuracy >= 0.9\"", s)
+	}
+	v, err := strconv.ParseFloat(f[2], 64)
+	if err != nil {
+		return Bound{}, fmt.Errorf("evaluation bound %q: %q is not a number", s, f[2])
+	}
+	switch f[1] {
+	case ">=", ">", "<=", "<", "=", "==":
+	default:
+		return Bound{}, fmt.Errorf("evaluation bound %q: operator %q is not one of >= > <= < =", s, f[1])
+	}
+	return Bound{Metric: f[0], Op: f[1], Value: v}, nil
 }
 
 // Signatures is a threshold rule over named keys.
@@ -55,12 +115,19 @@ type rawPolicy struct {
 }
 
 type rawStage struct {
-	Signatures *rawSignatures `yaml:"signatures"`
-	line       int
+	Signatures  *rawSignatures `yaml:"signatures"`
+	Lineage     *rawLineage    `yaml:"lineage"`
+	Evaluations []string       `yaml:"evaluations"`
+	line        int
+}
+
+type rawLineage struct {
+	Required bool `yaml:"required"`
+	Signed   bool `yaml:"signed"`
 }
 
 func (s *rawStage) UnmarshalYAML(n *yaml.Node) error {
-	if err := onlyFields(n, "signatures"); err != nil {
+	if err := onlyFields(n, "signatures", "lineage", "evaluations"); err != nil {
 		return err
 	}
 	type plain rawStage
@@ -174,24 +241,50 @@ func Parse(data []byte, dir string) (*Policy, error) {
 		if err := tag.ValidateStage(name); err != nil {
 			return nil, fmt.Errorf("line %d: %w", s.line, err)
 		}
-		if s.Signatures == nil {
-			return nil, fmt.Errorf("line %d: stage %q has no requirement; add signatures: {keys: [...], threshold: N}", s.line, name)
+		if s.Signatures == nil && s.Lineage == nil && len(s.Evaluations) == 0 {
+			return nil, fmt.Errorf("line %d: stage %q has no requirement; add signatures: {keys: [...], threshold: N}, lineage: {required: true} or evaluations: [\"accuracy >= 0.9\"]", s.line, name)
 		}
-		sig := s.Signatures
-		if len(sig.Keys) == 0 {
-			return nil, fmt.Errorf("line %d: stage %q: signatures.keys is empty", sig.line, name)
-		}
-		for _, k := range sig.Keys {
-			if _, ok := p.Keys[k]; !ok {
-				return nil, fmt.Errorf("line %d: stage %q names key %q, which is not defined under keys:", sig.line, name, k)
+		var rule Stage
+		if sig := s.Signatures; sig != nil {
+			if len(sig.Keys) == 0 {
+				return nil, fmt.Errorf("line %d: stage %q: signatures.keys is empty", sig.line, name)
 			}
+			for _, k := range sig.Keys {
+				if _, ok := p.Keys[k]; !ok {
+					return nil, fmt.Errorf("line %d: stage %q names key %q, which is not defined under keys:", sig.line, name, k)
+				}
+			}
+			if sig.Threshold < 1 || sig.Threshold > len(sig.Keys) {
+				return nil, fmt.Errorf("line %d: stage %q: threshold %d must be between 1 and the %d keys listed", sig.line, name, sig.Threshold, len(sig.Keys))
+			}
+			rule.Signatures = &Signatures{Keys: slices.Clone(sig.Keys), Threshold: sig.Threshold}
 		}
-		if sig.Threshold < 1 || sig.Threshold > len(sig.Keys) {
-			return nil, fmt.Errorf("line %d: stage %q: threshold %d must be between 1 and the %d keys listed", sig.line, name, sig.Threshold, len(sig.Keys))
+		if l := s.Lineage; l != nil && (l.Required || l.Signed) {
+			if l.Signed && len(p.Keys) == 0 {
+				return nil, fmt.Errorf("line %d: stage %q requires signed lineage but the policy has no keys", s.line, name)
+			}
+			rule.Lineage = &LineageRule{Signed: l.Signed}
 		}
-		p.Stages[name] = Stage{Signatures: &Signatures{Keys: slices.Clone(sig.Keys), Threshold: sig.Threshold}}
+		for _, e := range s.Evaluations {
+			b, err := ParseBound(e)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: stage %q: %w", s.line, name, err)
+			}
+			rule.Evaluations = append(rule.Evaluations, b)
+		}
+		p.Stages[name] = rule
 	}
 	return p, nil
+}
+
+// Stage returns a stage's rule and whether the policy protects it; a nil
+// policy protects nothing.
+func (p *Policy) Stage(name string) (Stage, bool) {
+	if p == nil {
+		return Stage{}, false
+	}
+	s, ok := p.Stages[name]
+	return s, ok
 }
 
 // Trusted lists every key of the policy, for finding signatures before a
@@ -239,8 +332,37 @@ func (d Decision) Err() error {
 	return fmt.Errorf("%w for stage %q: %s", ErrDenied, d.Stage, strings.Join(d.Missing, "; "))
 }
 
-// Evaluate decides whether a version with the signatures found may enter stage.
-func (p *Policy) Evaluate(stage string, found []signature.Found) Decision {
+// Evidence is what is known about a version when a stage's rule is
+// checked.
+type Evidence struct {
+	Signatures  []signature.Found   `json:"signatures"`
+	Lineage     []lineage.Source    `json:"lineage"`
+	Evaluations []evaluation.Record `json:"evaluations"`
+}
+
+// Gather reads the signatures, lineage and evaluations of subject, checked
+// against the policy's keys.
+func (p *Policy) Gather(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) (Evidence, error) {
+	var ev Evidence
+	var err error
+	trusted := p.Trusted()
+	if ev.Signatures, err = signature.Find(ctx, repo, subject, trusted); err != nil {
+		return ev, err
+	}
+	if ev.Lineage, err = lineage.Gather(ctx, repo, subject, trusted); err != nil {
+		return ev, err
+	}
+	if ev.Evaluations, err = evaluation.Of(ctx, repo, subject); err != nil {
+		return ev, err
+	}
+	if ev.Signatures == nil {
+		ev.Signatures = []signature.Found{}
+	}
+	return ev, nil
+}
+
+// Evaluate decides whether a version with this evidence may enter stage.
+func (p *Policy) Evaluate(stage string, ev Evidence) Decision {
 	d := Decision{Stage: stage, Approvers: []Approver{}}
 	var rule Stage
 	if p != nil {
@@ -250,7 +372,89 @@ func (p *Policy) Evaluate(stage string, found []signature.Found) Decision {
 		d.Allowed = true
 		return d
 	}
-	sig := rule.Signatures
+	if rule.Signatures != nil {
+		d.Missing = append(d.Missing, p.checkSignatures(stage, rule.Signatures, ev.Signatures, &d)...)
+	}
+	if rule.Lineage != nil {
+		d.Missing = append(d.Missing, checkLineage(rule.Lineage, ev.Lineage)...)
+	}
+	for _, b := range rule.Evaluations {
+		d.Missing = append(d.Missing, checkBound(b, ev.Evaluations)...)
+	}
+	d.Allowed = len(d.Missing) == 0
+	return d
+}
+
+func checkLineage(rule *LineageRule, sources []lineage.Source) []string {
+	var usable, unsigned, rejected []string
+	for _, s := range sources {
+		switch {
+		case s.Kind == "record" && s.Problem == "":
+			unsigned = append(unsigned, s.Where)
+		case s.Kind == "attestation" && s.Signed:
+			usable = append(usable, s.Where)
+		case s.Problem != "":
+			rejected = append(rejected, fmt.Sprintf("%s (%s)", s.Where, s.Problem))
+		}
+	}
+	if !rule.Signed {
+		usable = append(usable, unsigned...)
+	}
+	if len(usable) > 0 {
+		return nil
+	}
+	var msg string
+	switch {
+	case rule.Signed && len(unsigned) > 0:
+		msg = fmt.Sprintf("a signed lineage attestation is required, but the lineage is only unsigned records (%s); sign it with `modelreg lineage add --sign --key KEY` or `cosign attest`", strings.Join(unsigned, ", "))
+	case rule.Signed:
+		msg = "a signed lineage attestation is required and none was found (`modelreg lineage add --sign --key KEY`)"
+	default:
+		msg = "a lineage record is required and none was found (`modelreg push --dataset/--base-model/--code` or `modelreg lineage add`)"
+	}
+	if len(rejected) > 0 {
+		msg += "; rejected: " + strings.Join(rejected, "; ")
+	}
+	return []string{msg}
+}
+
+func checkBound(b Bound, evals []evaluation.Record) []string {
+	best, seen := 0.0, false
+	var rejected []string
+	for _, e := range evals {
+		if e.Problem != "" {
+			if _, ok := e.Metrics[b.Metric]; ok {
+				rejected = append(rejected, fmt.Sprintf("evaluation %s was rejected: %s", e.Record, e.Problem))
+			}
+			continue
+		}
+		v, ok := e.Metrics[b.Metric]
+		if !ok {
+			continue
+		}
+		if b.holds(v) {
+			return nil
+		}
+		if !seen || (strings.HasPrefix(b.Op, ">") && v > best) || (strings.HasPrefix(b.Op, "<") && v < best) {
+			best = v
+		}
+		seen = true
+	}
+	var msg string
+	if seen {
+		msg = fmt.Sprintf("evaluation bound %s not met: the best evaluation measured %s = %s", b, b.Metric, strconv.FormatFloat(best, 'g', -1, 64))
+	} else {
+		msg = fmt.Sprintf("evaluation bound %s: no evaluation of this version measures %s (`modelreg eval add`)", b, b.Metric)
+	}
+	if len(rejected) > 0 {
+		msg += "; " + strings.Join(rejected, "; ")
+	}
+	return []string{msg}
+}
+
+// checkSignatures applies a threshold rule; it fills d's approvers and
+// returns what is missing.
+func (p *Policy) checkSignatures(stage string, sig *Signatures, found []signature.Found, d *Decision) []string {
 	d.Required = sig.Threshold
 	byFP := map[string]string{}
 	for _, name := range sig.Keys {
@@ -272,8 +476,7 @@ func (p *Policy) Evaluate(stage string, found []signature.Found) Decision {
 	}
 	slices.SortFunc(d.Approvers, func(a, b Approver) int { return strings.Compare(a.Name, b.Name) })
 	if len(d.Approvers) >= sig.Threshold {
-		d.Allowed = true
-		return d
+		return nil
 	}
 	var have []string
 	for _, a := range d.Approvers {
@@ -290,9 +493,8 @@ func (p *Policy) Evaluate(stage string, found []signature.Found) Decision {
 		msg += fmt.Sprintf(" (signed by %s)", strings.Join(have, ", "))
 	}
 	msg += fmt.Sprintf("; %d more needed from %s", sig.Threshold-len(d.Approvers), strings.Join(want, ", "))
-	d.Missing = append([]string{msg}, problems...)
 	if len(found) == 0 {
-		d.Missing[0] += "; no signature of any form was found for this digest (sign it with `modelreg sign` or `cosign sign`)"
+		msg += "; no signature of any form was found for this digest (sign it with `modelreg sign` or `cosign sign`)"
 	}
-	return d
+	return append([]string{msg}, problems...)
 }

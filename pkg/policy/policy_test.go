@@ -55,17 +55,17 @@ func TestEvaluateThreshold(t *testing.T) {
 	valid := func(n string) signature.Found {
 		return signature.Found{Form: signature.FormBundle, Key: keys[n].Fingerprint, Valid: true}
 	}
-	if d := p.Evaluate("staging", nil); !d.Allowed || d.Protected {
+	if d := p.Evaluate("staging", Evidence{Signatures: nil}); !d.Allowed || d.Protected {
 		t.Errorf("unnamed stage must be unprotected: %+v", d)
 	}
-	if d := p.Evaluate("production", []signature.Found{valid("a"), valid("a")}); d.Allowed {
+	if d := p.Evaluate("production", Evidence{Signatures: []signature.Found{valid("a"), valid("a")}}); d.Allowed {
 		t.Errorf("two signatures by one key count once: %+v", d)
 	}
-	d := p.Evaluate("production", []signature.Found{valid("a"), valid("x")})
+	d := p.Evaluate("production", Evidence{Signatures: []signature.Found{valid("a"), valid("x")}})
 	if d.Allowed || !strings.Contains(d.Err().Error(), "1 of 2") || !strings.Contains(d.Err().Error(), "may not approve production") {
 		t.Errorf("x may not approve production: %v", d.Err())
 	}
-	d = p.Evaluate("production", []signature.Found{valid("c"), valid("a")})
+	d = p.Evaluate("production", Evidence{Signatures: []signature.Found{valid("c"), valid("a")}})
 	if !d.Allowed || len(d.Approvers) != 2 || d.Approvers[0].Name != "a" || d.Approvers[1].Name != "c" {
 		t.Errorf("a and c: %+v", d)
 	}

@@ -37,10 +37,11 @@ type Options struct {
 // Result is what a promotion or rollback did.
 type Result struct {
 	// Unchanged is true when the stage already held the version.
-	Unchanged  bool              `json:"unchanged"`
-	Record     *Record           `json:"record,omitempty"`
-	Decision   policy.Decision   `json:"decision"`
-	Signatures []signature.Found `json:"signatures"`
+	Unchanged bool            `json:"unchanged"`
+	Record    *Record         `json:"record,omitempty"`
+	Decision  policy.Decision `json:"decision"`
+	// Evidence is what the policy was checked against.
+	Evidence policy.Evidence `json:"evidence"`
 }
 
 // ErrConflict means another promotion of the same stage ran at the same
@@ -100,20 +101,20 @@ func move(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	if err != nil {
 		return nil, remote.Explain(err, repoName(ref)+":"+stage)
 	}
-	res := &Result{Signatures: []signature.Found{}}
+	res := &Result{Evidence: policy.Evidence{Signatures: []signature.Found{}}}
 	if prev == target.Digest.String() {
 		res.Unchanged = true
 		res.Decision = policy.Decision{Stage: stage, Allowed: true}
 		return res, nil
 	}
-	if opts.Policy != nil {
-		found, err := signature.Find(ctx, repo, target, opts.Policy.Trusted())
+	if _, protected := opts.Policy.Stage(stage); protected {
+		ev, err := opts.Policy.Gather(ctx, repo, target)
 		if err != nil {
 			return nil, remote.Explain(err, repoName(ref)+"@"+target.Digest.String())
 		}
-		res.Signatures = found
+		res.Evidence = ev
 	}
-	res.Decision = opts.Policy.Evaluate(stage, res.Signatures)
+	res.Decision = opts.Policy.Evaluate(stage, res.Evidence)
 	if err := res.Decision.Err(); err != nil {
 		return res, fmt.Errorf("%s@%s may not enter %q: %w", repoName(ref), target.Digest, stage, err)
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
-	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -116,11 +115,11 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 		return previous, true, nil, nil
 	}
 	subject := ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}
-	found, err := signature.Find(ctx, g.repository(repo), subject, g.policy.Trusted())
+	ev, err := g.policy.Gather(ctx, g.repository(repo), subject)
 	if err != nil {
-		return "", false, nil, fmt.Errorf("reading signatures: %w", err)
+		return "", false, nil, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
 	}
-	d := g.policy.Evaluate(t, found)
+	d := g.policy.Evaluate(t, ev)
 	if err := d.Err(); err != nil {
 		return "", false, nil, denied{fmt.Sprintf("%s@%s may not enter %q: %v", repo, m.Digest, t, err)}
 	}

@@ -127,7 +127,14 @@ func signBundle(ctx context.Context, repo registry.Repository, subject ocispec.D
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	sig, err := priv.Sign(PAE(mediatypes.InTotoPayloadType, st))
+	return Attest(ctx, repo, subject, priv, mediatypes.PredicateCosignSign, st, opts.Now)
+}
+
+// Attest signs an in-toto statement (predicateType names its predicate)
+// with priv and attaches it to subject as a sigstore bundle referrer, as
+// cosign v3 does for `cosign attest`: `cosign verify-attestation` checks it.
+func Attest(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, priv key.Private, predicateType string, statement []byte, now time.Time) (ocispec.Descriptor, error) {
+	sig, err := priv.Sign(PAE(mediatypes.InTotoPayloadType, statement))
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -136,7 +143,7 @@ func signBundle(ctx context.Context, repo registry.Repository, subject ocispec.D
 	b.VerificationMaterial.PublicKey = &struct {
 		Hint string `json:"hint"`
 	}{Hint: priv.Hint()}
-	b.DSSEEnvelope = &envelope{Payload: base64.StdEncoding.EncodeToString(st), PayloadType: mediatypes.InTotoPayloadType}
+	b.DSSEEnvelope = &envelope{Payload: base64.StdEncoding.EncodeToString(statement), PayloadType: mediatypes.InTotoPayloadType}
 	b.DSSEEnvelope.Signatures = append(b.DSSEEnvelope.Signatures, struct {
 		KeyID string `json:"keyid,omitempty"`
 		Sig   string `json:"sig"`
@@ -145,13 +152,12 @@ func signBundle(ctx context.Context, repo registry.Repository, subject ocispec.D
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	return PushReferrer(ctx, repo, subject, mediatypes.SigstoreBundle, mediatypes.SigstoreBundle, blob, map[string]string{
 		mediatypes.AnnotationBundleContent:       "dsse-envelope",
-		mediatypes.AnnotationBundlePredicateType: mediatypes.PredicateCosignSign,
+		mediatypes.AnnotationBundlePredicateType: predicateType,
 		mediatypes.AnnotationCreated:             now.UTC().Format(time.RFC3339),
 	})
 }
