@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/tag"
@@ -156,6 +157,8 @@ type Inspection struct {
 	Tags     []string `json:"tags"`
 	Versions []string `json:"versions"`
 	Stages   []string `json:"stages"`
+	// Evaluations are the metrics measured after training, oldest first.
+	Evaluations []evaluation.Record `json:"evaluations"`
 }
 
 // Inspect reads one version and finds the tags that point at it.
@@ -178,7 +181,11 @@ func Inspect(ctx context.Context, repo registry.Repository, ref registry.Referen
 	if err != nil {
 		return nil, remote.Explain(err, ref.String())
 	}
-	in := &Inspection{Reference: ref.String(), Version: v, Tags: []string{}, Versions: []string{}, Stages: []string{}}
+	evals, err := evaluation.Of(ctx, repo, v.Descriptor)
+	if err != nil {
+		return nil, remote.Explain(err, ref.String())
+	}
+	in := &Inspection{Reference: ref.String(), Version: v, Tags: []string{}, Versions: []string{}, Stages: []string{}, Evaluations: evals}
 	for _, t := range slices.Sorted(maps.Keys(digests)) {
 		if digests[t] != v.Descriptor.Digest {
 			continue

@@ -60,6 +60,21 @@ stages alike. REF may name a version, a stage or a digest.`,
 				fmt.Fprintf(w, "Description:\t%s\n", m.Description)
 			}
 			printMap(w, "Metrics", m.Metrics, func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) })
+			for _, e := range in.Evaluations {
+				var parts []string
+				for _, k := range slices.Sorted(maps.Keys(e.Metrics)) {
+					parts = append(parts, k+" = "+strconv.FormatFloat(e.Metrics[k], 'g', -1, 64))
+				}
+				line := strings.Join(parts, ", ") + " (" + e.Time.Format(time.RFC3339) + ", " + e.Actor
+				if e.Dataset != "" {
+					line += ", on " + e.Dataset
+				}
+				line += ")"
+				if e.Problem != "" {
+					line += " REJECTED: " + e.Problem
+				}
+				fmt.Fprintf(w, "Evaluation:\t%s\n", line)
+			}
 			printMap(w, "Params", m.Params, func(s string) string { return s })
 			printMap(w, "Labels", m.Labels, func(s string) string { return s })
 			for i, d := range m.Datasets {

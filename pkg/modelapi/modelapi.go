@@ -113,3 +113,10 @@ func (c *Client) Versions(ctx context.Context, repo string) ([]index.VersionRow,
 		}
 	}
 }
+
+// Descendants lists the versions made directly from of (a model digest or
+// reference, or a dataset URI or digest).
+func (c *Client) Descendants(ctx context.Context, of string) ([]index.Edge, error) {
+	var out struct{ Descendants []index.Edge }
+	return out.Descendants, c.get(ctx, "lineage/descendants", url.Values{"of": {of}}, &out)
+}

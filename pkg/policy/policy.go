@@ -65,7 +65,9 @@ type Bound struct {
 	Value  float64
 }
 
-func (b Bound) String() string { return fmt.Sprintf("%s %s %s", b.Metric, b.Op, strconv.FormatFloat(b.Value, 'g', -1, 64)) }
+func (b Bound) String() string {
+	return fmt.Sprintf("%s %s %s", b.Metric, b.Op, strconv.FormatFloat(b.Value, 'g', -1, 64))
+}
 
 // holds reports whether v satisfies the bound.
 func (b Bound) holds(v float64) bool {
