@@ -83,6 +83,16 @@ func (w *Walker) up(ctx context.Context, n *Node, ref registry.Reference, path [
 			seen[id] = c
 			n.Children = append(n.Children, c)
 		}
+		if r := s.Predicate.Run; r != nil {
+			ref := strings.TrimSpace(r.URL + " " + r.ID)
+			if c, ok := seen["run "+ref]; ok {
+				c.Signed = c.Signed || s.Signed
+			} else {
+				c := &Node{Kind: "run", Ref: ref, Signed: s.Signed}
+				seen["run "+ref] = c
+				n.Children = append(n.Children, c)
+			}
+		}
 	}
 	slices.SortFunc(n.Children, func(a, b *Node) int { return strings.Compare(a.Kind+a.Ref, b.Kind+b.Ref) })
 	for _, c := range n.Children {

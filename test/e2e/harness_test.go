@@ -352,3 +352,12 @@ func noLeftovers(t *testing.T, dir string) {
 		}
 	}
 }
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+var osReadFile = os.ReadFile
