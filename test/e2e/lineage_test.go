@@ -32,6 +32,11 @@ func TestLineageIndexed(t *testing.T) {
 		t.Fatalf("oras attach example: %s\n%s", r.Stdout, r.Stderr)
 	}
 
+	// modelreg reads the record oras attached, like its own.
+	if up := e.ok("lineage", reg.Addr+"/team/tuned:1.0.0", "--up").Stdout; !strings.Contains(up, "dataset s3://data/eval.parquet") || !strings.Contains(up, "run https://ci.example.com/runs/812") {
+		t.Errorf("lineage --up does not show the oras-attached record:\n%s", up)
+	}
+
 	get := func(path string, v any) {
 		t.Helper()
 		resp, err := http.Get("http://" + reg.Addr + "/v2/_modelreg/v1/" + path)
