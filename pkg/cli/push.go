@@ -2,10 +2,13 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/progress"
+	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -16,6 +19,8 @@ func (a *app) pushCmd() *cobra.Command {
 		metrics, params, labels, layerTypes []string
 		framework, description, created     string
 		concurrency                         int
+		chunkMiB                            int64
+		noCache                             bool
 		lf                                  lineageFlags
 	)
 	c := &cobra.Command{
@@ -82,9 +87,24 @@ names like staging or production are stages, moved only by promotion.`,
 					return err // a bad lineage flag fails before anything is uploaded
 				}
 			}
-			res, err := transfer.Push(c.Context(), repo, ref, files, transfer.PushOptions{
-				Metadata: meta, Concurrency: concurrency, Progress: a.reporter(jsonOut),
-			})
+			opts := transfer.PushOptions{Metadata: meta, Concurrency: concurrency, Progress: a.reporter(jsonOut)}
+			ro := a.remoteOptions(c)
+			client, err := ro.Client(ref.Registry)
+			if err != nil {
+				return err
+			}
+			cache := cacheDir()
+			opts.Streamer = &transfer.Streamer{Client: client, Base: ro.Scheme(ref.Registry) + "://" + ref.Registry + "/v2/" + ref.Repository,
+				StateDir: filepath.Join(cache, "uploads"), Chunk: chunkMiB << 20}
+			if !noCache {
+				opts.Cache = transfer.OpenDigestCache(filepath.Join(cache, "digests.json"))
+			}
+			if lf.baseModel != "" {
+				if b, err := remote.ParseReference(lf.baseModel); err == nil {
+					opts.MountFrom = append(opts.MountFrom, b.Registry+"/"+b.Repository)
+				}
+			}
+			res, err := transfer.Push(c.Context(), repo, ref, files, opts)
 			if err != nil {
 				return err
 			}
@@ -99,8 +119,8 @@ names like staging or production are stages, moved only by promotion.`,
 			if res.Unchanged {
 				fmt.Fprintf(a.io.Err, "%s already holds this exact content; nothing to do\n", res.Reference)
 			} else {
-				fmt.Fprintf(a.io.Err, "pushed %s: %d files, %s (%s uploaded, %s already present)\n", res.Reference, res.Files,
-					progress.Size(res.Size), progress.Size(res.Uploaded), progress.Size(res.Skipped))
+				fmt.Fprintf(a.io.Err, "pushed %s: %d files, %s (%s uploaded, %s already present, %s mounted)\n", res.Reference, res.Files,
+					progress.Size(res.Size), progress.Size(res.Uploaded), progress.Size(res.Skipped), progress.Size(res.Mounted))
 			}
 			fmt.Fprintln(a.io.Out, res.Digest)
 			return nil
@@ -116,6 +136,18 @@ names like staging or production are stages, moved only by promotion.`,
 	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: now); fix it to make the digest reproducible")
 	f.StringArrayVar(&layerTypes, "layer-type", nil, "override a file's kind: PATTERN=KIND, KIND one of weight, config, doc, code, dataset (repeatable)")
 	f.IntVar(&concurrency, "concurrency", 0, "files hashed and uploaded at once (default: 2 per CPU, at least 4)")
+	f.Int64Var(&chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
+	f.BoolVar(&noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c
+}
+
+// cacheDir is modelreg's per-user cache ($XDG_CACHE_HOME/modelreg, or
+// ~/.cache/modelreg): digests of pushed files, resumable upload state.
+func cacheDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		d = os.TempDir()
+	}
+	return filepath.Join(d, "modelreg")
 }

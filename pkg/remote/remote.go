@@ -66,6 +66,14 @@ func IsLocalhost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// Scheme is "http" or "https" for a registry host.
+func (o Options) Scheme(host string) string {
+	if o.plainHTTP(host) {
+		return "http"
+	}
+	return "https"
+}
+
 func (o Options) plainHTTP(host string) bool {
 	if o.PlainHTTP != nil {
 		return *o.PlainHTTP

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/modelreg/modelreg/mediatypes"
@@ -34,6 +37,15 @@ type PushOptions struct {
 	Attempts int
 	// Progress reports each file; nil reports nothing.
 	Progress progress.Reporter
+	// Streamer, when set, uploads files in one read, resumably; without it
+	// files are hashed, then sent.
+	Streamer *Streamer
+	// Cache remembers digests of unchanged files between pushes; nil
+	// hashes every file.
+	Cache *DigestCache
+	// MountFrom names repositories (REGISTRY/REPO) to mount blobs from
+	// before sending them (a fine-tune's base model).
+	MountFrom []string
 }
 
 // PushResult is what a push did, for people and for scripts.
@@ -46,9 +58,10 @@ type PushResult struct {
 	// Files is the number of files (layers).
 	Files int `json:"files"`
 	// Uploaded is the bytes actually sent; Skipped the bytes the registry
-	// already had.
+	// already had; Mounted the bytes mounted from another repository.
 	Uploaded int64 `json:"uploaded"`
 	Skipped  int64 `json:"skipped"`
+	Mounted  int64 `json:"mounted"`
 	// Unchanged is true when the tag already named this exact version.
 	Unchanged bool `json:"unchanged"`
 }
@@ -78,31 +91,126 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	if _, err := ref.Digest(); err == nil {
 		return nil, fmt.Errorf("push needs a version tag, not a digest: use %s/%s:VERSION", ref.Registry, ref.Repository)
 	}
-
-	layers := make([]ocispec.Descriptor, len(files))
-	var total int64
-	for _, f := range files {
-		total += f.Size
+	existing, err := repo.Resolve(ctx, ref.Reference)
+	tagExists := err == nil
+	if err != nil && !remote.IsNotFound(err) {
+		return nil, remote.Explain(err, ref.String())
 	}
-	hashing := opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(files)), total)
+	repoName := ref.Registry + "/" + ref.Repository
+
+	// Digests the cache knows are not read again.
+	known := make([]digest.Digest, len(files))
+	abs := make([]string, len(files))
+	infos := make([]os.FileInfo, len(files))
+	var toHash int64
+	for i, f := range files {
+		info, err := os.Stat(f.Source)
+		if err != nil {
+			return nil, err
+		}
+		if info.Size() != f.Size {
+			return nil, fmt.Errorf("%s changed size while it was being pushed; push again once it is complete", f.Source)
+		}
+		abs[i], _ = filepath.Abs(f.Source)
+		infos[i] = info
+		if d, ok := opts.Cache.Get(abs[i], info); ok {
+			known[i] = d
+		} else {
+			toHash += f.Size
+		}
+	}
+	// Without a streaming uploader, or when the tag exists (the new manifest
+	// must be compared with it before anything is sent), the unknown files
+	// are hashed first; otherwise they are hashed while they upload.
+	if toHash > 0 && (opts.Streamer == nil || tagExists) {
+		hashing := opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(files)), toHash)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(opts.Concurrency)
+		for i, f := range files {
+			if known[i] != "" {
+				continue
+			}
+			g.Go(func() error {
+				d, err := hashFile(gctx, f, hashing)
+				if err != nil {
+					return err
+				}
+				known[i] = d
+				opts.Cache.Put(abs[i], infos[i], d, "")
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			hashing.Fail(err)
+			opts.Progress.Wait()
+			return nil, err
+		}
+		hashing.Done("hashed")
+	}
+	if tagExists {
+		layers := make([]ocispec.Descriptor, len(files))
+		for i, f := range files {
+			layers[i] = model.LayerDescriptor(f, known[i])
+		}
+		_, manifest, err := model.Pack(opts.Metadata, layers)
+		if err != nil {
+			return nil, err
+		}
+		if d := digest.FromBytes(manifest); d != existing.Digest {
+			return nil, fmt.Errorf("version %s already exists with digest %s; versions are immutable: push under a new version tag", ref, existing.Digest)
+		}
+		res := &PushResult{Reference: ref.String(), Digest: existing.Digest.String(), MediaType: existing.MediaType, Files: len(files), Unchanged: true}
+		for _, f := range files {
+			res.Size += f.Size
+		}
+		res.Skipped = res.Size
+		opts.Cache.Save()
+		return res, nil
+	}
+
+	var uploaded, skipped, mounted atomic.Int64
+	layers := make([]ocispec.Descriptor, len(files))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
+	first := map[digest.Digest]bool{}
 	for i, f := range files {
+		if d := known[i]; d != "" {
+			layers[i] = model.LayerDescriptor(f, d)
+			if first[d] {
+				skipped.Add(f.Size) // same content as another file of this push
+				continue
+			}
+			first[d] = true
+		}
 		g.Go(func() error {
-			d, err := hashFile(gctx, f, hashing)
+			var mountFrom []string
+			for _, r := range append(slices.Clone(opts.MountFrom), opts.Cache.Repos(abs[i], infos[i])...) {
+				if name, ok := strings.CutPrefix(r, ref.Registry+"/"); ok && r != repoName && !slices.Contains(mountFrom, name) {
+					mountFrom = append(mountFrom, name)
+				}
+			}
+			d, how, sent, err := pushFile(gctx, repo, f, known[i], mountFrom, opts)
 			if err != nil {
-				return err
+				return remote.Explain(err, ref.String())
 			}
 			layers[i] = model.LayerDescriptor(f, d)
+			opts.Cache.Put(abs[i], infos[i], d, repoName)
+			uploaded.Add(sent)
+			switch how {
+			case "exists":
+				skipped.Add(f.Size)
+			case "mounted":
+				mounted.Add(f.Size)
+			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		hashing.Fail(err)
-		opts.Progress.Wait()
+	err = g.Wait()
+	opts.Progress.Wait()
+	opts.Cache.Save()
+	if err != nil {
 		return nil, err
 	}
-	hashing.Done("hashed")
 
 	config, manifest, err := model.Pack(opts.Metadata, layers)
 	if err != nil {
@@ -112,47 +220,6 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	res := &PushResult{Reference: ref.String(), Digest: mdesc.Digest.String(), MediaType: mdesc.MediaType, Files: len(files), Size: int64(len(config))}
 	for _, l := range layers {
 		res.Size += l.Size
-	}
-
-	existing, err := repo.Resolve(ctx, ref.Reference)
-	switch {
-	case err == nil && existing.Digest == mdesc.Digest:
-		res.Unchanged = true
-		res.Skipped = res.Size
-		return res, nil
-	case err == nil:
-		return nil, fmt.Errorf("version %s already exists with digest %s; versions are immutable: push under a new version tag", ref, existing.Digest)
-	case !remote.IsNotFound(err):
-		return nil, remote.Explain(err, ref.String())
-	}
-
-	var uploaded, skipped atomic.Int64
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(opts.Concurrency)
-	first := map[digest.Digest]bool{}
-	for i, f := range files {
-		if first[layers[i].Digest] {
-			skipped.Add(f.Size) // same content as another file of this push
-			continue
-		}
-		first[layers[i].Digest] = true
-		g.Go(func() error {
-			sent, err := pushFile(gctx, repo, f, layers[i], opts)
-			if err != nil {
-				return remote.Explain(err, ref.String())
-			}
-			if sent {
-				uploaded.Add(f.Size)
-			} else {
-				skipped.Add(f.Size)
-			}
-			return nil
-		})
-	}
-	err = g.Wait()
-	opts.Progress.Wait()
-	if err != nil {
-		return nil, err
 	}
 	cdesc := ocispec.Descriptor{MediaType: mediatypes.ModelConfig, Digest: digest.FromBytes(config), Size: int64(len(config))}
 	sent, err := pushBytes(ctx, repo, cdesc, config, opts.Attempts)
@@ -170,7 +237,7 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	if err != nil {
 		return nil, remote.Explain(err, ref.String())
 	}
-	res.Uploaded, res.Skipped = uploaded.Load(), skipped.Load()
+	res.Uploaded, res.Skipped, res.Mounted = uploaded.Load(), skipped.Load(), mounted.Load()
 	return res, nil
 }
 
@@ -182,27 +249,53 @@ func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descr
 	return err == nil, err
 }
 
-// pushFile uploads one file unless the registry has it; sent reports
-// whether bytes went over the wire.
-func pushFile(ctx context.Context, repo registry.Repository, f model.File, desc ocispec.Descriptor, opts PushOptions) (sent bool, err error) {
+// pushFile stores one file in the registry unless it is there already:
+// by mounting it from another repository of the registry that has it, else
+// by uploading it (streamed and hashed in one read when a Streamer is set).
+// known is its digest when already known. how is "exists", "mounted" or
+// "pushed"; sent counts the bytes that went over the wire.
+func pushFile(ctx context.Context, repo registry.Repository, f model.File, known digest.Digest, mountFrom []string, opts PushOptions) (d digest.Digest, how string, sent int64, err error) {
 	t := opts.Progress.Track("pushed", f.Path, f.Size)
 	defer func() {
 		switch {
 		case err != nil:
 			t.Fail(err)
-		case sent:
-			t.Done("pushed")
 		default:
-			t.Done("exists")
+			t.Done(how)
 		}
 	}()
-	ok, err := repo.Exists(ctx, desc)
-	if err != nil {
-		return false, err
+	if known != "" {
+		desc := model.LayerDescriptor(f, known)
+		ok, err := repo.Exists(ctx, desc)
+		if err != nil {
+			return "", "", 0, err
+		}
+		if ok {
+			return known, "exists", 0, nil
+		}
+		if m, ok := repo.(interface {
+			Mount(context.Context, ocispec.Descriptor, string, func() (io.ReadCloser, error)) error
+		}); ok {
+			for _, from := range mountFrom {
+				if m.Mount(ctx, desc, from, nil) == nil {
+					return known, "mounted", 0, nil
+				}
+			}
+		}
 	}
-	if ok {
-		return false, nil
+	if opts.Streamer != nil {
+		err = retry(ctx, opts.Attempts, func() error {
+			var n int64
+			d, n, err = opts.Streamer.Upload(ctx, f.Source, t)
+			sent += n
+			return err
+		})
+		if err == nil && known != "" && d != known {
+			err = fmt.Errorf("%s changed while it was being pushed; push again once it is complete", f.Source)
+		}
+		return d, "pushed", sent, err
 	}
+	desc := model.LayerDescriptor(f, known)
 	err = retry(ctx, opts.Attempts, func() error {
 		fh, err := os.Open(f.Source)
 		if err != nil {
@@ -211,7 +304,10 @@ func pushFile(ctx context.Context, repo registry.Repository, f model.File, desc 
 		defer fh.Close()
 		return repo.Push(ctx, desc, progress.Reader(&exactReader{r: fh, path: f.Source, left: f.Size}, t))
 	})
-	return err == nil, err
+	if err == nil {
+		sent = f.Size
+	}
+	return known, "pushed", sent, err
 }
 
 // exactReader fails when a file changed size between hashing and upload,
