@@ -99,9 +99,14 @@ names like staging or production are stages, moved only by promotion.`,
 			if !noCache {
 				opts.Cache = transfer.OpenDigestCache(filepath.Join(cache, "digests.json"))
 			}
-			if lf.baseModel != "" {
-				if b, err := remote.ParseReference(lf.baseModel); err == nil {
-					opts.MountFrom = append(opts.MountFrom, b.Registry+"/"+b.Repository)
+			if b, err := remote.ParseReference(lf.baseModel); lf.baseModel != "" && err == nil && b.Registry == ref.Registry {
+				if brepo, err := ro.Repository(b); err == nil {
+					if bv, err := transfer.Fetch(c.Context(), brepo, b); err == nil {
+						opts.MountFrom = append(opts.MountFrom, b.Registry+"/"+b.Repository)
+						for _, f := range bv.Files {
+							opts.BaseLayers = append(opts.BaseLayers, f.Descriptor)
+						}
+					}
 				}
 			}
 			res, err := transfer.Push(c.Context(), repo, ref, files, opts)

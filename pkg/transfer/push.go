@@ -46,6 +46,10 @@ type PushOptions struct {
 	// MountFrom names repositories (REGISTRY/REPO) to mount blobs from
 	// before sending them (a fine-tune's base model).
 	MountFrom []string
+	// BaseLayers are the layers of the base model in MountFrom: a file
+	// whose size matches one is hashed before upload, so that it can be
+	// mounted instead of sent when it is the same.
+	BaseLayers []ocispec.Descriptor
 }
 
 // PushResult is what a push did, for people and for scripts.
@@ -102,7 +106,12 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	known := make([]digest.Digest, len(files))
 	abs := make([]string, len(files))
 	infos := make([]os.FileInfo, len(files))
+	baseSizes := map[int64]bool{}
+	for _, l := range opts.BaseLayers {
+		baseSizes[l.Size] = true
+	}
 	var toHash int64
+	mustHash := make([]bool, len(files))
 	for i, f := range files {
 		info, err := os.Stat(f.Source)
 		if err != nil {
@@ -117,17 +126,25 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 			known[i] = d
 		} else {
 			toHash += f.Size
+			mustHash[i] = opts.Streamer == nil || tagExists || baseSizes[f.Size]
 		}
 	}
 	// Without a streaming uploader, or when the tag exists (the new manifest
 	// must be compared with it before anything is sent), the unknown files
-	// are hashed first; otherwise they are hashed while they upload.
-	if toHash > 0 && (opts.Streamer == nil || tagExists) {
-		hashing := opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(files)), toHash)
+	// are hashed first, and so are files the size of a base model's layer
+	// (they may be mounted); the others are hashed while they upload.
+	var hashBytes int64
+	for i, f := range files {
+		if mustHash[i] {
+			hashBytes += f.Size
+		}
+	}
+	if hashBytes > 0 {
+		hashing := opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(files)), hashBytes)
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(opts.Concurrency)
 		for i, f := range files {
-			if known[i] != "" {
+			if !mustHash[i] {
 				continue
 			}
 			g.Go(func() error {
