@@ -112,32 +112,72 @@ func transferSuite(c config) map[string]any {
 
 	addr, stop := serve(c.modelreg, filepath.Join(c.work, "data-transfer"))
 	defer stop()
-	env := append(os.Environ(), "HOME="+c.work, "DOCKER_CONFIG="+filepath.Join(c.work, ".docker"))
+	plain, stopPlain := startDistribution(c, filepath.Join(c.work, "data-transfer-plain"))
+	defer stopPlain()
+	env := append(os.Environ(), "HOME="+c.work, "DOCKER_CONFIG="+filepath.Join(c.work, ".docker"), "XDG_CACHE_HOME="+filepath.Join(c.work, "cache"))
 
 	results := map[string]*result{}
 	files := relFiles(model)
 	for round := range c.rounds {
 		repoM := fmt.Sprintf("%s/bench/modelreg-%d", addr, round)
 		repoO := fmt.Sprintf("%s/bench/oras-%d", addr, round)
-		add(results, "modelreg push", run(env, model, c.modelreg, "push", repoM+":1.0.0", model))
+		repoP := fmt.Sprintf("%s/bench/oras-%d", plain, round)
+		// --no-cache: every round is a cold push that reads and sends everything.
+		add(results, "modelreg push", run(env, model, c.modelreg, "push", "--no-cache", repoM+":1.0.0", model))
 		add(results, "oras push", run(env, model, c.oras, append([]string{"push", "--plain-http", repoO + ":1.0.0"}, files...)...))
+		add(results, "oras push (plain distribution)", run(env, model, c.oras, append([]string{"push", "--plain-http", repoP + ":1.0.0"}, files...)...))
 		dst := filepath.Join(c.work, "pull")
 		add(results, "modelreg pull", run(env, c.work, c.modelreg, "pull", repoM+":1.0.0", "-o", dst))
 		check(os.RemoveAll(dst))
 		add(results, "oras pull", run(env, c.work, c.oras, "pull", "--plain-http", repoO+":1.0.0", "-o", dst))
 		check(os.RemoveAll(dst))
+		add(results, "oras pull (plain distribution)", run(env, c.work, c.oras, "pull", "--plain-http", repoP+":1.0.0", "-o", dst))
+		check(os.RemoveAll(dst))
 		add(results, "cp", run(env, c.work, "cp", "-r", model, dst))
 		check(os.RemoveAll(dst))
+		add(results, "dd conv=fdatasync", run(env, c.work, "dd", "if=/dev/zero", "of="+filepath.Join(c.work, "dd.out"), "bs=1M", fmt.Sprint("count=", total>>20), "conv=fdatasync"))
+		check(os.Remove(filepath.Join(c.work, "dd.out")))
 		fmt.Printf("round %d done\n", round+1)
 	}
-	report(results, total, []string{"modelreg push", "oras push", "modelreg pull", "oras pull", "cp"})
+	report(results, total, []string{"modelreg push", "oras push", "oras push (plain distribution)", "modelreg pull", "oras pull", "oras pull (plain distribution)", "cp", "dd conv=fdatasync"})
 	ratios := map[string]float64{
-		"modelreg push / oras push": ratio(results, "modelreg push", "oras push"),
-		"modelreg pull / oras pull": ratio(results, "modelreg pull", "oras pull"),
-		"modelreg pull / cp":        ratio(results, "modelreg pull", "cp"),
+		"modelreg push / oras push":                      ratio(results, "modelreg push", "oras push"),
+		"modelreg push / oras push (plain distribution)": ratio(results, "modelreg push", "oras push (plain distribution)"),
+		"modelreg pull / oras pull":                      ratio(results, "modelreg pull", "oras pull"),
+		"modelreg pull / cp":                             ratio(results, "modelreg pull", "cp"),
 	}
 	printRatios(ratios)
-	return map[string]any{"bytes": total, "rounds": c.rounds, "results": results, "ratios": ratios}
+
+	// Re-push with one of the 24 files changed, from the machine that pushed first.
+	repo := addr + "/bench/repush"
+	firstRun := run(env, model, c.modelreg, "push", repo+":1.0.0", model)
+	changed := filepath.Join(model, "extra", "file-07.json")
+	info, _ := os.Stat(changed)
+	writeRandom(changed, info.Size(), 777)
+	var rep struct{ Uploaded int64 }
+	again := runJSON(env, model, &rep, c.modelreg, "push", repo+":1.1.0", model, "--output", "json")
+	fmt.Printf("\nre-push, 1 of 24 files changed (%d bytes): sent %d bytes (file + config), %.2f s vs %.2f s first push (%.1f%%)\n",
+		info.Size(), rep.Uploaded, again.Seconds, firstRun.Seconds, 100*again.Seconds/firstRun.Seconds)
+	repush := map[string]any{"changedFileBytes": info.Size(), "sentBytes": rep.Uploaded, "seconds": again.Seconds, "firstPushSeconds": firstRun.Seconds,
+		"timeRatio": again.Seconds / firstRun.Seconds}
+
+	resume := resumeScenario(c, env, addr)
+	return map[string]any{"bytes": total, "rounds": c.rounds, "results": results, "ratios": ratios, "repush": repush, "resume": resume}
+}
+
+// runJSON runs a command and decodes its standard output.
+func runJSON(env []string, dir string, out any, bin string, args ...string) sample {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir, cmd.Env = dir, env
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		fail(fmt.Sprintf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, stderr.String()))
+	}
+	s := sample{Seconds: time.Since(start).Seconds(), MaxRSS: cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss}
+	check(json.Unmarshal([]byte(stdout.String()), out))
+	return s
 }
 
 func add(results map[string]*result, name string, s sample) {
