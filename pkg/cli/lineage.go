@@ -132,7 +132,7 @@ func (a *app) attachLineage(ctx context.Context, c *cobra.Command, ref registry.
 func (a *app) lineageCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "lineage",
-		Short: "Record what a version was made from",
+		Short: "Record and walk what a version was made from",
 	}
 	var f lineageFlags
 	add := &cobra.Command{
