@@ -42,7 +42,7 @@ func overheadSuite(c config) map[string]any {
 	for round := range c.rounds {
 		for _, s := range []struct{ name, addr string }{{"modelreg serve", full}, {"bare distribution", bare}} {
 			ref := fmt.Sprintf("%s/bench/blob-%d:1.0.0", s.addr, round)
-			add(results, "push to "+s.name, run(env, c.work, c.modelreg, "push", ref, dir))
+			add(results, "push to "+s.name, run(env, c.work, c.modelreg, "push", "--no-cache", ref, dir))
 			dst := filepath.Join(c.work, "pulled")
 			add(results, "pull from "+s.name, run(env, c.work, c.modelreg, "pull", ref, "-o", dst))
 			check(os.RemoveAll(dst))
