@@ -9,7 +9,6 @@ import (
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
-	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/spf13/cobra"
 )
 
@@ -48,11 +47,7 @@ object with a "metrics" member of that form.`,
 					return usageError{err}
 				}
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			v, err := transfer.Fetch(c.Context(), repo, ref)
+			ref, repo, v, err := a.version(c, args[0])
 			if err != nil {
 				return err
 			}

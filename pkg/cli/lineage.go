@@ -149,11 +149,7 @@ each adds to what is known.`,
 			if f.empty() {
 				return usageError{fmt.Errorf("nothing to record: give --dataset, --base-model, --code, --run or --param")}
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			v, err := transfer.Fetch(c.Context(), repo, ref)
+			ref, repo, v, err := a.version(c, args[0])
 			if err != nil {
 				return err
 			}
@@ -219,11 +215,7 @@ Subcommand: lineage add records lineage.`
 			if err != nil {
 				return err
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			v, err := transfer.Fetch(c.Context(), repo, ref)
+			ref, _, v, err := a.version(c, args[0])
 			if err != nil {
 				return err
 			}
@@ -235,11 +227,7 @@ Subcommand: lineage add records lineage.`
 			}
 		default:
 			if len(args) == 1 {
-				ref, repo, err := a.repository(c, args[0])
-				if err != nil {
-					return err
-				}
-				v, err := transfer.Fetch(c.Context(), repo, ref)
+				ref, _, v, err := a.version(c, args[0])
 				if err != nil {
 					return err
 				}

@@ -11,8 +11,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/modelreg/modelreg/pkg/remote"
+	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"oras.land/oras-go/v2/registry"
@@ -111,6 +113,17 @@ func (a *app) repository(c *cobra.Command, s string) (registry.Reference, *orasr
 	}
 	repo, err := a.remoteOptions(c).Repository(ref)
 	return ref, repo, err
+}
+
+// version parses s, connects to its repository and reads the model
+// version it names (manifest digest verified).
+func (a *app) version(c *cobra.Command, s string) (registry.Reference, *orasremote.Repository, *model.Version, error) {
+	ref, repo, err := a.repository(c, s)
+	if err != nil {
+		return ref, nil, nil, err
+	}
+	v, err := transfer.Fetch(c.Context(), repo, ref)
+	return ref, repo, v, err
 }
 
 // addOutputFlag adds --output to c.

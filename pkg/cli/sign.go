@@ -188,11 +188,7 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			if pol == nil {
 				return usageError{fmt.Errorf("no trust policy: pass --policy FILE or create %s (see docs/policy.md)", policy.DefaultPath)}
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			v, err := transfer.Fetch(c.Context(), repo, ref)
+			ref, repo, v, err := a.version(c, args[0])
 			if err != nil {
 				return err
 			}

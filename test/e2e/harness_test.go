@@ -361,3 +361,19 @@ func must[T any](v T, err error) T {
 }
 
 var osReadFile = os.ReadFile
+
+// apiGet decodes a model API answer, failing the test on any other status than 200.
+func apiGet(t *testing.T, addr, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/v2/_modelreg/v1/" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}

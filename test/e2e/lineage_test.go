@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,18 +35,7 @@ func TestLineageIndexed(t *testing.T) {
 		t.Errorf("lineage --up does not show the oras-attached record:\n%s", up)
 	}
 
-	get := func(path string, v any) {
-		t.Helper()
-		resp, err := http.Get("http://" + reg.Addr + "/v2/_modelreg/v1/" + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %s", path, resp.Status)
-		}
-		json.NewDecoder(resp.Body).Decode(v)
-	}
+	get := func(path string, v any) { t.Helper(); apiGet(t, reg.Addr, path, v) }
 	var in struct{ Inputs []index.Edge }
 	get("models/team/tuned/versions/1.0.0/lineage", &in)
 	var got []string

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -46,20 +45,7 @@ func TestSearchAndModelAPI(t *testing.T) {
 	plain := startPlainRegistry(t)
 	e.fails([]string{"search needs modelreg serve"}, "search", "stage = 'production'", "--registry", plain.Addr)
 
-	get := func(path string, v any) {
-		t.Helper()
-		resp, err := http.Get("http://" + reg.Addr + "/v2/_modelreg/v1/" + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %s", path, resp.Status)
-		}
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	get := func(path string, v any) { t.Helper(); apiGet(t, reg.Addr, path, v) }
 	var models struct{ Models []index.ModelRow }
 	get("models", &models)
 	if len(models.Models) != 3 || models.Models[1].Repository != "team/fraud" || models.Models[1].Versions != 2 || models.Models[1].Stages["production"] == "" {
