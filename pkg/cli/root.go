@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/modelreg/modelreg/pkg/model"
@@ -40,6 +41,15 @@ type app struct {
 // Execute runs the command line args and returns the process exit code:
 // 0 on success, 1 on failure, 2 on a usage error.
 func Execute(ctx context.Context, args []string, stdio IO) int {
+	// MODELREG_CPUPROFILE=FILE writes a CPU profile of this command, for
+	// finding where a transfer spends its time (docs/transfer.md).
+	if path := os.Getenv("MODELREG_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	a := &app{io: stdio}
 	root := a.root()
 	root.SetArgs(args)

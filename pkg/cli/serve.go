@@ -60,6 +60,8 @@ ones finish, and exits.`,
 	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write (docs/policy.md); without it stage moves are recorded but not gated")
 	f.BoolVar(&opts.Reindex, "reindex", false, "rebuild the index from storage before serving (it is also rebuilt when missing, and repaired after a crash)")
 	f.BoolVar(&opts.Bare, "bare", false, "serve distribution without the modelreg extension (benchmarks only)")
+	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (loopback only; profiling)")
+	f.MarkHidden("pprof-addr")
 	f.MarkHidden("bare")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -54,6 +55,8 @@ type Options struct {
 	// Bare serves distribution alone, without the modelreg extension
 	// (no index, gate or model API): only for measuring the extension's cost.
 	Bare bool
+	// PprofAddr, when set, serves net/http/pprof there, for profiling.
+	PprofAddr string
 }
 
 // Server is a running registry.
@@ -210,6 +213,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "")
+	if s.opts.PprofAddr != "" {
+		if h, _, _ := net.SplitHostPort(s.opts.PprofAddr); h != "127.0.0.1" && h != "localhost" && h != "::1" {
+			return fmt.Errorf("--pprof-addr %s: profiling is served on loopback only", s.opts.PprofAddr)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go http.ListenAndServe(s.opts.PprofAddr, mux)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
 	select {
