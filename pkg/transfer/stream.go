@@ -92,11 +92,10 @@ func (s *Streamer) Upload(ctx context.Context, path string, t progress.Tracker) 
 		}
 	}
 	var sent int64
-	buf := make([]byte, 1<<20)
 	for st.Offset < info.Size() {
 		n := min(chunk, info.Size()-st.Offset)
 		body := io.TeeReader(progress.Reader(io.LimitReader(ctxReader{ctx, f}, n), t), h)
-		loc, err := s.patch(ctx, st.Location, st.Offset, n, body, buf)
+		loc, err := s.patch(ctx, st.Location, st.Offset, n, body)
 		if err != nil {
 			return "", sent, err
 		}
@@ -189,8 +188,8 @@ func (s *Streamer) start(ctx context.Context) (string, error) {
 	return resp.Header.Get("Location"), nil
 }
 
-func (s *Streamer) patch(ctx context.Context, loc string, offset, n int64, body io.Reader, buf []byte) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, s.abs(loc), bufferedBody{body, buf})
+func (s *Streamer) patch(ctx context.Context, loc string, offset, n int64, body io.Reader) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, s.abs(loc), io.NopCloser(body))
 	if err != nil {
 		return "", err
 	}
@@ -231,14 +230,6 @@ func (s *Streamer) finish(ctx context.Context, loc string, d digest.Digest) erro
 	}
 	return nil
 }
-
-// bufferedBody reads through a large buffer (fewer, larger writes).
-type bufferedBody struct {
-	r   io.Reader
-	buf []byte
-}
-
-func (b bufferedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // httpError turns a registry error answer into oras-go's error type, so the
 // retry and explanation logic treats both paths alike.
