@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
-	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -89,36 +87,20 @@ func Write(ctx context.Context, repo registry.Repository, subject ocispec.Descri
 // Of lists the evaluations attached to subject, oldest first. Records that
 // name another digest are returned with their Problem set.
 func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) ([]Record, error) {
-	var refs []ocispec.Descriptor
-	err := repo.Referrers(ctx, subject, mediatypes.ArtifactTypeEvaluation, func(page []ocispec.Descriptor) error {
-		refs = append(refs, page...)
-		return nil
-	})
-	if err != nil && !remote.IsNotFound(err) {
+	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypeEvaluation)
+	if err != nil {
 		return nil, err
 	}
 	out := []Record{}
-	for _, d := range refs {
-		if d.ArtifactType != mediatypes.ArtifactTypeEvaluation {
+	for _, ref := range refs {
+		if ref.Malformed {
 			continue
-		}
-		raw, err := content.FetchAll(ctx, repo.Manifests(), d)
-		if err != nil {
-			return nil, err
-		}
-		var m ocispec.Manifest
-		if err := json.Unmarshal(raw, &m); err != nil || len(m.Layers) != 1 || m.Layers[0].Size > 1<<20 {
-			continue
-		}
-		blob, err := content.FetchAll(ctx, repo.Blobs(), m.Layers[0])
-		if err != nil {
-			return nil, err
 		}
 		var r Record
-		if err := json.Unmarshal(blob, &r); err != nil {
+		if err := json.Unmarshal(ref.Blob, &r); err != nil {
 			r.Problem = "not valid JSON"
 		}
-		r.Record = d.Digest.String()
+		r.Record = ref.Descriptor.Digest.String()
 		if r.Problem == "" && r.Subject != subject.Digest.String() {
 			r.Problem = fmt.Sprintf("the record evaluates %s, not this version", orNone(r.Subject))
 		}

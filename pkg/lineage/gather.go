@@ -10,7 +10,6 @@ import (
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -35,34 +34,18 @@ type Source struct {
 // Signed false and its Problem, and its inputs are still shown.
 func Gather(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, trusted []key.Public) ([]Source, error) {
 	out := []Source{}
-	var refs []ocispec.Descriptor
-	err := repo.Referrers(ctx, subject, mediatypes.ArtifactTypeLineage, func(page []ocispec.Descriptor) error {
-		refs = append(refs, page...)
-		return nil
-	})
-	if err != nil && !remote.IsNotFound(err) {
+	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypeLineage)
+	if err != nil {
 		return nil, err
 	}
-	for _, d := range refs {
-		if d.ArtifactType != mediatypes.ArtifactTypeLineage {
-			continue
-		}
-		s := Source{Kind: "record", PredicateType: mediatypes.PredicateLineage, Where: d.Digest.String()}
-		raw, err := content.FetchAll(ctx, repo.Manifests(), d)
-		if err != nil {
-			return nil, err
-		}
-		var m ocispec.Manifest
-		if err := json.Unmarshal(raw, &m); err != nil || len(m.Layers) != 1 || m.Layers[0].Size > 1<<20 {
+	for _, ref := range refs {
+		s := Source{Kind: "record", PredicateType: mediatypes.PredicateLineage, Where: ref.Descriptor.Digest.String()}
+		if ref.Malformed {
 			s.Problem = "malformed lineage record"
 			out = append(out, s)
 			continue
 		}
-		blob, err := content.FetchAll(ctx, repo.Blobs(), m.Layers[0])
-		if err != nil {
-			return nil, err
-		}
-		st, err := Parse(blob, subject.Digest)
+		st, err := Parse(ref.Blob, subject.Digest)
 		if err != nil {
 			s.Problem = err.Error()
 		}

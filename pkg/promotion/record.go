@@ -18,7 +18,6 @@ import (
 	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -61,50 +60,27 @@ func Write(ctx context.Context, repo registry.Repository, subject ocispec.Descri
 
 // Of lists the promotion records of one version (any stage).
 func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) ([]Record, error) {
-	var refs []ocispec.Descriptor
-	err := repo.Referrers(ctx, subject, mediatypes.ArtifactTypePromotion, func(page []ocispec.Descriptor) error {
-		refs = append(refs, page...)
-		return nil
-	})
-	if err != nil && !remote.IsNotFound(err) {
+	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypePromotion)
+	if err != nil {
 		return nil, err
 	}
 	var out []Record
-	for _, d := range refs {
-		if d.ArtifactType != mediatypes.ArtifactTypePromotion {
-			continue // registries that ignore the filter
+	for _, ref := range refs {
+		d := ref.Descriptor
+		if ref.Malformed {
+			return nil, fmt.Errorf("promotion record %s is malformed", d.Digest)
 		}
-		r, err := read(ctx, repo, d)
-		if err != nil {
-			return nil, err
+		var r Record
+		if err := json.Unmarshal(ref.Blob, &r); err != nil {
+			return nil, fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
 		}
+		if ref.Manifest.Subject == nil || ref.Manifest.Subject.Digest.String() != r.Digest {
+			return nil, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
+		}
+		r.Record = d.Digest.String()
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-func read(ctx context.Context, repo registry.Repository, d ocispec.Descriptor) (Record, error) {
-	raw, err := content.FetchAll(ctx, repo.Manifests(), d)
-	if err != nil {
-		return Record{}, fmt.Errorf("promotion record %s: %w", d.Digest, err)
-	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil || len(m.Layers) != 1 || m.Layers[0].Size > 1<<20 {
-		return Record{}, fmt.Errorf("promotion record %s is malformed", d.Digest)
-	}
-	blob, err := content.FetchAll(ctx, repo.Blobs(), m.Layers[0])
-	if err != nil {
-		return Record{}, fmt.Errorf("promotion record %s: %w", d.Digest, err)
-	}
-	var r Record
-	if err := json.Unmarshal(blob, &r); err != nil {
-		return Record{}, fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
-	}
-	if m.Subject == nil || m.Subject.Digest.String() != r.Digest {
-		return Record{}, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
-	}
-	r.Record = d.Digest.String()
-	return r, nil
 }
 
 // History returns every record of stage in the repository, newest first.

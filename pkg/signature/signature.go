@@ -284,3 +284,48 @@ func fetchBlob(ctx context.Context, repo registry.Repository, d ocispec.Descript
 	}
 	return content.FetchAll(ctx, repo.Blobs(), d)
 }
+
+// Referrer is a referrer as PushReferrer writes it: one small layer.
+type Referrer struct {
+	Descriptor ocispec.Descriptor
+	Manifest   ocispec.Manifest
+	// Blob is the layer's content, nil when Malformed.
+	Blob []byte
+	// Malformed is true when the manifest is not JSON or has other than
+	// one layer of at most 1 MiB.
+	Malformed bool
+}
+
+// ReadReferrers lists the referrers of subject with artifactType (also on
+// registries that ignore the filter) and reads each one's layer, verified.
+func ReadReferrers(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, artifactType string) ([]Referrer, error) {
+	var refs []ocispec.Descriptor
+	err := repo.Referrers(ctx, subject, artifactType, func(page []ocispec.Descriptor) error {
+		refs = append(refs, page...)
+		return nil
+	})
+	if err != nil && !remote.IsNotFound(err) {
+		return nil, err
+	}
+	var out []Referrer
+	for _, d := range refs {
+		if d.ArtifactType != artifactType {
+			continue
+		}
+		r := Referrer{Descriptor: d}
+		raw, err := content.FetchAll(ctx, repo.Manifests(), d)
+		if err != nil {
+			return nil, fmt.Errorf("referrer %s: %w", d.Digest, err)
+		}
+		if json.Unmarshal(raw, &r.Manifest) != nil || len(r.Manifest.Layers) != 1 || r.Manifest.Layers[0].Size > 1<<20 {
+			r.Malformed = true
+			out = append(out, r)
+			continue
+		}
+		if r.Blob, err = content.FetchAll(ctx, repo.Blobs(), r.Manifest.Layers[0]); err != nil {
+			return nil, fmt.Errorf("referrer %s: %w", d.Digest, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
