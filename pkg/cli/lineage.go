@@ -41,6 +41,32 @@ func (f *lineageFlags) add(c *cobra.Command, withDatasets bool) {
 	c.Flags().StringVar(&f.run, "run", "", "the training run: a URL or an id")
 }
 
+// validate checks the flags that need no registry, so a typo fails before
+// any request is made.
+func (f *lineageFlags) validate() error {
+	for _, d := range f.datasets {
+		if _, err := lineage.ParseDataset(d); err != nil {
+			return usageError{err}
+		}
+	}
+	if f.code != "" {
+		if _, err := lineage.ParseCode(f.code); err != nil {
+			return usageError{err}
+		}
+	}
+	if f.baseModel != "" {
+		if _, err := remote.ParseReference(f.baseModel); err != nil {
+			return usageError{fmt.Errorf("--base-model: %w", err)}
+		}
+	}
+	if len(f.params) > 0 {
+		if _, err := model.ParseKeyValues("--param", f.params); err != nil {
+			return usageError{err}
+		}
+	}
+	return nil
+}
+
 func (f *lineageFlags) empty() bool {
 	return len(f.datasets) == 0 && f.baseModel == "" && f.code == "" && f.run == "" && len(f.params) == 0
 }
@@ -148,6 +174,9 @@ each adds to what is known.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if f.empty() {
 				return usageError{fmt.Errorf("nothing to record: give --dataset, --base-model, --code, --run or --param")}
+			}
+			if err := f.validate(); err != nil {
+				return err
 			}
 			ref, repo, v, err := a.version(c, args[0])
 			if err != nil {

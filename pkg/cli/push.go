@@ -70,6 +70,12 @@ names like staging or production are stages, moved only by promotion.`,
 					return usageError{fmt.Errorf("--created %q: expected an RFC 3339 time, e.g. 2026-03-03T14:00:00Z", created)}
 				}
 			}
+			if chunkMiB < 1 {
+				return usageError{fmt.Errorf("--chunk-size %d: give at least 1 (MiB)", chunkMiB)}
+			}
+			if err := lf.validate(); err != nil {
+				return err
+			}
 			rules, err := model.ParseRules(layerTypes)
 			if err != nil {
 				return usageError{err}
