@@ -93,16 +93,29 @@ const (
 // and encoding (EncodingRaw ...).
 func Layer(base, encoding string) string { return base + "." + encoding }
 
-// IsModelArtifactType reports whether an artifactType or config media type
-// marks a model that modelreg can read.
-func IsModelArtifactType(t string) bool {
-	switch t {
-	case ArtifactTypeModel, LegacyArtifactTypeModel, ModelConfig,
-		"application/vnd.cnai.model.config.v1+json", KitOpsConfig, DockerModelConfig:
-		return true
+// ModelFormat names the producer family of a model artifactType (or config
+// media type, for manifests without an artifactType): "modelpack",
+// "modelpack-legacy", "kitops" or "docker-model"; "" when t does not mark a
+// model. It is the one test of "is this a model" that the reader, the
+// server's gate, the index and the API share: anything a pull would read as
+// a model is gated as one.
+func ModelFormat(t string) string {
+	switch {
+	case t == ArtifactTypeModel || t == ModelConfig:
+		return "modelpack"
+	case strings.HasPrefix(t, LegacyPrefix):
+		return "modelpack-legacy"
+	case t == KitOpsConfig:
+		return "kitops"
+	case t == DockerModelConfig:
+		return "docker-model"
 	}
-	return false
+	return ""
 }
+
+// IsModelArtifactType reports whether an artifactType or config media type
+// marks a model that modelreg can read (ModelFormat is not "").
+func IsModelArtifactType(t string) bool { return ModelFormat(t) != "" }
 
 // SplitLayer splits a ModelPack layer media type (CNCF or legacy) into its
 // kind ("weight", "weight.config", "doc", "code", "dataset") and encoding.

@@ -151,38 +151,27 @@ var ErrNotModel = errors.New("not a model artifact")
 // CNAI ModelPack, KitOps ModelKits and Docker model artifacts. Every file
 // path is checked with CheckPath, so a caller can trust the result's paths.
 func Parse(desc ocispec.Descriptor, raw []byte) (*Version, error) {
+	c, err := ClassifyManifest(desc.MediaType, raw)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	switch c.Kind {
+	case KindIndex:
+		return nil, fmt.Errorf("%w: %s is an image index, not a model manifest", ErrNotModel, desc.Digest)
+	case KindOther:
+		return nil, fmt.Errorf("%w: %s has media type %q, not an OCI image manifest", ErrNotModel, desc.Digest, c.MediaType)
+	case KindImage:
+		return nil, fmt.Errorf("%w: %s has artifactType %q; a model has artifactType %s (push it with modelreg, or with `oras push --artifact-type %s`)",
+			ErrNotModel, desc.Digest, c.ArtifactType, mediatypes.ArtifactTypeModel, mediatypes.ArtifactTypeModel)
+	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s is not valid JSON: %w", desc.Digest, err)
 	}
-	mt := m.MediaType
-	if mt == "" {
-		mt = desc.MediaType
+	if desc.MediaType == "" {
+		desc.MediaType = c.MediaType
 	}
-	switch mt {
-	case ocispec.MediaTypeImageManifest, "application/vnd.docker.distribution.manifest.v2+json":
-	case ocispec.MediaTypeImageIndex, "application/vnd.docker.distribution.manifest.list.v2+json":
-		return nil, fmt.Errorf("%w: %s is an image index, not a model manifest", ErrNotModel, desc.Digest)
-	default:
-		return nil, fmt.Errorf("%w: %s has media type %q, not an OCI image manifest", ErrNotModel, desc.Digest, mt)
-	}
-	v := &Version{Descriptor: desc, ArtifactType: m.ArtifactType, Config: m.Config, Subject: m.Subject}
-	if v.ArtifactType == "" {
-		v.ArtifactType = m.Config.MediaType
-	}
-	switch {
-	case v.ArtifactType == mediatypes.ArtifactTypeModel || v.ArtifactType == mediatypes.ModelConfig:
-		v.Format = "modelpack"
-	case strings.HasPrefix(v.ArtifactType, mediatypes.LegacyPrefix):
-		v.Format = "modelpack-legacy"
-	case v.ArtifactType == mediatypes.KitOpsConfig:
-		v.Format = "kitops"
-	case v.ArtifactType == mediatypes.DockerModelConfig:
-		v.Format = "docker-model"
-	default:
-		return nil, fmt.Errorf("%w: %s has artifactType %q; a model has artifactType %s (push it with modelreg, or with `oras push --artifact-type %s`)",
-			ErrNotModel, desc.Digest, v.ArtifactType, mediatypes.ArtifactTypeModel, mediatypes.ArtifactTypeModel)
-	}
+	v := &Version{Descriptor: desc, ArtifactType: c.ArtifactType, Format: c.Format, Config: m.Config, Subject: m.Subject}
 	meta, err := ParseAnnotations(m.Annotations)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)

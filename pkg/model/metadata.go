@@ -7,6 +7,7 @@ package model
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,8 +78,8 @@ func ParseAnnotations(a map[string]string) (Metadata, error) {
 			m.Framework = v
 		case strings.HasPrefix(k, mediatypes.AnnotationMetricPrefix):
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return m, fmt.Errorf("annotation %s=%q: a metric must be a number", k, v)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				return m, fmt.Errorf("annotation %s=%q: a metric must be a finite number", k, v)
 			}
 			setKey(&m.Metrics, strings.TrimPrefix(k, mediatypes.AnnotationMetricPrefix), f)
 		case strings.HasPrefix(k, mediatypes.AnnotationParamPrefix):
@@ -138,8 +139,8 @@ func ParseMetrics(kvs []string) (map[string]float64, error) {
 	out := make(map[string]float64, len(raw))
 	for k, v := range raw {
 		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return nil, fmt.Errorf("--metric %s=%s: a metric must be a number, e.g. --metric accuracy=0.93", k, v)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("--metric %s=%s: a metric must be a finite number (not NaN or Inf), e.g. --metric accuracy=0.93", k, v)
 		}
 		out[k] = f
 	}
