@@ -2,59 +2,75 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-// resumeScenario kills a push of a 1 GiB file when half of it has been
-// acknowledged (a proxy holds the upload there) and pushes again: the second
-// run must send at most 60% of the file.
-func resumeScenario(c config, env []string, addr string) map[string]any {
+// resumeScenario kills a push of a 1 GiB file with SIGKILL once its own
+// `modelreg serve` holds a little more than half of it (so the kill lands in
+// the middle of a chunk, with part of it in flight) and pushes again: the
+// second run should send only what the registry lacks. Nothing stands
+// between client and registry; the registry's upload file is watched on
+// disk. The transfer suite's server (at its addr argument) is not used, so
+// the upload's data directory is known.
+func resumeScenario(c config, env []string, _ string) map[string]any {
 	const size = 1 << 30
+	const chunkMiB = 64
 	dir := filepath.Join(c.work, "resume")
 	writeRandom(filepath.Join(dir, "model.safetensors"), size, 4242)
 	defer os.RemoveAll(dir)
-	target, _ := url.Parse("http://" + addr)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	var sent atomic.Int64
-	var armed atomic.Bool
-	armed.Store(true)
-	release := make(chan struct{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPatch && armed.Load() && sent.Add(r.ContentLength) > size/2 {
-			<-release
-			http.Error(w, "stalled", http.StatusServiceUnavailable)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	ref := ln.Addr().String() + "/bench/resume:1.0.0"
-	cmd := exec.Command(c.modelreg, "push", ref, dir, "--chunk-size", "64")
+	data := filepath.Join(c.work, "data-resume")
+	defer os.RemoveAll(data)
+	addr, stop := serve(c.modelreg, data)
+	defer stop()
+	const repo = "bench/resume"
+	ref := addr + "/" + repo + ":1.0.0"
+	cmd := exec.Command(c.modelreg, "push", ref, dir, "--chunk-size", fmt.Sprint(chunkMiB))
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	check(cmd.Start())
-	for sent.Load() <= size/2 {
-		time.Sleep(10 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	for held(data, repo) < size/2+8<<20 {
+		select {
+		case <-done:
+			fail("resume: the push ended before it was half-way")
+		default:
+		}
+		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond)
-	cmd.Process.Kill()
-	cmd.Wait()
-	armed.Store(false)
-	close(release)
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+	// Let the request the kill cut short finish writing.
+	atKill := held(data, repo)
+	for stable := 0; stable < 10; {
+		time.Sleep(50 * time.Millisecond)
+		if n := held(data, repo); n != atKill {
+			atKill, stable = n, 0
+		} else {
+			stable++
+		}
+	}
 	var res struct{ Uploaded int64 }
-	s := runJSON(env, c.work, &res, c.modelreg, "push", ref, dir, "--chunk-size", "64", "--output", "json")
-	fmt.Printf("resume: killed at half of a 1 GiB upload; the second run sent %d bytes (%.0f%% of the file) in %.2f s\n", res.Uploaded, 100*float64(res.Uploaded)/size, s.Seconds)
-	return map[string]any{"fileBytes": size, "secondRunBytes": res.Uploaded, "fraction": float64(res.Uploaded) / size}
+	s := runJSON(env, c.work, &res, c.modelreg, "push", ref, dir, "--chunk-size", fmt.Sprint(chunkMiB), "--output", "json")
+	fmt.Printf("resume: push killed (SIGKILL) with %d of %d bytes at the registry (%.1f%%, mid-chunk: %v); the second run sent %d bytes (%.1f%% of the file) in %.2f s\n",
+		atKill, size, 100*float64(atKill)/size, atKill%(chunkMiB<<20) != 0, res.Uploaded, 100*float64(res.Uploaded)/size, s.Seconds)
+	return map[string]any{"fileBytes": size, "chunkBytes": chunkMiB << 20, "heldAtKill": atKill,
+		"secondRunBytes": res.Uploaded, "fraction": float64(res.Uploaded) / size, "seconds": s.Seconds}
+}
+
+// held is the size of the registry's upload in progress to repo, read from
+// distribution's storage under data.
+func held(data, repo string) int64 {
+	files, _ := filepath.Glob(filepath.Join(data, "docker", "registry", "v2", "repositories", repo, "_uploads", "*", "data"))
+	var n int64
+	for _, f := range files {
+		if info, err := os.Stat(f); err == nil {
+			n = max(n, info.Size())
+		}
+	}
+	return n
 }

@@ -104,8 +104,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	bridgeLogrus(opts.Logger)
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
+	// Kept with the data, so uploads in progress survive a restart.
+	secret, err := httpSecret(filepath.Join(data, "modelreg", "http-secret"), rand.Reader)
+	if err != nil {
 		return nil, err
 	}
 	cfg := &configuration.Configuration{

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -25,8 +26,10 @@ import (
 // distribution spec's chunked upload (POST, PATCH with Content-Range, PUT
 // with the digest computed on the way). After each acknowledged chunk it
 // saves where it is (upload URL, offset, hash state) under StateDir, so an
-// upload killed half-way resumes from the last acknowledged offset on the
-// next run instead of starting over.
+// upload killed half-way resumes on the next run instead of starting over.
+// It resumes from the offset the registry reports, not the saved one: a
+// client killed during a PATCH leaves the registry holding part of the chunk
+// in flight, past the last acknowledged offset.
 type Streamer struct {
 	// Client sends the requests (authenticating, e.g. oras-go's auth.Client).
 	Client interface {
@@ -44,15 +47,20 @@ type Streamer struct {
 type uploadState struct {
 	Location string `json:"location"`
 	Offset   int64  `json:"offset"`
-	Hash     []byte `json:"hash"` // sha256 state, encoding.BinaryMarshaler
+	Hash     []byte `json:"hash"` // sha256 state at Offset, encoding.BinaryMarshaler
 }
 
-// stateKey names one file's upload to one repository, invalidated when the
+// statePath names one file's upload to one repository, invalidated when the
 // file changes (size or modification time).
 func (s *Streamer) statePath(path string, info os.FileInfo) string {
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%d", s.Base, path, info.Size(), info.ModTime().UnixNano()))
 	return filepath.Join(s.StateDir, fmt.Sprintf("%x.json", sum[:12]))
 }
+
+// maxResyncs bounds how often one Upload re-reads the registry's offset
+// after a PATCH refused with 416 (the registry's offset moved, e.g. a
+// killed client's last PATCH was still being written when this one began).
+const maxResyncs = 3
 
 // Upload sends the file at path and returns its digest and the bytes sent
 // in this call (less than the size when an earlier upload resumed).
@@ -70,16 +78,18 @@ func (s *Streamer) Upload(ctx context.Context, path string, t progress.Tracker) 
 	if err != nil {
 		return "", 0, err
 	}
+	size := info.Size()
 	h := sha256.New()
 	var st uploadState
 	statePath := ""
 	if s.StateDir != "" {
 		abs, _ := filepath.Abs(path)
 		statePath = s.statePath(abs, info)
-		if s.resume(ctx, statePath, &st, h) {
-			if _, err := f.Seek(st.Offset, io.SeekStart); err != nil {
-				return "", 0, err
-			}
+		ok, err := s.resume(ctx, f, size, statePath, &st, h)
+		if err != nil {
+			return "", 0, err // the registry did not answer: keep the state for the next attempt
+		}
+		if ok {
 			t.Add(int(st.Offset))
 		} else {
 			st = uploadState{}
@@ -91,21 +101,50 @@ func (s *Streamer) Upload(ctx context.Context, path string, t progress.Tracker) 
 			return "", 0, err
 		}
 	}
+	if st.Hash, err = h.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
+		return "", 0, err
+	}
 	var sent int64
-	for st.Offset < info.Size() {
-		n := min(chunk, info.Size()-st.Offset)
-		body := io.TeeReader(progress.Reader(io.LimitReader(ctxReader{ctx, f}, n), t), h)
+	resyncs := 0
+	for st.Offset < size {
+		n := min(chunk, size-st.Offset)
+		body := io.TeeReader(progress.Reader(ctxReader{ctx, io.NewSectionReader(f, st.Offset, n)}, t), h)
 		loc, err := s.patch(ctx, st.Location, st.Offset, n, body)
 		if err != nil {
-			return "", sent, err
+			var e *errcode.ErrorResponse
+			if !errors.As(err, &e) || e.StatusCode != http.StatusRequestedRangeNotSatisfiable || resyncs >= maxResyncs {
+				return "", sent, err
+			}
+			// The registry is not where this client thought: ask it again.
+			resyncs++
+			if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
+				return "", sent, err
+			}
+			ok, err := s.sync(ctx, f, size, &st, h)
+			if err != nil {
+				return "", sent, err
+			}
+			if !ok { // start over
+				if statePath != "" {
+					os.Remove(statePath)
+				}
+				s.cancel(ctx, st.Location)
+				h.Reset()
+				st = uploadState{}
+				if st.Location, err = s.start(ctx); err != nil {
+					return "", sent, err
+				}
+				st.Hash, _ = h.(encoding.BinaryMarshaler).MarshalBinary()
+			}
+			continue
 		}
 		st.Location, st.Offset = loc, st.Offset+n
 		sent += n
+		if st.Hash, err = h.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
+			return "", sent, err
+		}
 		if statePath != "" {
-			if hs, err := h.(encoding.BinaryMarshaler).MarshalBinary(); err == nil {
-				st.Hash = hs
-				saveState(statePath, st)
-			}
+			saveState(statePath, st)
 		}
 	}
 	d := digest.NewDigest(digest.SHA256, h)
@@ -118,38 +157,114 @@ func (s *Streamer) Upload(ctx context.Context, path string, t progress.Tracker) 
 	return d, sent, nil
 }
 
-// resume loads saved state and checks with the registry that the upload
-// is still there at the saved offset.
-func (s *Streamer) resume(ctx context.Context, statePath string, st *uploadState, h hash.Hash) bool {
+// resume loads the saved state and brings it to the offset the registry
+// reports for the upload (see sync). It returns false, having removed the
+// state and cancelled the registry's upload, when the upload cannot be
+// continued and must start over; it returns an error only when the registry
+// could not be asked, so the state is kept for a later attempt.
+func (s *Streamer) resume(ctx context.Context, f io.ReaderAt, size int64, statePath string, st *uploadState, h hash.Hash) (bool, error) {
 	b, err := os.ReadFile(statePath)
-	if err != nil || json.Unmarshal(b, st) != nil || st.Location == "" {
-		return false
+	if err != nil {
+		return false, nil
 	}
-	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
-		return false
+	if json.Unmarshal(b, st) != nil || st.Location == "" || st.Offset < 0 || st.Offset > size {
+		os.Remove(statePath)
+		return false, nil
 	}
+	if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash) != nil {
+		// The hash state is unusable, the upload may not be: hash from the start.
+		st.Offset = 0
+		h.Reset()
+	}
+	ok, err := s.sync(ctx, f, size, st, h)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		os.Remove(statePath)
+		s.cancel(ctx, st.Location)
+	}
+	return ok, nil
+}
+
+// sync asks the registry where the upload at st.Location stands (GET:
+// 204 with Range: 0-<last byte received>) and moves st and h, which hold
+// the hash of the file's first st.Offset bytes, to the registry's offset
+// by reading the bytes in between from f (hashed, not sent). The registry
+// may be ahead of st.Offset: a PATCH cut off by a kill leaves the bytes it
+// delivered. It returns false when the upload cannot continue (unknown to
+// the registry, behind st.Offset, past the file's end, or an answer it
+// cannot read) and an error when the registry could not be asked.
+func (s *Streamer) sync(ctx context.Context, f io.ReaderAt, size int64, st *uploadState, h hash.Hash) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.abs(st.Location), nil)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	resp, err := s.Client.Do(req)
 	if err != nil {
-		return false
+		return false, err
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		return false
+	switch {
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+		return false, httpError(resp)
+	case resp.StatusCode != http.StatusNoContent:
+		return false, nil // 404: the upload is gone (finished, cancelled or purged)
 	}
-	// Range: 0-<last byte received>
-	_, end, ok := strings.Cut(resp.Header.Get("Range"), "-")
-	last, err := strconv.ParseInt(end, 10, 64)
-	if !ok || err != nil || last+1 != st.Offset {
-		return false
+	server, ok := uploadedBytes(resp.Header.Get("Range"))
+	if !ok || server < st.Offset || server > size {
+		return false, nil
+	}
+	if server > st.Offset {
+		n, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(f, st.Offset, server-st.Offset)})
+		if err != nil {
+			return false, err
+		}
+		if n != server-st.Offset {
+			return false, nil
+		}
+		st.Offset = server
+		if st.Hash, err = h.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
+			return false, err
+		}
 	}
 	if loc := resp.Header.Get("Location"); loc != "" {
+		// distribution's Location carries a signed token with the offset;
+		// the next PATCH must use the one issued for this offset.
 		st.Location = loc
 	}
-	return true
+	return true, nil
+}
+
+// uploadedBytes reads the bytes an upload holds from its status's Range
+// header, "0-<last byte>". "0-0" is what distribution answers both for an
+// empty upload and for one byte; it reads as 0, which at worst sends one
+// byte again.
+func uploadedBytes(r string) (int64, bool) {
+	first, last, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(r), "bytes="), "-")
+	if !ok || first != "0" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(last, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	if n == 0 {
+		return 0, true
+	}
+	return n + 1, true
+}
+
+// cancel deletes an upload that will not be continued, so the registry
+// does not keep its bytes until it purges them; failures are ignored.
+func (s *Streamer) cancel(ctx context.Context, loc string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.abs(loc), nil)
+	if err != nil {
+		return
+	}
+	if resp, err := s.Client.Do(req); err == nil {
+		resp.Body.Close()
+	}
 }
 
 func saveState(path string, st uploadState) {
