@@ -18,6 +18,11 @@ COSIGN3_VERSION := v3.1.3
 COSIGN3_DIR     := $(TOOLS_DIR)/cosign-$(COSIGN3_VERSION)
 COSIGN3         := $(COSIGN3_DIR)/cosign
 
+# crane (go-containerregistry): another client the gate must hold against.
+CRANE_VERSION := v0.22.1
+CRANE_DIR     := $(TOOLS_DIR)/crane-$(CRANE_VERSION)
+CRANE         := $(CRANE_DIR)/crane
+
 # Plain distribution, the registry users run today: no Referrers API.
 DISTRIBUTION_VERSION := v3.1.2
 REGISTRY_DIR         := $(TOOLS_DIR)/distribution-$(DISTRIBUTION_VERSION)
@@ -28,7 +33,7 @@ CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_DIR     := $(TOOLS_DIR)/conformance-$(CONFORMANCE_VERSION)
 CONFORMANCE         := $(CONFORMANCE_DIR)/conformance
 
-TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_DISTRIBUTION=$(REGISTRY) MODELREG_CONFORMANCE=$(CONFORMANCE)
+TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_CRANE=$(CRANE) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_DISTRIBUTION=$(REGISTRY) MODELREG_CONFORMANCE=$(CONFORMANCE)
 
 # go-install DIR PACKAGE@VERSION BINARY: installs into DIR.tmp first, so an
 # interrupted install never leaves a broken binary in the cache.
@@ -58,10 +63,13 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-tools: $(ORAS) $(COSIGN2) $(COSIGN3) $(REGISTRY) $(CONFORMANCE)
+tools: $(ORAS) $(CRANE) $(COSIGN2) $(COSIGN3) $(REGISTRY) $(CONFORMANCE)
 
 $(ORAS):
 	$(call go-install,$(ORAS_DIR),oras.land/oras/cmd/oras@$(ORAS_VERSION),oras)
+
+$(CRANE):
+	$(call go-install,$(CRANE_DIR),github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION),crane)
 
 # cosign takes minutes to build cold; the cache keeps it per version.
 $(COSIGN2):

@@ -92,7 +92,7 @@ func indexSuite(c config) map[string]any {
 		}
 		tags["production"] = manifests[perModel-2].Digest
 		tags["staging"] = manifests[perModel-1].Digest
-		check(idx.ReplaceRepo(ctx, repo, manifests, tags, nil))
+		check(idx.ReplaceRepo(ctx, repo, index.Content{Manifests: manifests, Tags: tags}))
 	}
 	check(idx.Close())
 	fmt.Printf("indexed %d versions in %d models in %s\n", models*perModel, models, time.Since(start).Round(time.Second))

@@ -180,6 +180,9 @@ const (
 	// ArtifactTypePromotion marks a promotion record; its one layer (of the
 	// same media type) is the record as JSON.
 	ArtifactTypePromotion = "application/vnd.modelreg.promotion.v1+json"
+	// ArtifactTypeTombstone marks the record of a deleted version; its one
+	// layer (a DSSE envelope signed by the server) embeds the deleted manifest.
+	ArtifactTypeTombstone = "application/vnd.modelreg.tombstone.v1+json"
 	// AnnotationPromotionStage names the stage on a promotion record's
 	// manifest, so history readers can filter without fetching the blob.
 	AnnotationPromotionStage = "io.modelreg.promotion.stage"

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"maps"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
@@ -210,16 +212,29 @@ func repoOnly(ref registry.Reference) error {
 }
 
 func (a *app) historyCmd() *cobra.Command {
-	var stage, at string
+	var stage, at, serverKey string
+	var verify bool
 	c := &cobra.Command{
-		Use:   "history REPO --stage STAGE [--at TIME]",
-		Short: "Show a stage's promotions and rollbacks, newest first",
+		Use:   "history REPO --stage STAGE [--at TIME] [--verify]",
+		Short: "Show a stage's promotions and rollbacks, newest first; verify its hash chain",
 		Long: `List the promotion records of STAGE, newest first: time, version, digest,
 actor, reason, and whether the move was a rollback. With --at, print only
 what the stage held at that instant (RFC 3339, e.g. 2026-03-03T14:00:00Z)
-and who put it there.`,
+and who put it there.
+
+On modelreg serve the history is the server's: only records signed by the
+registry's key count (records a client pushed are kept but never shown as
+history). --verify checks that history against storage, not the server's
+index: every record fetched by digest, its signature checked, each naming
+the one before it, numbered without gaps, and the stage tag holding what
+the newest record says. It exits 1 naming the first break. The key comes
+from the registry's status endpoint unless --server-key pins it (a file
+saved from ` + "`curl REGISTRY/v2/_modelreg/v1/status`" + `), which is what an
+auditor should do. On other registries records are written by clients and
+cannot be verified this way.`,
 		Example: `  modelreg history localhost:5000/team/fraud --stage production
-  modelreg history localhost:5000/team/fraud --stage production --at 2026-03-03T14:00:00Z --output json`,
+  modelreg history localhost:5000/team/fraud --stage production --at 2026-03-03T14:00:00Z --output json
+  modelreg history localhost:5000/team/fraud --stage production --verify --server-key registry.pub`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			jsonOut, err := a.outputJSON()
@@ -247,12 +262,48 @@ and who put it there.`,
 			if err := repoOnly(ref); err != nil {
 				return err
 			}
-			records, err := promotion.History(c.Context(), repo, ref, stage)
+			var records []promotion.Record
+			api, apiErr := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry)
+			switch {
+			case apiErr == nil:
+				records, err = api.History(c.Context(), ref.Repository, stage)
+			case verify:
+				return fmt.Errorf("--verify needs modelreg serve, which signs its records; %s is another registry, whose records clients write", ref.Registry)
+			default:
+				records, err = promotion.History(c.Context(), repo, ref, stage)
+			}
 			if err != nil {
 				return err
 			}
+			if verify {
+				var pub ed25519.PublicKey
+				if serverKey != "" {
+					b, err := os.ReadFile(serverKey)
+					if err != nil {
+						return usageError{fmt.Errorf("--server-key: %w", err)}
+					}
+					if pub, err = promotion.ParsePublicPEM(b); err != nil {
+						return usageError{fmt.Errorf("--server-key %s: %w", serverKey, err)}
+					}
+				} else if pub, err = api.ServerKey(c.Context()); err != nil {
+					return fmt.Errorf("reading the registry's key: %w", err)
+				}
+				rep, err := promotion.VerifyChain(c.Context(), repo, stage, records, pub)
+				if err != nil {
+					return err
+				}
+				if jsonOut {
+					return a.json(rep)
+				}
+				fmt.Fprintf(a.io.Out, "stage %s: %d chained records verified (%d older records adopted by an anchor), signed by %s; the stage holds %s\n",
+					stage, rep.Records, rep.Adopted, rep.KeyID, orDash(rep.Holds))
+				return nil
+			}
 			if at != "" {
 				r := promotion.At(records, when)
+				if r != nil && r.Digest == "" {
+					r = nil // the stage had been emptied
+				}
 				if jsonOut {
 					return a.json(map[string]any{"stage": stage, "at": when, "record": r})
 				}
@@ -282,8 +333,11 @@ and who put it there.`,
 			fmt.Fprintln(w, "TIME\tVERSION\tDIGEST\tPREVIOUS\tACTOR\tROLLBACK\tREASON")
 			for _, r := range records {
 				rb := ""
-				if r.Rollback {
+				switch {
+				case r.Rollback:
 					rb = "rollback"
+				case r.Kind == promotion.KindRemoval, r.Kind == promotion.KindAnchor:
+					rb = r.Kind
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), orDash(strings.Join(r.Version, ",")), shortDigest(r.Digest),
 					shortOrNone(r.Previous), r.Actor, orDash(rb), r.Reason)
@@ -293,6 +347,8 @@ and who put it there.`,
 	}
 	c.Flags().StringVar(&stage, "stage", "", "the stage (required)")
 	c.Flags().StringVar(&at, "at", "", "only what the stage held at this time (RFC 3339)")
+	c.Flags().BoolVar(&verify, "verify", false, "verify the stage's signed hash chain against storage (modelreg serve); exit 1 on any gap or edit")
+	c.Flags().StringVar(&serverKey, "server-key", "", "with --verify, the registry's public key (PEM) to trust, instead of the one it publishes")
 	a.addOutputFlag(c)
 	return c
 }

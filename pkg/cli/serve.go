@@ -3,8 +3,10 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/server"
 	"github.com/spf13/cobra"
 )
@@ -18,7 +20,11 @@ func (a *app) serveCmd() *cobra.Command {
 		Long: `Run an OCI distribution registry (distribution v3, embedded in this process)
 storing everything under --data on the local filesystem. Any OCI client
 (modelreg, oras, crane, cosign, docker) can push to and pull from it. Deletes
-are enabled. With --htpasswd every request needs basic auth (bcrypt entries,
+are enabled. The trust policy (--policy, else <data>/modelreg/policy.yaml
+when it exists) is enforced on every write of a stage tag, whatever the
+client; it is re-read when the file changes and on SIGHUP, and an invalid
+new version keeps the old one in force (reported in the log and on
+/v2/_modelreg/v1/status). With --htpasswd every request needs basic auth (bcrypt entries,
 as written by ` + "`htpasswd -B`" + `). Logs are structured (text or JSON) on
 standard error; SIGINT or SIGTERM stops accepting requests, lets running
 ones finish, and exits.`,
@@ -26,7 +32,6 @@ ones finish, and exits.`,
   modelreg serve --addr 127.0.0.1:5000 --data /var/lib/modelreg --htpasswd ./htpasswd --log-format json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			var err error
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("--log-level %q: expected debug, info, warn or error", logLevel)}
@@ -40,15 +45,23 @@ ones finish, and exits.`,
 			default:
 				return usageError{fmt.Errorf("--log-format %q: expected text or json", logFormat)}
 			}
-			if policyPath != "" {
-				if opts.Policy, err = policy.Load(policyPath); err != nil {
-					return err
-				}
-			}
+			opts.PolicyFile = policyPath
 			s, err := server.New(c.Context(), opts)
 			if err != nil {
 				return err
 			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					if err := s.ReloadPolicy(); err != nil {
+						opts.Logger.Error("SIGHUP: the policy was not reloaded; the one in force stays", "err", err)
+					} else {
+						opts.Logger.Info("SIGHUP: policy reloaded", "stages", s.ProtectedStages())
+					}
+				}
+			}()
 			return s.Serve(c.Context())
 		},
 	}
@@ -57,7 +70,8 @@ ones finish, and exits.`,
 	f.StringVar(&opts.DataDir, "data", "./data", "directory holding the registry's storage")
 	f.StringVar(&opts.Htpasswd, "htpasswd", "", "htpasswd file (bcrypt); when set, every request needs basic auth")
 	f.BoolVar(&opts.AnonymousRead, "anonymous-read", false, "with --htpasswd, let requests without credentials pull (GET, HEAD)")
-	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write (docs/policy.md); without it stage moves are recorded but not gated")
+	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write, re-read on change and SIGHUP (docs/policy.md); default <data>/modelreg/policy.yaml when it exists; without one stage moves are recorded but not gated")
+	f.BoolVar(&opts.RecordClientAddress, "record-client-address", false, "name anonymous actors in records with the client's address (anonymous@ADDR); off: records are readable by every client")
 	f.BoolVar(&opts.Reindex, "reindex", false, "rebuild the index from storage before serving (it is also rebuilt when missing, and repaired after a crash)")
 	f.BoolVar(&opts.Bare, "bare", false, "serve distribution without the modelreg extension (benchmarks only)")
 	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (loopback only; profiling)")

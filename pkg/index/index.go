@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/tag"
@@ -71,16 +70,54 @@ CREATE TABLE IF NOT EXISTS version_props (
 );
 CREATE INDEX IF NOT EXISTS version_props_key ON version_props (kind, key, value, repo, digest);
 -- Promotion records, as their JSON and the fields queries need.
+-- trusted is 1 for records signed by the server's key (the stage's hash
+-- chain); records a client wrote are kept with trusted = 0 and never count.
 CREATE TABLE IF NOT EXISTS promotions (
-	repo     TEXT NOT NULL,
-	record   TEXT NOT NULL,
-	stage    TEXT NOT NULL,
-	digest   TEXT NOT NULL,
-	time     TEXT NOT NULL,
-	body     TEXT NOT NULL,
+	repo        TEXT NOT NULL,
+	record      TEXT NOT NULL,
+	stage       TEXT NOT NULL,
+	digest      TEXT NOT NULL,
+	time        TEXT NOT NULL,
+	body        TEXT NOT NULL,
+	trusted     INTEGER NOT NULL DEFAULT 0,
+	seq         INTEGER NOT NULL DEFAULT 0,
+	prev_record TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (repo, record)
 );
 CREATE INDEX IF NOT EXISTS promotions_stage ON promotions (repo, stage, time);
+CREATE INDEX IF NOT EXISTS promotions_chain ON promotions (repo, stage, trusted, seq);
+-- Version tags retired by a deletion (a tombstone record): never reused.
+CREATE TABLE IF NOT EXISTS retired (
+	repo      TEXT NOT NULL,
+	tag       TEXT NOT NULL,
+	digest    TEXT NOT NULL,
+	tombstone TEXT NOT NULL,
+	PRIMARY KEY (repo, tag)
+);
+-- A stage move in flight (the commit point is its record): written before
+-- the record, removed once the tag and the index reflect it. Recovery rolls
+-- a move forward when its record reached storage, and drops it otherwise.
+CREATE TABLE IF NOT EXISTS moves (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	repo       TEXT NOT NULL,
+	stage      TEXT NOT NULL,
+	target     TEXT NOT NULL DEFAULT '',
+	media_type TEXT NOT NULL DEFAULT '',
+	size       INTEGER NOT NULL DEFAULT 0,
+	record     TEXT NOT NULL,
+	started    TEXT NOT NULL
+);
+-- Manifests the index could not take, kept to be retried and reported.
+CREATE TABLE IF NOT EXISTS failures (
+	repo   TEXT NOT NULL,
+	digest TEXT NOT NULL,
+	error  TEXT NOT NULL,
+	PRIMARY KEY (repo, digest)
+);
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
 -- Lineage edges: version (repo, digest) was made from an input, per record.
 CREATE TABLE IF NOT EXISTS lineage (
 	repo         TEXT NOT NULL,
@@ -103,12 +140,23 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 `
 
+// schemaVersion changes whenever the schema does. The index holds only
+// what storage can give again, so an index of another version is dropped
+// and rebuilt rather than migrated.
+const schemaVersion = "3"
+
+var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta"}
+
 // Index is an open index database.
 type Index struct {
 	db *sql.DB
+	// stale is true when Open found no index, an index of another schema,
+	// or a rebuild that never finished: it must be rebuilt before use.
+	stale bool
 }
 
-// Open opens (creating if needed) the index at path.
+// Open opens (creating if needed) the index at path. Stale reports whether
+// it must be rebuilt from storage before it is trusted.
 func Open(path string) (*Index, error) {
 	dsn := "file:" + filepath.ToSlash(path) + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
@@ -117,11 +165,60 @@ func Open(path string) (*Index, error) {
 	}
 	// One writer at a time is SQLite's model; readers share the WAL.
 	db.SetMaxOpenConns(8)
-	if _, err := db.Exec(schema); err != nil {
+	x := &Index{db: db}
+	if err := x.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
-	return &Index{db: db}, nil
+	return x, nil
+}
+
+func (x *Index) init() error {
+	var version string
+	err := x.db.QueryRow(`SELECT value FROM meta WHERE key = 'schema'`).Scan(&version)
+	if err != nil || version != schemaVersion {
+		// New, or of another version: start over (storage is the truth).
+		for _, t := range tables {
+			if _, err := x.db.Exec(`DROP TABLE IF EXISTS ` + t); err != nil {
+				return err
+			}
+		}
+		x.stale = true
+	}
+	if _, err := x.db.Exec(schema); err != nil {
+		return err
+	}
+	if x.stale {
+		if _, err := x.db.Exec(`INSERT INTO meta (key, value) VALUES ('schema', ?), ('rebuild', 'needed')`, schemaVersion); err != nil {
+			return err
+		}
+	}
+	var rebuild string
+	if x.db.QueryRow(`SELECT value FROM meta WHERE key = 'rebuild'`).Scan(&rebuild) == nil {
+		x.stale = true // a rebuild was needed or began and never finished
+	}
+	return nil
+}
+
+// Stale reports whether the index must be rebuilt from storage: it is new,
+// of another schema, or a rebuild was interrupted.
+func (x *Index) Stale() bool { return x.stale }
+
+// BeginRebuild marks a full rebuild in progress, so that a crash during
+// it leaves an index that the next start rebuilds again instead of
+// trusting half of it.
+func (x *Index) BeginRebuild(ctx context.Context) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('rebuild', 'running') ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
+	return err
+}
+
+// EndRebuild marks a full rebuild complete.
+func (x *Index) EndRebuild(ctx context.Context) error {
+	_, err := x.db.ExecContext(ctx, `DELETE FROM meta WHERE key = 'rebuild'`)
+	if err == nil {
+		x.stale = false
+	}
+	return err
 }
 
 // Close closes the database.
@@ -136,33 +233,25 @@ type Manifest struct {
 	Size         int64
 	Subject      digest.Digest
 	Annotations  map[string]string
+	// Kind is the manifest's classification (model.ClassifyManifest).
+	Kind model.Kind
 	// Raw is the manifest's bytes, read for model metadata; not stored.
 	Raw []byte
 }
 
-// Describe reads what the index keeps from a manifest's bytes. The
-// artifactType of an image manifest without one is its config media type,
-// as the Referrers API specifies.
+// Describe reads what the index keeps from a manifest's bytes, classified
+// by model.ClassifyManifest, the one classification the gate and the
+// reader share. The artifactType of an image manifest without one is its
+// config media type, as the Referrers API specifies.
 func Describe(repo string, mediaType string, raw []byte) (Manifest, error) {
-	var m struct {
-		MediaType    string              `json:"mediaType"`
-		ArtifactType string              `json:"artifactType"`
-		Config       *ocispec.Descriptor `json:"config"`
-		Subject      *ocispec.Descriptor `json:"subject"`
-		Annotations  map[string]string   `json:"annotations"`
+	c, err := model.ClassifyManifest(mediaType, raw)
+	if err != nil {
+		return Manifest{}, err
 	}
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return Manifest{}, fmt.Errorf("manifest is not JSON: %w", err)
-	}
-	if m.MediaType != "" {
-		mediaType = m.MediaType
-	}
-	out := Manifest{Repo: repo, Digest: digest.FromBytes(raw), MediaType: mediaType, ArtifactType: m.ArtifactType, Size: int64(len(raw)), Annotations: m.Annotations, Raw: raw}
-	if out.ArtifactType == "" && m.Config != nil && mediaType == ocispec.MediaTypeImageManifest {
-		out.ArtifactType = m.Config.MediaType
-	}
-	if m.Subject != nil {
-		out.Subject = m.Subject.Digest
+	out := Manifest{Repo: repo, Digest: digest.FromBytes(raw), MediaType: c.MediaType, ArtifactType: c.ArtifactType,
+		Size: int64(len(raw)), Annotations: c.Annotations, Kind: c.Kind, Raw: raw}
+	if c.Subject != nil {
+		out.Subject = c.Subject.Digest
 	}
 	return out, nil
 }
@@ -204,12 +293,14 @@ func putManifest(ctx context.Context, tx *sql.Tx, m Manifest, pushed string) err
 	if err != nil {
 		return err
 	}
-	if !mediatypes.IsModelArtifactType(m.ArtifactType) || m.Raw == nil {
+	if m.Kind != model.KindModel || m.Raw == nil {
 		return nil
 	}
 	v, err := model.Parse(ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}, m.Raw)
 	if err != nil {
-		return nil // not readable as a model: indexed as a plain manifest
+		// A model the server cannot read is refused at the door; one in
+		// storage from before is indexed as a plain manifest and reported.
+		return fmt.Errorf("%w: %v", ErrUnreadableModel, err)
 	}
 	return putVersion(ctx, tx, m.Repo, v)
 }
@@ -247,50 +338,252 @@ func putVersion(ctx context.Context, tx *sql.Tx, repo string, v *model.Version) 
 	return nil
 }
 
-// PutRecord indexes a modelreg record (a promotion or lineage referrer
-// manifest m) from its layer's bytes.
-func (x *Index) PutRecord(ctx context.Context, m Manifest, body []byte) error {
-	return putRecord(ctx, x.db, m, body)
+// ErrUnreadableModel means a manifest classified as a model could not be
+// read as one (its metadata or files are invalid).
+var ErrUnreadableModel = errors.New("a model manifest that cannot be read")
+
+// Promotion is a promotion record as the index keeps it: decoded, and
+// checked against the server's key by the caller.
+type Promotion struct {
+	Stage  string
+	Digest string
+	Time   time.Time
+	// Trusted is true for records signed by the server's key: only those
+	// make up a stage's history.
+	Trusted    bool
+	Seq        int64
+	PrevRecord string
+	// Adopts lists, on a genesis anchor, the records written before the
+	// chain existed that the anchor vouches for: they join the history.
+	Adopts []string
+	// Body is the record as JSON, served as is by the model API.
+	Body []byte
+}
+
+// Retirement is a version tag a deletion retired for good.
+type Retirement struct {
+	Tag, Digest, Tombstone string
+}
+
+// PutPromotion indexes a promotion record (manifest m).
+func (x *Index) PutPromotion(ctx context.Context, m Manifest, p Promotion) error {
+	return putPromotion(ctx, x.db, m, p)
+}
+
+// PutLineage indexes a lineage record (manifest m) from its layer's bytes.
+func (x *Index) PutLineage(ctx context.Context, m Manifest, body []byte) error {
+	return putLineage(ctx, x.db, m, body)
+}
+
+// Retire records version tags retired by a tombstone.
+func (x *Index) Retire(ctx context.Context, repo string, rs []Retirement) error {
+	return retire(ctx, x.db, repo, rs)
+}
+
+func retire(ctx context.Context, db execer, repo string, rs []Retirement) error {
+	for _, r := range rs {
+		if _, err := db.ExecContext(ctx, `INSERT INTO retired (repo, tag, digest, tombstone) VALUES (?, ?, ?, ?) ON CONFLICT (repo, tag) DO NOTHING`,
+			repo, r.Tag, r.Digest, r.Tombstone); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Retired returns the tombstone that retired a version tag, or "".
+func (x *Index) Retired(ctx context.Context, repo, tag string) (string, error) {
+	var t string
+	err := x.db.QueryRowContext(ctx, `SELECT tombstone FROM retired WHERE repo = ? AND tag = ?`, repo, tag).Scan(&t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return t, err
 }
 
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func putRecord(ctx context.Context, db execer, m Manifest, body []byte) error {
-	switch m.ArtifactType {
-	case mediatypes.ArtifactTypePromotion:
-		var r struct {
-			Stage  string    `json:"stage"`
-			Digest string    `json:"digest"`
-			Time   time.Time `json:"time"`
-		}
-		if err := json.Unmarshal(body, &r); err != nil {
-			return fmt.Errorf("promotion record %s: %w", m.Digest, err)
-		}
-		_, err := db.ExecContext(ctx, `INSERT INTO promotions (repo, record, stage, digest, time, body) VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (repo, record) DO NOTHING`, m.Repo, m.Digest.String(), r.Stage, r.Digest, r.Time.UTC().Format(time.RFC3339Nano), string(body))
+func putPromotion(ctx context.Context, db execer, m Manifest, p Promotion) error {
+	trusted := 0
+	if p.Trusted {
+		trusted = 1
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO promotions (repo, record, stage, digest, time, body, trusted, seq, prev_record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (repo, record) DO NOTHING`, m.Repo, m.Digest.String(), p.Stage, p.Digest, p.Time.UTC().Format(time.RFC3339Nano), string(p.Body), trusted, p.Seq, p.PrevRecord)
+	if err != nil || !p.Trusted {
 		return err
-	case mediatypes.ArtifactTypeLineage:
-		st, err := lineage.Parse(body, m.Subject)
-		if err != nil {
-			return fmt.Errorf("lineage record %s: %w", m.Digest, err)
-		}
-		if _, err := db.ExecContext(ctx, `DELETE FROM lineage WHERE repo = ? AND record = ?`, m.Repo, m.Digest.String()); err != nil {
+	}
+	return adopt(ctx, db, m.Repo, p)
+}
+
+// adopt marks the pre-chain records a trusted anchor vouches for as part of
+// the stage's history.
+func adopt(ctx context.Context, db execer, repo string, p Promotion) error {
+	for _, r := range p.Adopts {
+		if _, err := db.ExecContext(ctx, `UPDATE promotions SET trusted = 1 WHERE repo = ? AND record = ? AND stage = ? AND seq = 0`, repo, r, p.Stage); err != nil {
 			return err
-		}
-		for _, in := range st.Predicate.Inputs {
-			d := ""
-			if hex := in.Digest["sha256"]; hex != "" {
-				d = "sha256:" + hex
-			}
-			if _, err := db.ExecContext(ctx, `INSERT INTO lineage (repo, digest, record, kind, uri, input_digest, revision) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				m.Repo, m.Subject.String(), m.Digest.String(), in.Kind, in.URI, d, in.Revision); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
+}
+
+func putLineage(ctx context.Context, db execer, m Manifest, body []byte) error {
+	st, err := lineage.Parse(body, m.Subject)
+	if err != nil {
+		return fmt.Errorf("lineage record %s: %w", m.Digest, err)
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM lineage WHERE repo = ? AND record = ?`, m.Repo, m.Digest.String()); err != nil {
+		return err
+	}
+	for _, in := range st.Predicate.Inputs {
+		d := ""
+		if hex := in.Digest["sha256"]; hex != "" {
+			d = "sha256:" + hex
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO lineage (repo, digest, record, kind, uri, input_digest, revision) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			m.Repo, m.Subject.String(), m.Digest.String(), in.Kind, in.URI, d, in.Revision); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ChainHead is the newest trusted record of a stage: its sequence number
+// and record digest (0 and "" for a stage with no history).
+func (x *Index) ChainHead(ctx context.Context, repo, stage string) (seq int64, record string, err error) {
+	err = x.db.QueryRowContext(ctx, `SELECT seq, record FROM promotions WHERE repo = ? AND stage = ? AND trusted = 1 ORDER BY seq DESC LIMIT 1`, repo, stage).Scan(&seq, &record)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", nil
+	}
+	return seq, record, err
+}
+
+// EverIn lists the stages whose trusted history ever pointed at a digest.
+func (x *Index) EverIn(ctx context.Context, repo string, d digest.Digest) ([]string, error) {
+	return x.strings(ctx, `SELECT DISTINCT stage FROM promotions WHERE repo = ? AND digest = ? AND trusted = 1 ORDER BY stage`, repo, d.String())
+}
+
+// Untrusted lists the digests of promotion records of a repository that
+// are not signed by the server (written by clients, or before the chain).
+func (x *Index) Untrusted(ctx context.Context, repo string) ([]string, error) {
+	return x.strings(ctx, `SELECT record FROM promotions WHERE repo = ? AND trusted = 0 ORDER BY time, record`, repo)
+}
+
+// Legacy lists, per "repo\x00stage", the untrusted promotion records of
+// stages that have no trusted record, oldest first: the histories written
+// before records were chained (or by clients).
+func (x *Index) Legacy(ctx context.Context) (map[string][]string, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT p.repo, p.stage, p.record FROM promotions p WHERE p.trusted = 0
+		AND NOT EXISTS (SELECT 1 FROM promotions q WHERE q.repo = p.repo AND q.stage = p.stage AND q.trusted = 1)
+		ORDER BY p.repo, p.stage, p.time, p.record`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var repo, stage, record string
+		if err := rows.Scan(&repo, &stage, &record); err != nil {
+			return nil, err
+		}
+		out[repo+"\x00"+stage] = append(out[repo+"\x00"+stage], record)
+	}
+	return out, rows.Err()
+}
+
+// Move is a stage move in flight (see the moves table).
+type Move struct {
+	ID        int64
+	Repo      string
+	Stage     string
+	Target    digest.Digest // "" when the move empties the stage
+	MediaType string
+	Size      int64
+	Record    digest.Digest
+}
+
+// BeginMove records a stage move about to be made, before its record is
+// written; EndMove (in the index transaction of CommitMove) removes it.
+func (x *Index) BeginMove(ctx context.Context, mv Move) (int64, error) {
+	res, err := x.db.ExecContext(ctx, `INSERT INTO moves (repo, stage, target, media_type, size, record, started) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		mv.Repo, mv.Stage, mv.Target.String(), mv.MediaType, mv.Size, mv.Record.String(), time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// Moves lists the moves in flight, oldest first: after a crash, the ones
+// recovery must finish or drop.
+func (x *Index) Moves(ctx context.Context) ([]Move, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT id, repo, stage, target, media_type, size, record FROM moves ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Move
+	for rows.Next() {
+		var mv Move
+		var target, record string
+		if err := rows.Scan(&mv.ID, &mv.Repo, &mv.Stage, &target, &mv.MediaType, &mv.Size, &record); err != nil {
+			return nil, err
+		}
+		mv.Target, mv.Record = digest.Digest(target), digest.Digest(record)
+		out = append(out, mv)
+	}
+	return out, rows.Err()
+}
+
+// DropMove forgets a move (finished by recovery, or never committed).
+func (x *Index) DropMove(ctx context.Context, id int64) error {
+	_, err := x.db.ExecContext(ctx, `DELETE FROM moves WHERE id = ?`, id)
+	return err
+}
+
+// CommitMove makes the index reflect a finished move in one transaction:
+// the version and the stage tag (or the tag's removal), the record, and
+// the move's end.
+func (x *Index) CommitMove(ctx context.Context, id int64, version *Manifest, stage string, record Manifest, p Promotion) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	if version != nil {
+		if err := putManifest(ctx, tx, *version, now); err != nil {
+			return err
+		}
+		if err := putTag(ctx, tx, version.Repo, stage, version.Digest); err != nil {
+			return err
+		}
+	} else if _, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE repo = ? AND tag = ?`, record.Repo, stage); err != nil {
+		return err
+	}
+	if err := putManifest(ctx, tx, record, now); err != nil {
+		return err
+	}
+	if err := putPromotion(ctx, tx, record, p); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM moves WHERE id = ?`, id); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Failures lists the manifests the index could not take, as "repo@digest: error".
+func (x *Index) Failures(ctx context.Context) ([]string, error) {
+	return x.strings(ctx, `SELECT repo || '@' || digest || ': ' || error FROM failures ORDER BY repo, digest`)
+}
+
+// Fail records a manifest the index could not take, so it is reported
+// and retried (by the next repair or rebuild of its repository).
+func (x *Index) Fail(ctx context.Context, repo string, d digest.Digest, cause error) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET error = excluded.error`,
+		repo, d.String(), cause.Error())
+	return err
 }
 
 // Edge is one lineage edge: version Repo@Digest was made from an input.
@@ -341,8 +634,7 @@ func (x *Index) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 	defer tx.Rollback()
 	for _, q := range []string{`DELETE FROM manifests WHERE repo = ? AND digest = ?`, `DELETE FROM tags WHERE repo = ? AND digest = ?`,
 		`DELETE FROM versions WHERE repo = ? AND digest = ?`, `DELETE FROM version_metrics WHERE repo = ? AND digest = ?`,
-		`DELETE FROM version_props WHERE repo = ? AND digest = ?`, `DELETE FROM promotions WHERE repo = ? AND record = ?`,
-		`DELETE FROM lineage WHERE repo = ? AND record = ?`} {
+		`DELETE FROM version_props WHERE repo = ? AND digest = ?`, `DELETE FROM lineage WHERE repo = ? AND record = ?`} {
 		if _, err := tx.ExecContext(ctx, q, repo, d.String()); err != nil {
 			return err
 		}
@@ -460,34 +752,92 @@ func (x *Index) Pending(ctx context.Context) ([]string, error) {
 	return x.strings(ctx, `SELECT DISTINCT repo FROM pending ORDER BY repo`)
 }
 
+// Content is what storage holds for one repository, read for a rebuild.
+type Content struct {
+	Manifests []Manifest
+	Tags      map[string]digest.Digest
+	// Lineage maps each lineage record manifest to its layer's bytes.
+	Lineage map[digest.Digest][]byte
+	// Promotions maps each promotion record manifest to its decoded record.
+	Promotions map[digest.Digest]Promotion
+	Retired    []Retirement
+}
+
 // ReplaceRepo swaps a repository's whole content for what storage holds,
-// in one transaction, and clears its pending writes. records maps each
-// promotion or lineage record manifest to its layer's bytes.
-func (x *Index) ReplaceRepo(ctx context.Context, repo string, manifests []Manifest, tags map[string]digest.Digest, records map[digest.Digest][]byte) error {
+// in one transaction, and clears its pending writes. A manifest the index
+// cannot take is recorded in failures (reported, retried at the next
+// repair) and never stops the rest.
+func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "promotions", "lineage"} {
+	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "promotions", "lineage", "retired", "failures"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE repo = ?`, repo); err != nil {
 			return err
 		}
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	for _, m := range manifests {
-		if err := putManifest(ctx, tx, m, now); err != nil {
+	// each runs one manifest's rows under a savepoint, so a failure takes
+	// back only that manifest's rows and is recorded.
+	each := func(m Manifest, fn func() error) error {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT one`); err != nil {
+			return err
+		}
+		if ferr := fn(); ferr != nil {
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO one`); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET error = excluded.error`,
+				repo, m.Digest.String(), ferr.Error()); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `RELEASE one`)
+		return err
+	}
+	for _, m := range c.Manifests {
+		err := each(m, func() error {
+			err := putManifest(ctx, tx, m, now)
+			if errors.Is(err, ErrUnreadableModel) {
+				// Keep it as a plain manifest, and report it.
+				bare := m
+				bare.Raw = nil
+				if perr := putManifest(ctx, tx, bare, now); perr != nil {
+					return perr
+				}
+				_, ferr := tx.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO NOTHING`, repo, m.Digest.String(), err.Error())
+				return ferr
+			}
+			if err != nil {
+				return err
+			}
+			if body, ok := c.Lineage[m.Digest]; ok {
+				if err := putLineage(ctx, tx, m, body); err != nil {
+					return err
+				}
+			}
+			if p, ok := c.Promotions[m.Digest]; ok {
+				return putPromotion(ctx, tx, m, p)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
-	for t, d := range tags {
+	for t, d := range c.Tags {
 		if err := putTag(ctx, tx, repo, t, d); err != nil {
 			return err
 		}
 	}
-	for _, m := range manifests {
-		if body, ok := records[m.Digest]; ok {
-			if err := putRecord(ctx, tx, m, body); err != nil {
+	if err := retire(ctx, tx, repo, c.Retired); err != nil {
+		return err
+	}
+	for _, p := range c.Promotions {
+		if p.Trusted && len(p.Adopts) > 0 {
+			if err := adopt(ctx, tx, repo, p); err != nil {
 				return err
 			}
 		}
@@ -508,7 +858,8 @@ func (x *Index) Dump(ctx context.Context) ([]string, error) {
 		UNION ALL SELECT 'v', repo, digest, created || '|' || framework || '|' || description || '|' || size || '|' || files FROM versions
 		UNION ALL SELECT 'vm', repo, digest || ' ' || key, value FROM version_metrics
 		UNION ALL SELECT 'vp', repo, digest || ' ' || kind || ' ' || key, value FROM version_props
-		UNION ALL SELECT 'p', repo, record, stage || '|' || digest || '|' || time || '|' || body FROM promotions
+		UNION ALL SELECT 'p', repo, record, stage || '|' || digest || '|' || time || '|' || trusted || '|' || seq || '|' || prev_record || '|' || body FROM promotions
+		UNION ALL SELECT 'r', repo, tag, digest || '|' || tombstone FROM retired
 		UNION ALL SELECT 'l', repo, record || ' ' || digest, kind || '|' || uri || '|' || input_digest || '|' || revision FROM lineage
 		ORDER BY 1, 2, 3`)
 	if err != nil {

@@ -155,7 +155,7 @@ func TestSearchMatchesOracle(t *testing.T) {
 			tags[s] = digest.Digest(facts[i].digest)
 			facts[i].stages = append(facts[i].stages, s)
 		}
-		if err := idx.ReplaceRepo(ctx, repo, manifests, tags, nil); err != nil {
+		if err := idx.ReplaceRepo(ctx, repo, Content{Manifests: manifests, Tags: tags}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -489,7 +489,7 @@ func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow
 // History returns the promotion records of a stage, newest first, as the
 // records' JSON.
 func (x *Index) History(ctx context.Context, repo, stage string) ([]json.RawMessage, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT body FROM promotions WHERE repo = ? AND stage = ? ORDER BY time DESC, record DESC`, repo, stage)
+	rows, err := x.db.QueryContext(ctx, `SELECT body FROM promotions WHERE repo = ? AND stage = ? AND trusted = 1 ORDER BY seq DESC, time DESC, record DESC`, repo, stage)
 	if err != nil {
 		return nil, err
 	}

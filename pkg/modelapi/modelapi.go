@@ -5,6 +5,7 @@ package modelapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 
 	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/remote"
 )
 
@@ -119,4 +121,25 @@ func (c *Client) Versions(ctx context.Context, repo string) ([]index.VersionRow,
 func (c *Client) Descendants(ctx context.Context, of string) ([]index.Edge, error) {
 	var out struct{ Descendants []index.Edge }
 	return out.Descendants, c.get(ctx, "lineage/descendants", url.Values{"of": {of}}, &out)
+}
+
+// History returns a stage's history as the server keeps it: only records
+// signed by the server's key (and the older records an anchor adopted),
+// newest first. Records a client wrote are not part of it.
+func (c *Client) History(ctx context.Context, repo, stage string) ([]promotion.Record, error) {
+	var out struct{ Records []promotion.Record }
+	return out.Records, c.get(ctx, "models/"+repo+"/stages/"+stage+"/history", nil, &out)
+}
+
+// ServerKey returns the public key the server signs its records with, as
+// published on its status endpoint. Trusting it on first use is weaker than
+// pinning it: `history --verify --server-key FILE` does that.
+func (c *Client) ServerKey(ctx context.Context) (ed25519.PublicKey, error) {
+	var out struct {
+		ServerKey string `json:"serverKey"`
+	}
+	if err := c.get(ctx, "status", nil, &out); err != nil {
+		return nil, err
+	}
+	return promotion.ParsePublicPEM([]byte(out.ServerKey))
 }

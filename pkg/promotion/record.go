@@ -41,8 +41,22 @@ type Record struct {
 	// the stage was unprotected).
 	Keys   []string `json:"keys"`
 	Policy string   `json:"policy,omitempty"`
+	// Kind is promotion, rollback, removal (the stage was emptied) or
+	// anchor (see chain.go); "" in records from before the chain.
+	Kind string `json:"kind,omitempty"`
+	// Seq numbers a stage's chained records from 1; PreviousRecord is the
+	// digest of the record before this one in the stage ("" for the
+	// first), so a gap or an edit anywhere breaks the chain.
+	Seq            int64  `json:"seq,omitempty"`
+	PreviousRecord string `json:"previousRecord,omitempty"`
+	// Anchors, on an anchor, lists the records from before the chain that
+	// it vouches for, oldest first.
+	Anchors []string `json:"anchors,omitempty"`
 	// Record is the digest of the record's own manifest (set when read).
 	Record string `json:"record,omitempty"`
+	// Trusted is set when read: the record is signed by the registry's
+	// key (modelreg serve), so it is part of the stage's history.
+	Trusted bool `json:"trusted,omitempty"`
 }
 
 // Write stores r as a referrer of the version it promotes.
@@ -70,11 +84,15 @@ func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descripto
 		if ref.Malformed {
 			return nil, fmt.Errorf("promotion record %s is malformed", d.Digest)
 		}
+		payload, _, err := Unseal(ref.Manifest.Layers[0].MediaType, ref.Blob, mediatypes.ArtifactTypePromotion, nil)
+		if err != nil {
+			return nil, fmt.Errorf("promotion record %s: %w", d.Digest, err)
+		}
 		var r Record
-		if err := json.Unmarshal(ref.Blob, &r); err != nil {
+		if err := json.Unmarshal(payload, &r); err != nil {
 			return nil, fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
 		}
-		if ref.Manifest.Subject == nil || ref.Manifest.Subject.Digest.String() != r.Digest {
+		if ref.Manifest.Subject == nil || ref.Manifest.Subject.Digest.String() != r.Digest && r.Kind != KindRemoval {
 			return nil, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
 		}
 		r.Record = d.Digest.String()

@@ -27,18 +27,33 @@ var (
 	apiLineageRE   = regexp.MustCompile(`^models/(` + nameRE + `)/versions/([^/]+)/lineage$`)
 )
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
+func writeJSON(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
+
+// writeJSONStatus encodes v before writing anything, so a value that cannot
+// be encoded (a NaN from old data) is a 500 naming the problem, never an
+// empty 200.
+func writeJSONStatus(w http.ResponseWriter, status int, v any) {
+	writeJSONAs(w, status, "application/json", v)
+}
+
+func writeJSONAs(w http.ResponseWriter, status int, contentType string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, _ = json.Marshal(errorBody{Errors: []errorEntry{{Code: "UNKNOWN", Message: "the answer could not be encoded: " + err.Error()}}})
+		status, contentType = http.StatusInternalServerError, "application/json"
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
 }
 
 // apiError answers 400 for a bad query (with its position), 500 otherwise.
 func (rt *router) apiError(w http.ResponseWriter, err error) {
 	var qe *query.Error
 	if errors.As(err, &qe) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"code": "QUERY_INVALID", "message": qe.Error(), "position": qe.Pos}}})
+		pos := qe.Pos
+		writeJSONStatus(w, http.StatusBadRequest, errorBody{Errors: []errorEntry{{Code: "QUERY_INVALID", Message: qe.Error(), Position: &pos}}})
 		return
 	}
 	rt.log.Error("model API", "err", err)
@@ -61,6 +76,8 @@ func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
 	q := r.URL.Query()
 	switch {
+	case p == "status":
+		writeJSON(w, rt.status())
 	case p == "models":
 		models, err := rt.idx.Models(ctx, q.Get("last"), intParam(r, "n", 100))
 		if err != nil {

@@ -2,16 +2,21 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
-	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
@@ -24,48 +29,55 @@ import (
 // internalHost names the server itself for in-process requests.
 const internalHost = "modelreg.internal"
 
-// gate holds the rules the server enforces on tag writes: immutable
-// versions, and stage moves allowed only by the trust policy and recorded
-// by the server, one at a time per tag.
+// gate holds the rules the server enforces on every manifest write and
+// delete, whatever the client: immutable version tags, stage moves allowed
+// only by the trust policy and recorded by the server in a signed hash
+// chain (the record is the commit point), append-only records, and
+// recorded, restricted deletions.
 type gate struct {
-	policy *policy.Policy
+	policy func() *policy.Policy
 	idx    *index.Index
-	// self answers in-process requests (reading signatures, writing
-	// records) with the same router, without auth: the same code
+	st     *store
+	key    *promotion.ServerKey
+	dec    *decoder
+	log    *slog.Logger
+	// self answers in-process reads (signatures, lineage, evaluations for
+	// the policy) with the same router, without auth: the same code
 	// `modelreg promote` runs, over a transport that never leaves memory.
 	self http.Handler
+	// clientAddr puts the client's address in the actor of anonymous moves.
+	clientAddr bool
 
 	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks map[string]*tagLock
 }
 
-// lock serializes writes to one tag of one repository.
+type tagLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock serializes writes to one tag of one repository. Entries are
+// dropped when nobody holds or waits for them, so the map stays small.
 func (g *gate) lock(repo, t string) func() {
+	k := repo + ":" + t
 	g.mu.Lock()
-	m, ok := g.locks[repo+":"+t]
+	l, ok := g.locks[k]
 	if !ok {
-		m = &sync.Mutex{}
-		g.locks[repo+":"+t] = m
+		l = &tagLock{}
+		g.locks[k] = l
 	}
+	l.users++
 	g.mu.Unlock()
-	m.Lock()
-	return m.Unlock
-}
-
-type handlerTransport struct{ h http.Handler }
-
-func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	in := r.Clone(r.Context())
-	in.RequestURI = r.URL.RequestURI()
-	in.RemoteAddr = "127.0.0.1:0"
-	if in.Body == nil {
-		in.Body = http.NoBody
+	l.Lock()
+	return func() {
+		l.Unlock()
+		g.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(g.locks, k)
+		}
+		g.mu.Unlock()
 	}
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, in)
-	resp := rec.Result()
-	resp.Request = r
-	return resp, nil
 }
 
 // repository is an oras-go client of this server's repo, in process.
@@ -77,128 +89,401 @@ func (g *gate) repository(repo string) *remote.Repository {
 	}
 }
 
-func isModel(m index.Manifest) bool { return mediatypes.IsModelArtifactType(m.ArtifactType) }
-
 // denied is a refusal, sent as 403 DENIED.
 type denied struct{ msg string }
 
 func (d denied) Error() string { return d.msg }
 
-// checkTagWrite decides a PUT of manifest m to tag t. It returns the digest
-// the tag held before (for the record) and whether the server must record
-// the move.
-func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manifest) (previous digest.Digest, record bool, decision *policy.Decision, err error) {
-	previous, err = g.idx.Tag(ctx, repo, t)
+// invalid is a bad manifest, sent as 400 MANIFEST_INVALID.
+type invalid struct{ msg string }
+
+func (e invalid) Error() string { return e.msg }
+
+// tagWrite is the gate's decision on a PUT to a tag.
+type tagWrite struct {
+	// record is true when the server must record the move (a model
+	// entering a stage); previous is what the stage held.
+	record   bool
+	previous digest.Digest
+	decision *policy.Decision
+}
+
+// checkTagWrite decides a PUT of manifest m (classified c) to tag t. It
+// reads the tag from storage, the truth, not from the index.
+func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manifest) (tagWrite, error) {
+	cur, had, err := g.st.tag(ctx, repo, t)
 	if err != nil {
-		return "", false, nil, err
+		return tagWrite{}, err
 	}
-	if previous == m.Digest {
-		return previous, false, nil, nil // the same content again: idempotent
+	if had && cur.Digest == m.Digest {
+		return tagWrite{}, nil // the same content again: idempotent
 	}
-	if tag.Classify(t) != tag.Stage {
-		if previous == "" {
-			return previous, false, nil, nil
+	switch tag.Classify(t) {
+	case tag.Version:
+		if tomb, err := g.idx.Retired(ctx, repo, t); err != nil {
+			return tagWrite{}, err
+		} else if tomb != "" {
+			return tagWrite{}, denied{fmt.Sprintf("version %s:%s was deleted (tombstone %s) and a deleted version tag is never reused; push under a new version tag", repo, t, tomb)}
 		}
-		old, ok, err := g.idx.Get(ctx, repo, previous)
-		if err != nil {
-			return "", false, nil, err
+		if had {
+			return tagWrite{}, denied{fmt.Sprintf("version %s:%s already exists with digest %s; versions are immutable: push under a new version tag", repo, t, cur.Digest)}
 		}
-		if ok && isModel(old) {
-			return "", false, nil, denied{fmt.Sprintf("version %s:%s already exists with digest %s; versions are immutable: push under a new version tag", repo, t, previous)}
+		return tagWrite{}, nil
+	case tag.Stage:
+	default:
+		return tagWrite{}, nil
+	}
+	pol := g.policy()
+	_, protected := pol.Stage(t)
+	if m.Kind != model.KindModel {
+		if protected {
+			return tagWrite{}, denied{fmt.Sprintf("stage %q of %s is protected by the trust policy: only a signed model version may enter it, and %s is an %s (%s)", t, repo, m.Digest, m.Kind, orNone(m.ArtifactType))}
 		}
-		return previous, false, nil, nil
+		return tagWrite{}, nil // not a model, unprotected: plain OCI semantics
 	}
-	if !isModel(m) {
-		return previous, false, nil, nil // not a model: plain OCI semantics
+	w := tagWrite{record: true}
+	if had {
+		w.previous = cur.Digest
 	}
-	if g.policy == nil {
-		return previous, true, nil, nil
+	if !protected {
+		return w, nil
 	}
 	subject := ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}
-	ev, err := g.policy.Gather(ctx, g.repository(repo), subject)
+	ev, err := pol.Gather(ctx, g.repository(repo), subject)
 	if err != nil {
-		return "", false, nil, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
+		return tagWrite{}, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
 	}
-	d := g.policy.Evaluate(t, ev)
+	d := pol.Evaluate(t, ev)
 	if err := d.Err(); err != nil {
-		return "", false, nil, denied{fmt.Sprintf("%s@%s may not enter %q: %v", repo, m.Digest, t, err)}
+		return tagWrite{}, denied{fmt.Sprintf("%s@%s may not enter %q: %v", repo, m.Digest, t, err)}
 	}
-	return previous, true, &d, nil
+	w.decision = &d
+	return w, nil
 }
 
-// checkDelete decides a DELETE of ref (tag or digest).
-func (g *gate) checkDelete(ctx context.Context, repo, ref string) error {
-	d, err := digest.Parse(ref)
-	if err != nil {
-		if tag.Classify(ref) == tag.Stage {
-			if g.policy != nil {
-				if _, protected := g.policy.Stages[ref]; protected {
-					return denied{fmt.Sprintf("stage %q is protected by the trust policy and cannot be deleted; move it with `modelreg promote` or `modelreg rollback`", ref)}
-				}
-			}
-			return nil
-		}
-		if d, err = g.idx.Tag(ctx, repo, ref); err != nil || d == "" {
-			return err
-		}
+// move makes a recorded stage move: an intent in the index, then the
+// signed record (the commit point), then the tag, then the index. A crash
+// anywhere is finished or undone by recover: after it, the newest record
+// of the stage names what the tag holds. version is nil to empty the stage.
+func (g *gate) move(ctx context.Context, r *http.Request, repo, stage string, version *index.Manifest, previous digest.Digest, d *policy.Decision, kind string, anchors ...string) (*promotion.Record, error) {
+	if err := g.recover(ctx, repo, stage); err != nil {
+		return nil, err
 	}
-	m, ok, err := g.idx.Get(ctx, repo, d)
-	if err != nil || !ok || !isModel(m) {
-		return err
-	}
-	tags, err := g.idx.TagsOf(ctx, repo, d)
-	if err != nil {
-		return err
-	}
-	var stages []string
-	for _, t := range tags {
-		if tag.Classify(t) == tag.Stage {
-			stages = append(stages, t)
-		}
-	}
-	if len(stages) > 0 {
-		return denied{fmt.Sprintf("%s %s is in stage %s; promote another version or roll back first", repo, ref, strings.Join(stages, ", "))}
-	}
-	return nil
-}
-
-// record writes the promotion record of a move the server is about to
-// make, and returns how to take it back if the move fails.
-func (g *gate) record(ctx context.Context, r *http.Request, repo, stage string, m index.Manifest, previous digest.Digest, d *policy.Decision) (undo func(), err error) {
-	rec := promotion.Record{
-		Repository: r.Host + "/" + repo, Stage: stage, Digest: m.Digest.String(), Previous: previous.String(),
-		Actor: actor(r), Time: time.Now().UTC(), Reason: r.Header.Get(mediatypes.HeaderReason),
-		Rollback: r.Header.Get(mediatypes.HeaderRollback) == "true", Keys: []string{},
-	}
-	tags, err := g.idx.TagsOf(ctx, repo, m.Digest)
+	seq, head, err := g.idx.ChainHead(ctx, repo, stage)
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range tags {
-		if tag.Classify(t) == tag.Version {
-			rec.Version = append(rec.Version, t)
+	rec := promotion.Record{
+		Repository: repo, Stage: stage, Previous: previous.String(), Actor: g.actor(r), Time: time.Now().UTC(),
+		Reason: r.Header.Get(mediatypes.HeaderReason), Rollback: kind == promotion.KindRollback, Keys: []string{},
+		Kind: kind, Seq: seq + 1, PreviousRecord: head, Anchors: anchors,
+	}
+	var subject ocispec.Descriptor
+	if version != nil {
+		rec.Digest = version.Digest.String()
+		subject = ocispec.Descriptor{MediaType: version.MediaType, Digest: version.Digest, Size: version.Size}
+		tags, err := g.st.tagsOf(ctx, repo, version.Digest)
+		if err != nil {
+			return nil, err
 		}
+		for _, t := range tags {
+			if tag.Classify(t) == tag.Version {
+				rec.Version = append(rec.Version, t)
+			}
+		}
+		slices.Sort(rec.Version)
+	} else {
+		mt, raw, ok, err := g.st.manifest(ctx, repo, previous)
+		if err != nil || !ok {
+			return nil, fmt.Errorf("reading the version stage %q held: %v", stage, err)
+		}
+		subject = ocispec.Descriptor{MediaType: mt, Digest: previous, Size: int64(len(raw))}
 	}
 	if d != nil && d.Protected {
 		for _, a := range d.Approvers {
 			rec.Keys = append(rec.Keys, a.Fingerprint)
 		}
-		rec.Policy = g.policy.Digest
+		rec.Policy = g.policy().Digest
 	}
 	if rec.Reason == "" {
 		rec.Reason = "tag moved by " + r.UserAgent()
 	}
-	self := g.repository(repo)
-	desc, err := promotion.Write(ctx, self, ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}, rec)
+	switch kind {
+	case promotion.KindRemoval:
+		rec.Reason = "stage tag deleted by " + r.UserAgent()
+	case promotion.KindAnchor:
+		rec.Reason = fmt.Sprintf("genesis: adopts the %d records written before the history was chained", len(anchors))
+	}
+	recManifest, err := g.writeRecord(ctx, repo, subject, rec, func(recDigest digest.Digest) (int64, error) {
+		return g.idx.BeginMove(ctx, index.Move{Repo: repo, Stage: stage, Target: digest.Digest(rec.Digest), MediaType: subject.MediaType, Size: subject.Size, Record: recDigest})
+	})
 	if err != nil {
 		return nil, err
 	}
-	return func() { self.Delete(context.WithoutCancel(ctx), desc) }, nil
+	if version != nil {
+		err = g.st.setTag(ctx, repo, stage, subject)
+	} else {
+		err = g.st.untag(ctx, repo, stage)
+	}
+	if err != nil {
+		// The record is written: the move is committed and recovery
+		// finishes it; until then the stage is stuck, so say so.
+		return nil, fmt.Errorf("the move of %q is recorded (%s) but the tag could not be moved: %w; it is finished at the next move of the stage or restart", stage, recManifest.m.Digest, err)
+	}
+	rec.Record, rec.Trusted = recManifest.m.Digest.String(), true
+	body, _ := json.Marshal(rec)
+	p := index.Promotion{Stage: stage, Digest: rec.Digest, Time: rec.Time, Trusted: true, Seq: rec.Seq, PrevRecord: rec.PreviousRecord, Body: body}
+	if err := g.idx.CommitMove(ctx, recManifest.move, version, stage, recManifest.m, p); err != nil {
+		g.log.Error("indexing a stage move; it is repaired at the next move of the stage or restart", "repo", repo, "stage", stage, "record", rec.Record, "err", err)
+	}
+	return &rec, nil
+}
+
+type writtenRecord struct {
+	m    index.Manifest
+	move int64
+}
+
+// writeRecord seals a promotion record, runs before (the intent) with the
+// record's digest, and writes the record to storage.
+func (g *gate) writeRecord(ctx context.Context, repo string, subject ocispec.Descriptor, rec promotion.Record, before func(digest.Digest) (int64, error)) (writtenRecord, error) {
+	payload, err := json.Marshal(rec)
+	if err != nil {
+		return writtenRecord{}, err
+	}
+	env, err := g.key.Seal(mediatypes.ArtifactTypePromotion, payload)
+	if err != nil {
+		return writtenRecord{}, err
+	}
+	raw, layer, err := promotion.ReferrerManifest(subject, mediatypes.ArtifactTypePromotion, mediatypes.DSSEEnvelope, env, recordAnnotations(rec.Stage, rec.Time))
+	if err != nil {
+		return writtenRecord{}, err
+	}
+	m, err := index.Describe(repo, ocispec.MediaTypeImageManifest, raw)
+	if err != nil {
+		return writtenRecord{}, err
+	}
+	id, err := before(m.Digest)
+	if err != nil {
+		return writtenRecord{}, err
+	}
+	if err := g.st.putReferrer(ctx, repo, raw, layer, env); err != nil {
+		g.idx.DropMove(context.WithoutCancel(ctx), id)
+		return writtenRecord{}, fmt.Errorf("writing the promotion record: %w", err)
+	}
+	return writtenRecord{m: m, move: id}, nil
+}
+
+// recover finishes the moves a crash or a failed index write left in
+// flight (of one stage, or all when stage is ""): a move whose record
+// reached storage is rolled forward (the tag set to what the record
+// names), any other is dropped; the repositories touched are re-read from
+// storage.
+func (g *gate) recover(ctx context.Context, repo, stage string) error {
+	moves, err := g.idx.Moves(ctx)
+	if err != nil {
+		return err
+	}
+	touched := map[string]bool{}
+	var done []int64
+	for _, mv := range moves {
+		if stage != "" && (mv.Repo != repo || mv.Stage != stage) {
+			continue
+		}
+		_, _, committed, err := g.st.manifest(ctx, mv.Repo, mv.Record)
+		if err != nil {
+			return err
+		}
+		if committed {
+			if mv.Target != "" {
+				err = g.st.setTag(ctx, mv.Repo, mv.Stage, ocispec.Descriptor{MediaType: mv.MediaType, Digest: mv.Target, Size: mv.Size})
+			} else {
+				err = g.st.untag(ctx, mv.Repo, mv.Stage)
+			}
+			if err != nil {
+				return fmt.Errorf("finishing the move of %s:%s recorded in %s: %w", mv.Repo, mv.Stage, mv.Record, err)
+			}
+			g.log.Warn("finished a stage move cut short", "repo", mv.Repo, "stage", mv.Stage, "record", mv.Record)
+		}
+		touched[mv.Repo] = true
+		done = append(done, mv.ID)
+	}
+	if len(touched) == 0 {
+		return nil
+	}
+	var names []string
+	for n := range touched {
+		names = append(names, n)
+	}
+	if _, err := rebuild(ctx, g.idx, g.st, g.dec, names); err != nil {
+		return err
+	}
+	for _, id := range done {
+		if err := g.idx.DropMove(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDelete decides a DELETE of ref (tag or digest). It returns the
+// version tags the delete retires (a tombstone must record them first)
+// and the digest deleted; a stage tag of a model is handled by the caller
+// as a recorded move.
+func (g *gate) checkDelete(ctx context.Context, repo, ref string) (retire []string, d digest.Digest, err error) {
+	pol := g.policy()
+	byTag := false
+	if pd, perr := digest.Parse(ref); perr == nil {
+		d = pd
+	} else {
+		switch tag.Classify(ref) {
+		case tag.Stage:
+			if _, protected := pol.Stage(ref); protected {
+				return nil, "", denied{fmt.Sprintf("stage %q is protected by the trust policy and cannot be deleted; move it with `modelreg promote` or `modelreg rollback`", ref)}
+			}
+			return nil, "", nil
+		case tag.Version:
+			desc, ok, err := g.st.tag(ctx, repo, ref)
+			if err != nil || !ok {
+				return nil, "", err
+			}
+			d, byTag = desc.Digest, true
+		default:
+			return nil, "", nil
+		}
+	}
+	mt, raw, ok, err := g.st.manifest(ctx, repo, d)
+	if err != nil || !ok {
+		return nil, "", err
+	}
+	c, err := model.ClassifyManifest(mt, raw)
+	if err != nil {
+		return nil, "", nil
+	}
+	if isRecord(c.ArtifactType) {
+		return nil, "", denied{fmt.Sprintf("%s@%s is a modelreg record (%s); records are append-only and cannot be deleted", repo, d, c.ArtifactType)}
+	}
+	tags, err := g.st.tagsOf(ctx, repo, d)
+	if err != nil {
+		return nil, "", err
+	}
+	var stages, versions []string
+	for _, t := range tags {
+		switch tag.Classify(t) {
+		case tag.Stage:
+			stages = append(stages, t)
+		case tag.Version:
+			versions = append(versions, t)
+		}
+	}
+	retire = versions
+	if byTag {
+		retire = []string{ref}
+	}
+	if c.Kind != model.KindModel && len(retire) == 0 {
+		return nil, "", nil // plain OCI content: plain OCI semantics
+	}
+	if len(stages) > 0 && (c.Kind == model.KindModel) {
+		return nil, "", denied{fmt.Sprintf("%s %s is in stage %s; promote another version or roll back first", repo, ref, strings.Join(stages, ", "))}
+	}
+	ever, err := g.idx.EverIn(ctx, repo, d)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, s := range ever {
+		if _, protected := pol.Stage(s); protected {
+			return nil, "", denied{fmt.Sprintf("%s@%s was in the protected stage %q; a version that ever was in a protected stage cannot be deleted (its history must stay verifiable)", repo, d, s)}
+		}
+	}
+	if retire == nil {
+		retire = []string{}
+	}
+	return retire, d, nil
+}
+
+// tombstone records a deletion before it happens: who, when, and the
+// deleted manifest, signed by the server; the version tags it names are
+// retired for good.
+func (g *gate) tombstone(ctx context.Context, r *http.Request, repo string, d digest.Digest, tags []string) error {
+	mt, raw, ok, err := g.st.manifest(ctx, repo, d)
+	if err != nil || !ok {
+		return fmt.Errorf("reading %s@%s: %v", repo, d, err)
+	}
+	t := promotion.Tombstone{Repository: repo, Digest: d.String(), MediaType: mt, Tags: tags, Actor: g.actor(r), Time: time.Now().UTC(), Manifest: raw}
+	payload, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	env, err := g.key.Seal(mediatypes.ArtifactTypeTombstone, payload)
+	if err != nil {
+		return err
+	}
+	subject := ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}
+	manifest, layer, err := promotion.ReferrerManifest(subject, mediatypes.ArtifactTypeTombstone, mediatypes.DSSEEnvelope, env, recordAnnotations("", t.Time))
+	if err != nil {
+		return err
+	}
+	if err := g.st.putReferrer(ctx, repo, manifest, layer, env); err != nil {
+		return fmt.Errorf("writing the tombstone: %w", err)
+	}
+	m, err := index.Describe(repo, ocispec.MediaTypeImageManifest, manifest)
+	if err != nil {
+		return err
+	}
+	var rs []index.Retirement
+	for _, tg := range tags {
+		rs = append(rs, index.Retirement{Tag: tg, Digest: d.String(), Tombstone: m.Digest.String()})
+	}
+	if err := g.idx.PutManifest(ctx, m, ""); err != nil {
+		return err
+	}
+	return g.idx.Retire(ctx, repo, rs)
+}
+
+// anchor gives each stage whose history was written before the hash
+// chain existed a signed anchor record that vouches for those older
+// records, so `history --verify` passes on an upgraded registry. It runs
+// once per registry (marker is written after): records a client writes
+// later are never adopted.
+func (g *gate) anchor(ctx context.Context, marker string) error {
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	legacy, err := g.idx.Legacy(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(legacy)) {
+		repo, stage, _ := strings.Cut(k, "\x00")
+		cur, ok, err := g.st.tag(ctx, repo, stage)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue // an emptied stage: its old records stay untrusted
+		}
+		mt, raw, ok, err := g.st.manifest(ctx, repo, cur.Digest)
+		if err != nil || !ok {
+			continue
+		}
+		vm, err := index.Describe(repo, mt, raw)
+		if err != nil || vm.Kind != model.KindModel {
+			continue
+		}
+		r := (&http.Request{Header: http.Header{}}).WithContext(ctx)
+		r.Header.Set(mediatypes.HeaderActor, "modelreg serve (upgrade)")
+		if _, err := g.move(ctx, r, repo, stage, &vm, cur.Digest, nil, promotion.KindAnchor, legacy[k]...); err != nil {
+			return err
+		}
+		g.log.Info("anchored a stage history written before the chain", "repo", repo, "stage", stage, "records", len(legacy[k]))
+	}
+	return os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600)
 }
 
 // actor names who moved a stage: the authenticated user, else what the
-// client claims, else the client's address.
-func actor(r *http.Request) string {
+// client claims, else "anonymous" (with the client's address only when
+// the server is configured to record it).
+func (g *gate) actor(r *http.Request) string {
 	claimed := r.Header.Get(mediatypes.HeaderActor)
 	if u := User(r.Context()); u != "" {
 		if claimed != "" && claimed != u {
@@ -209,6 +494,16 @@ func actor(r *http.Request) string {
 	if claimed != "" {
 		return claimed
 	}
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	return "anonymous@" + host
+	if g.clientAddr {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		return "anonymous@" + host
+	}
+	return "anonymous"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,21 +11,28 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
-	"strings"
 
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/distribution/reference"
+	"github.com/gorilla/mux"
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 )
 
-// Routes the extension owns; everything else goes to distribution as is.
+// Routes are matched with distribution's own router and name grammar
+// (reference.NameRegexp), so a request reaches distribution's manifest
+// handler only through the extension's gate: there is no name the two
+// read differently.
 var (
-	nameRE      = `[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*`
+	distRouter  = v2.Router()
+	nameRE      = reference.NameRegexp.String()
 	referrersRE = regexp.MustCompile(`^/v2/(` + nameRE + `)/referrers/([^/]+)$`)
-	manifestRE  = regexp.MustCompile(`^/v2/(` + nameRE + `)/manifests/([^/]+)$`)
 )
 
 // maxManifest bounds the manifest bodies the router reads, as distribution does.
@@ -34,21 +40,23 @@ const maxManifest = 4 << 20
 
 // router is the modelreg extension in front of the distribution handler:
 // the Referrers API, OCI-Subject on manifest PUTs, the extension discovery
-// endpoint, and index updates in the request that writes storage.
+// endpoint, the gate on every manifest write and delete, and index updates
+// in the request that writes storage.
 type router struct {
-	next http.Handler
-	idx  *index.Index
-	gate *gate
-	log  *slog.Logger
+	next   http.Handler
+	idx    *index.Index
+	gate   *gate
+	log    *slog.Logger
+	status func() Status
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if p == "/v2/_oci/ext/discover" {
+	switch {
+	case p == "/v2/_oci/ext/discover":
 		rt.discover(w, r)
 		return
-	}
-	if strings.HasPrefix(p, apiPrefix) {
+	case len(p) >= len(apiPrefix) && p[:len(apiPrefix)] == apiPrefix:
 		rt.api(w, r)
 		return
 	}
@@ -56,34 +64,67 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.referrers(w, r, m[1], m[2])
 		return
 	}
-	if m := manifestRE.FindStringSubmatch(p); m != nil {
-		switch r.Method {
-		case http.MethodPut:
-			rt.putManifest(w, r, m[1], m[2])
-			return
-		case http.MethodDelete:
-			rt.deleteManifest(w, r, m[1], m[2])
-			return
+	var match mux.RouteMatch
+	if distRouter.Match(r, &match) && match.Route != nil && match.Handler == nil {
+		name := match.Vars["name"]
+		switch match.Route.GetName() {
+		case v2.RouteNameManifest:
+			switch r.Method {
+			case http.MethodPut:
+				rt.putManifest(w, r, name, match.Vars["reference"])
+				return
+			case http.MethodDelete:
+				rt.deleteManifest(w, r, name, match.Vars["reference"])
+				return
+			}
+		case v2.RouteNameBlob:
+			if r.Method == http.MethodDelete {
+				// A blob may be a record's layer or a protected version's
+				// weights: deleting it would erase history or a model
+				// behind the gate's back. Space is reclaimed offline.
+				ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version instead (docs/server.md)")
+				return
+			}
 		}
+	} else if match.Handler != nil && (r.Method == http.MethodPut || r.Method == http.MethodDelete) {
+		// A path distribution would redirect (a trailing slash, dots):
+		// never a write.
+		ociError(w, http.StatusBadRequest, "NAME_INVALID", "malformed path: "+p)
+		return
 	}
 	rt.next.ServeHTTP(w, r)
 }
 
 // ociError writes an error body in the distribution-spec format.
 func ociError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+	writeJSONStatus(w, status, errorBody{Errors: []errorEntry{{Code: code, Message: msg}}})
+}
+
+type errorEntry struct {
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+	Position *int   `json:"position,omitempty"`
+}
+
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
 }
 
 // discover lists the extensions this registry serves (OCI extensions spec).
 func (rt *router) discover(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"extensions": []map[string]any{{
-		"name":        "_modelreg",
-		"url":         "https://github.com/modelreg/modelreg/blob/main/docs/api.md",
-		"description": "modelreg: Referrers API, model index and API, server-enforced promotion gates",
-		"endpoints":   []string{"_modelreg/v1"},
+	type ext struct {
+		Name        string   `json:"name"`
+		URL         string   `json:"url"`
+		Description string   `json:"description"`
+		Endpoints   []string `json:"endpoints"`
+	}
+	writeJSONStatus(w, http.StatusOK, struct {
+		Extensions []ext `json:"extensions"`
+	}{[]ext{{
+		Name:        "_modelreg",
+		URL:         "https://github.com/modelreg/modelreg/blob/main/docs/api.md",
+		Description: "modelreg: Referrers API, model index and API, server-enforced promotion gates",
+		Endpoints:   []string{"_modelreg/v1"},
 	}}})
 }
 
@@ -117,116 +158,218 @@ func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref st
 		}
 		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
 	}
-	body, _ := json.Marshal(ocispec.Index{
+	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	writeJSONAs(w, http.StatusOK, ocispec.MediaTypeImageIndex, ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: descs,
 	})
-	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		w.Write(body)
-	}
 }
 
-// putManifest forwards a manifest PUT and indexes it once storage has it.
+// putManifest gates a manifest PUT, forwards it, and indexes it once
+// storage has it. A model entering a stage is a recorded move: the
+// manifest is stored by digest first (distribution validates it), then the
+// server writes the signed record and moves the tag itself.
 func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
 		ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading the manifest: "+err.Error())
 		return
 	}
+	if len(body) > maxManifest {
+		ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", fmt.Sprintf("manifest larger than %d bytes", maxManifest))
+		return
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	m, derr := index.Describe(name, r.Header.Get("Content-Type"), body)
-	if derr != nil || len(body) > maxManifest {
+	if errors.Is(derr, model.ErrMediaTypeMismatch) {
+		ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", derr.Error())
+		return
+	}
+	if derr != nil {
 		rt.next.ServeHTTP(w, r) // distribution explains what is wrong
 		return
 	}
-	tag := ""
-	if _, err := digest.Parse(ref); err != nil {
-		tag = ref
+	if m.Kind == model.KindModel {
+		if _, err := model.Parse(ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}, body); err != nil {
+			ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", "not a valid model version: "+err.Error())
+			return
+		}
 	}
-	var record func() (undo func(), err error)
-	if tag != "" {
-		defer rt.gate.lock(name, tag)()
-		previous, mustRecord, decision, err := rt.gate.checkTagWrite(r.Context(), name, tag, m)
+	if m.Subject != "" {
+		if err := m.Subject.Validate(); err != nil {
+			ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", "subject: "+err.Error())
+			return
+		}
+	}
+	t := ""
+	if _, err := digest.Parse(ref); err != nil {
+		t = ref
+	}
+	ctx := r.Context()
+	if t != "" {
+		defer rt.gate.lock(name, t)()
+		w2, err := rt.gate.checkTagWrite(ctx, name, t, m)
 		if rt.refuse(w, err) {
 			return
 		}
-		if mustRecord {
-			record = func() (func(), error) { return rt.gate.record(r.Context(), r, name, tag, m, previous, decision) }
+		if w2.record {
+			rt.recordedPut(w, r, name, t, m, w2)
+			return
 		}
 	}
-	done, err := rt.idx.Begin(r.Context(), name)
+	done, err := rt.idx.Begin(ctx, name)
 	if err != nil {
 		rt.log.Error("index", "err", err)
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", "the index is unavailable")
 		return
 	}
-	defer done()
-	// The record is written before the tag moves: a move without its
-	// record must never be visible. A failed move takes its record back.
-	var undo func()
-	if record != nil {
-		if undo, err = record(); err != nil {
-			rt.log.Error("writing a promotion record", "repo", name, "stage", tag, "err", err)
-			ociError(w, http.StatusInternalServerError, "UNKNOWN", "the promotion record could not be written; the stage did not move")
-			return
-		}
-	}
 	sw := &subjectWriter{ResponseWriter: w, subject: m.Subject}
 	rt.next.ServeHTTP(sw, r)
 	if sw.status != http.StatusCreated {
-		if undo != nil {
-			undo()
-		}
+		done()
 		return
 	}
-	if err := rt.idx.PutManifest(r.Context(), m, tag); err != nil {
-		rt.log.Error("indexing a manifest", "repo", name, "digest", m.Digest, "err", err)
-	}
-	if m.ArtifactType == mediatypes.ArtifactTypePromotion || m.ArtifactType == mediatypes.ArtifactTypeLineage {
-		rt.indexRecord(r.Context(), name, m)
+	if rt.index(ctx, m, t) {
+		done()
 	}
 }
 
-// indexRecord copies a promotion or lineage record into the index, whoever
-// wrote it (the server's gate, modelreg, or a plain `oras attach`).
-func (rt *router) indexRecord(ctx context.Context, name string, m index.Manifest) {
-	layer, ok := onlyLayer(m.Raw)
-	if !ok {
-		return
-	}
-	body, err := content.FetchAll(ctx, rt.gate.repository(name).Blobs(), layer)
+// index brings the index up to date with a manifest storage now holds.
+// On failure the write stays pending (repaired at the next start or by
+// the repair loop) and is recorded as a failure, never silently skipped.
+func (rt *router) index(ctx context.Context, m index.Manifest, t string) bool {
+	err := rt.idx.PutManifest(ctx, m, t)
 	if err == nil {
-		err = rt.idx.PutRecord(ctx, m, body)
+		err = rt.indexRecord(ctx, m)
 	}
 	if err != nil {
-		rt.log.Error("indexing a record", "repo", name, "record", m.Digest, "err", err)
+		rt.log.Error("indexing a manifest; it stays pending and is retried", "repo", m.Repo, "digest", m.Digest, "err", err)
+		rt.idx.Fail(context.WithoutCancel(ctx), m.Repo, m.Digest, err)
+		return false
 	}
+	return true
 }
 
-// refuse answers a gate error: 403 DENIED for a refusal, 500 otherwise.
-// It reports whether the request was answered.
+// recordedPut is a model entering a stage (checked by the gate): store the
+// manifest by digest, then make the recorded move.
+func (rt *router) recordedPut(w http.ResponseWriter, r *http.Request, name, stage string, m index.Manifest, w2 tagWrite) {
+	byDigest := r.Clone(r.Context())
+	byDigest.URL.Path = "/v2/" + name + "/manifests/" + m.Digest.String()
+	byDigest.URL.RawPath = ""
+	byDigest.RequestURI = byDigest.URL.RequestURI()
+	byDigest.Body = io.NopCloser(bytes.NewReader(m.Raw))
+	stored := newCapture()
+	rt.next.ServeHTTP(stored, byDigest)
+	if stored.code() != http.StatusCreated {
+		stored.replay(w)
+		return
+	}
+	kind := promotion.KindPromotion
+	if r.Header.Get(mediatypes.HeaderRollback) == "true" {
+		kind = promotion.KindRollback
+	}
+	if _, err := rt.gate.move(r.Context(), r, name, stage, &m, w2.previous, w2.decision, kind); err != nil {
+		rt.log.Error("stage move", "repo", name, "stage", stage, "err", err)
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	if m.Subject != "" {
+		stored.header.Set("OCI-Subject", m.Subject.String())
+	}
+	stored.replay(w)
+}
+
+// indexRecord copies a promotion, lineage or tombstone record into the
+// index, whoever wrote it: the server's own count, the rest are kept as
+// untrusted.
+func (rt *router) indexRecord(ctx context.Context, m index.Manifest) error {
+	if !isRecord(m.ArtifactType) || m.ArtifactType == mediatypes.ArtifactTypeEvaluation {
+		return nil
+	}
+	layer, ok := onlyLayer(m.Raw)
+	if !ok {
+		return nil
+	}
+	body, err := rt.gate.st.blob(ctx, m.Repo, layer.Digest)
+	if err != nil {
+		return err
+	}
+	switch m.ArtifactType {
+	case mediatypes.ArtifactTypeLineage:
+		return rt.idx.PutLineage(ctx, m, body)
+	case mediatypes.ArtifactTypePromotion:
+		p, err := rt.gate.dec.promotion(m, layer, body)
+		if err != nil {
+			return nil // not a record anyone can read: a plain manifest
+		}
+		return rt.idx.PutPromotion(ctx, m, p)
+	case mediatypes.ArtifactTypeTombstone:
+		rs, err := rt.gate.dec.tombstone(m, layer, body)
+		if err != nil {
+			return nil
+		}
+		return rt.idx.Retire(ctx, m.Repo, rs)
+	}
+	return nil
+}
+
+// refuse answers a gate error: 403 DENIED for a refusal, 400 for an
+// invalid manifest, 500 otherwise. It reports whether the request was answered.
 func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 	if err == nil {
 		return false
 	}
 	var d denied
-	if errors.As(err, &d) {
+	var inv invalid
+	switch {
+	case errors.As(err, &d):
 		ociError(w, http.StatusForbidden, "DENIED", d.msg)
-		return true
+	case errors.As(err, &inv):
+		ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", inv.msg)
+	default:
+		rt.log.Error("gate", "err", err)
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 	}
-	rt.log.Error("gate", "err", err)
-	ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 	return true
 }
 
 func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
+	ctx := r.Context()
 	defer rt.gate.lock(name, ref)()
-	if rt.refuse(w, rt.gate.checkDelete(r.Context(), name, ref)) {
+	retire, d, err := rt.gate.checkDelete(ctx, name, ref)
+	if rt.refuse(w, err) {
 		return
 	}
-	done, err := rt.idx.Begin(r.Context(), name)
+	if tag.Classify(ref) == tag.Stage {
+		// An unprotected stage holding a model: emptying it is a move,
+		// recorded like any other, so the history says it is empty.
+		cur, ok, err := rt.gate.st.tag(ctx, name, ref)
+		if err != nil {
+			rt.refuse(w, err)
+			return
+		}
+		if ok {
+			mt, raw, found, _ := rt.gate.st.manifest(ctx, name, cur.Digest)
+			if c, err := model.ClassifyManifest(mt, raw); found && err == nil && c.Kind == model.KindModel {
+				if _, err := rt.gate.move(ctx, r, name, ref, nil, cur.Digest, nil, promotion.KindRemoval); err != nil {
+					rt.refuse(w, err)
+					return
+				}
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+		}
+	}
+	if retire != nil {
+		if err := rt.gate.tombstone(ctx, r, name, d, retire); err != nil {
+			rt.refuse(w, err)
+			return
+		}
+	}
+	done, err := rt.idx.Begin(ctx, name)
 	if err != nil {
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", "the index is unavailable")
 		return
@@ -238,9 +381,9 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 		return
 	}
 	if d, err := digest.Parse(ref); err == nil {
-		err = rt.idx.DeleteManifest(r.Context(), name, d)
+		err = rt.idx.DeleteManifest(ctx, name, d)
 	} else {
-		err = rt.idx.DeleteTag(r.Context(), name, ref)
+		err = rt.idx.DeleteTag(ctx, name, ref)
 	}
 	if err != nil {
 		rt.log.Error("indexing a delete", "repo", name, "ref", ref, "err", err)

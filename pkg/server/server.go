@@ -16,13 +16,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"sync"
+	"slices"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/policy"
+	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/sirupsen/logrus"
 
 	// Registered by import: the filesystem storage driver.
@@ -42,6 +43,11 @@ type Options struct {
 	// AnonymousRead lets requests without credentials pull (GET and HEAD)
 	// when Htpasswd is set; writes still need a user.
 	AnonymousRead bool
+	// ReadOnlyUsers are htpasswd users who may pull (GET, HEAD) but not
+	// push or delete: accounts for deploy jobs and readers, whose leaked
+	// password must not let anyone change a model or a stage. Each must be
+	// in the Htpasswd file, else New fails.
+	ReadOnlyUsers []string
 	// Logger receives structured logs; nil logs to stderr as text.
 	Logger *slog.Logger
 	// MaxCatalogEntries and MaxTags bound one page of /v2/_catalog and of a
@@ -50,13 +56,31 @@ type Options struct {
 	// Reindex rebuilds the index from storage before serving.
 	Reindex bool
 	// Policy, when set, is enforced on every write of a stage tag: the
-	// server refuses moves the policy does not allow.
+	// server refuses moves the policy does not allow. It is fixed for the
+	// server's life; PolicyFile is the watched alternative.
 	Policy *policy.Policy
+	// PolicyFile is a trust policy file, re-read when it changes and on
+	// Reload (SIGHUP); an invalid new version keeps the old one in force
+	// and is reported in the log and on the status endpoint. When neither
+	// Policy nor PolicyFile is set, DefaultPolicyPath(DataDir) is used if
+	// it exists, so a registry's gate does not depend on how it was started.
+	PolicyFile string
+	// RecordClientAddress puts the client's address in the actor of
+	// records of anonymous moves ("anonymous@10.0.0.7"); off by default,
+	// as records are readable by every client.
+	RecordClientAddress bool
 	// Bare serves distribution alone, without the modelreg extension
 	// (no index, gate or model API): only for measuring the extension's cost.
 	Bare bool
 	// PprofAddr, when set, serves net/http/pprof there, for profiling.
 	PprofAddr string
+}
+
+// DefaultPolicyPath is where `modelreg serve` looks for a trust policy
+// when none is named: inside the data directory, never the working
+// directory of the server process.
+func DefaultPolicyPath(dataDir string) string {
+	return filepath.Join(dataDir, "modelreg", "policy.yaml")
 }
 
 // Server is a running registry.
@@ -65,6 +89,9 @@ type Server struct {
 	log     *slog.Logger
 	app     *handlers.App
 	idx     *index.Index
+	gate    *gate
+	watcher *policy.Watcher
+	key     *promotion.ServerKey
 	handler http.Handler
 	ln      net.Listener
 }
@@ -102,6 +129,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	} else if opts.AnonymousRead {
 		return nil, errors.New("--anonymous-read needs --htpasswd: without it every request is anonymous already")
 	}
+	if err := checkReadOnly(users, opts.ReadOnlyUsers); err != nil {
+		return nil, err
+	}
 	bridgeLogrus(opts.Logger)
 
 	// Kept with the data, so uploads in progress survive a restart.
@@ -124,79 +154,173 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	cfg.Log.AccessLog.Disabled = true
 
-	var idx *index.Index
+	s := &Server{opts: opts, log: opts.Logger}
+	var h http.Handler
 	if !opts.Bare {
-		if idx, err = openIndex(ctx, data, opts); err != nil {
+		if err := s.openExtension(ctx, data); err != nil {
 			return nil, err
 		}
 	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		if idx != nil {
-			idx.Close()
-		}
+		s.closeIndex()
 		return nil, fmt.Errorf("cannot listen on %s: %w; pick another --addr", opts.Addr, err)
 	}
-	app := handlers.NewApp(ctx, cfg)
-	s := &Server{opts: opts, log: opts.Logger, app: app, idx: idx, ln: ln}
-	var h http.Handler = app
+	s.ln = ln
+	s.app = handlers.NewApp(ctx, cfg)
+	h = s.app
 	if !opts.Bare {
-		rt := &router{next: app, idx: idx, log: opts.Logger}
-		rt.gate = &gate{policy: opts.Policy, idx: idx, self: rt, locks: map[string]*sync.Mutex{}}
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, status: s.Status}
+		s.gate.self = rt
 		h = rt
 	}
 	if users != nil {
-		h = &authenticator{users: users, anonymousRead: opts.AnonymousRead, next: h, cache: map[[32]byte]time.Time{}}
+		h = newAuthenticator(users, opts.ReadOnlyUsers, opts.AnonymousRead, h, opts.Logger)
 	}
 	s.handler = accessLog(opts.Logger, h)
 	return s, nil
 }
 
-// openIndex opens the index under the data directory and brings it in
-// line with storage: all of it on --reindex or when the index is new,
-// otherwise only the repositories a crash left with unfinished writes.
-func openIndex(ctx context.Context, data string, opts Options) (*index.Index, error) {
+// openExtension opens the policy, the server key, the storage and the
+// index, brings the index in line with storage (all of it when it is new,
+// of another schema, or a rebuild was cut short; otherwise the
+// repositories a crash left with writes in flight), and finishes stage
+// moves a crash cut short.
+func (s *Server) openExtension(ctx context.Context, data string) error {
+	opts := s.opts
+	policyFn := func() *policy.Policy { return opts.Policy }
+	path := opts.PolicyFile
+	if path == "" && opts.Policy == nil {
+		if _, err := os.Stat(DefaultPolicyPath(data)); err == nil {
+			path = DefaultPolicyPath(data)
+		}
+	}
+	if path != "" {
+		w, err := policy.NewWatcher(path, opts.Logger)
+		if err != nil {
+			return err
+		}
+		s.watcher = w
+		policyFn = w.Current
+	}
 	dir := filepath.Join(data, "modelreg")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
+		return err
 	}
-	path := filepath.Join(dir, "index.db")
-	_, statErr := os.Stat(path)
-	idx, err := index.Open(path)
+	key, err := promotion.LoadOrCreateServerKey(filepath.Join(dir, "server-key.pem"))
 	if err != nil {
-		return nil, err
+		return err
 	}
+	s.key = key
 	st, err := openStorage(ctx, data)
 	if err != nil {
+		return err
+	}
+	idx, err := index.Open(filepath.Join(dir, "index.db"))
+	if err != nil {
+		return err
+	}
+	s.idx = idx
+	dec := &decoder{pub: key.Public()}
+	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
+		clientAddr: opts.RecordClientAddress, locks: map[string]*tagLock{}}
+	fail := func(err error) error {
 		idx.Close()
-		return nil, err
+		s.idx = nil
+		return err
 	}
 	var repos []string
-	switch {
-	case opts.Reindex || statErr != nil:
-		repos = nil // all
-	default:
+	full := opts.Reindex || idx.Stale()
+	if !full {
 		if repos, err = idx.Pending(ctx); err != nil {
-			idx.Close()
-			return nil, err
-		}
-		if len(repos) == 0 {
-			return idx, nil
+			return fail(err)
 		}
 	}
-	n, err := rebuild(ctx, idx, st, repos)
-	if err != nil {
-		idx.Close()
-		return nil, fmt.Errorf("rebuilding the index from storage: %w", err)
+	if full || len(repos) > 0 {
+		if full {
+			repos = nil
+			opts.Logger.Info("rebuilding the index from storage")
+		}
+		n, err := rebuild(ctx, idx, st, dec, repos)
+		if err != nil {
+			return fail(fmt.Errorf("rebuilding the index from storage: %w", err))
+		}
+		if full {
+			opts.Logger.Info("index rebuilt from storage", "repositories", n)
+		} else {
+			opts.Logger.Warn("index repaired after an interrupted write", "repositories", repos)
+		}
 	}
-	switch {
-	case repos == nil:
-		opts.Logger.Info("index rebuilt from storage", "repositories", n)
-	default:
-		opts.Logger.Warn("index repaired after an interrupted write", "repositories", repos)
+	if err := s.gate.recover(ctx, "", ""); err != nil {
+		return fail(fmt.Errorf("finishing stage moves cut short: %w", err))
 	}
-	return idx, nil
+	if err := s.gate.anchor(ctx, filepath.Join(dir, "chain-genesis")); err != nil {
+		return fail(fmt.Errorf("anchoring the stage histories written before the chain: %w", err))
+	}
+	if f, err := idx.Failures(ctx); err == nil && len(f) > 0 {
+		opts.Logger.Error("manifests the index could not take (listed on /v2/_modelreg/v1/status)", "count", len(f), "first", f[0])
+	}
+	return nil
 }
+
+// Status is what /v2/_modelreg/v1/status publishes: the key that signs
+// the server's records (so anyone can verify a history), the policy in
+// force and its health, and the index's health.
+type Status struct {
+	ServerKey   string `json:"serverKey"`
+	ServerKeyID string `json:"serverKeyId"`
+	Policy      any    `json:"policy"`
+	// ProtectedStages lists the stages the policy in force protects.
+	ProtectedStages []string `json:"protectedStages"`
+	// IndexFailures lists the manifests the index could not take.
+	IndexFailures []string `json:"indexFailures"`
+	// PendingRepositories have writes the index has not caught up with.
+	PendingRepositories []string `json:"pendingRepositories"`
+}
+
+// Status reports the server's trust anchor and health.
+func (s *Server) Status() Status {
+	st := Status{ProtectedStages: []string{}, IndexFailures: []string{}, PendingRepositories: []string{}}
+	if s.key != nil {
+		st.ServerKey = promotion.PublicPEM(s.key.Public())
+		st.ServerKeyID = promotion.KeyID(s.key.Public())
+	}
+	if s.watcher != nil {
+		st.Policy = s.watcher.Status()
+	} else if s.opts.Policy != nil {
+		st.Policy = map[string]string{"path": s.opts.Policy.Source, "digest": s.opts.Policy.Digest}
+	}
+	if s.gate != nil {
+		if p := s.gate.policy(); p != nil {
+			for name := range p.Stages {
+				st.ProtectedStages = append(st.ProtectedStages, name)
+			}
+			slices.Sort(st.ProtectedStages)
+		}
+	}
+	if s.idx != nil {
+		ctx := context.Background()
+		if f, err := s.idx.Failures(ctx); err == nil && f != nil {
+			st.IndexFailures = f
+		}
+		if p, err := s.idx.Pending(ctx); err == nil && p != nil {
+			st.PendingRepositories = p
+		}
+	}
+	return st
+}
+
+// ReloadPolicy re-reads the policy file (SIGHUP); an invalid file keeps the
+// policy in force and is returned.
+func (s *Server) ReloadPolicy() error {
+	if s.watcher == nil {
+		return errors.New("no policy file to reload")
+	}
+	return s.watcher.Reload()
+}
+
+// ProtectedStages lists the stages the policy in force protects.
+func (s *Server) ProtectedStages() []string { return s.Status().ProtectedStages }
 
 // Addr is the address the server listens on (with the port picked, if 0 was asked).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -214,6 +338,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "")
+	if !s.opts.Bare {
+		st := s.Status()
+		if len(st.ProtectedStages) == 0 {
+			s.log.Warn("no trust policy: stage moves are recorded but not gated", "policy", DefaultPolicyPath(s.opts.DataDir))
+		} else {
+			s.log.Info("stages protected by the trust policy", "stages", st.ProtectedStages)
+		}
+	}
 	if s.opts.PprofAddr != "" {
 		if h, _, _ := net.SplitHostPort(s.opts.PprofAddr); h != "127.0.0.1" && h != "localhost" && h != "::1" {
 			return fmt.Errorf("--pprof-addr %s: profiling is served on loopback only", s.opts.PprofAddr)

@@ -205,7 +205,7 @@ func TestCrashRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := idx.ReplaceRepo(ctx, "team/a", nil, nil, nil); err != nil {
+	if err := idx.ReplaceRepo(ctx, "team/a", index.Content{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := idx.Begin(ctx, "team/a"); err != nil {

@@ -17,13 +17,15 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// storageReader reads the registry's storage directly (not over HTTP), to
-// rebuild the index: only storage can list a repository's manifests.
-type storageReader struct {
+// store reads and writes the registry's storage directly (not over HTTP):
+// to rebuild the index (only storage can list a repository's manifests),
+// to check tags against the truth rather than the index, and to write the
+// records and tag moves the server makes itself.
+type store struct {
 	ns distribution.Namespace
 }
 
-func openStorage(ctx context.Context, root string) (*storageReader, error) {
+func openStorage(ctx context.Context, root string) (*store, error) {
 	d, err := factory.Create(ctx, "filesystem", map[string]any{"rootdirectory": root})
 	if err != nil {
 		return nil, err
@@ -32,11 +34,122 @@ func openStorage(ctx context.Context, root string) (*storageReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &storageReader{ns: ns}, nil
+	return &store{ns: ns}, nil
+}
+
+func (s *store) repo(ctx context.Context, name string) (distribution.Repository, error) {
+	named, err := reference.WithName(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.ns.Repository(ctx, named)
+}
+
+// tag returns what a tag points at in storage; ok is false when it does not exist.
+func (s *store) tag(ctx context.Context, name, t string) (desc ocispec.Descriptor, ok bool, err error) {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return desc, false, err
+	}
+	desc, err = r.Tags(ctx).Get(ctx, t)
+	if errors.As(err, new(distribution.ErrTagUnknown)) || isPathNotFound(err) || errors.As(err, new(distribution.ErrRepositoryUnknown)) {
+		return desc, false, nil
+	}
+	return desc, err == nil, err
+}
+
+// tagsOf lists the tags pointing at a digest, from storage.
+func (s *store) tagsOf(ctx context.Context, name string, d digest.Digest) ([]string, error) {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := r.Tags(ctx).Lookup(ctx, ocispec.Descriptor{Digest: d})
+	if isPathNotFound(err) || errors.As(err, new(distribution.ErrRepositoryUnknown)) {
+		return nil, nil
+	}
+	return tags, err
+}
+
+func (s *store) setTag(ctx context.Context, name, t string, desc ocispec.Descriptor) error {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return err
+	}
+	return r.Tags(ctx).Tag(ctx, t, desc)
+}
+
+func (s *store) untag(ctx context.Context, name, t string) error {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return err
+	}
+	err = r.Tags(ctx).Untag(ctx, t)
+	if isPathNotFound(err) || errors.As(err, new(distribution.ErrTagUnknown)) {
+		return nil
+	}
+	return err
+}
+
+// manifest reads a manifest from storage; ok is false when it does not exist.
+func (s *store) manifest(ctx context.Context, name string, d digest.Digest) (mediaType string, payload []byte, ok bool, err error) {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return "", nil, false, err
+	}
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return "", nil, false, err
+	}
+	m, err := ms.Get(ctx, d)
+	if errors.As(err, new(distribution.ErrManifestUnknownRevision)) || isPathNotFound(err) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, err
+	}
+	mediaType, payload, err = m.Payload()
+	return mediaType, payload, err == nil, err
+}
+
+// putReferrer writes a single-layer referrer (a record the server made):
+// the empty config, the layer, then the manifest, which is the commit.
+func (s *store) putReferrer(ctx context.Context, name string, manifest []byte, layer ocispec.Descriptor, blob []byte) error {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, b := range []struct {
+		mt string
+		c  []byte
+	}{{ocispec.MediaTypeEmptyJSON, ocispec.DescriptorEmptyJSON.Data}, {layer.MediaType, blob}} {
+		if _, err := r.Blobs(ctx).Put(ctx, b.mt, b.c); err != nil {
+			return fmt.Errorf("writing a record blob: %w", err)
+		}
+	}
+	m, _, err := distribution.UnmarshalManifest(ocispec.MediaTypeImageManifest, manifest)
+	if err != nil {
+		return err
+	}
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = ms.Put(ctx, m)
+	return err
+}
+
+// blob reads a small blob (a record's layer).
+func (s *store) blob(ctx context.Context, name string, d digest.Digest) ([]byte, error) {
+	r, err := s.repo(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.Blobs(ctx).Get(ctx, d)
 }
 
 // repos lists every repository in storage.
-func (s *storageReader) repos(ctx context.Context) ([]string, error) {
+func (s *store) repos(ctx context.Context) ([]string, error) {
 	en, ok := s.ns.(distribution.RepositoryEnumerator)
 	if !ok {
 		return nil, errors.New("storage cannot list repositories")
@@ -52,25 +165,22 @@ func (s *storageReader) repos(ctx context.Context) ([]string, error) {
 	return out, err
 }
 
-// read returns what storage holds for one repository.
-func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest, map[string]digest.Digest, map[digest.Digest][]byte, error) {
-	named, err := reference.WithName(name)
+// read returns what storage holds for one repository, with its records
+// decoded by dec.
+func (s *store) read(ctx context.Context, name string, dec *decoder) (index.Content, error) {
+	c := index.Content{Tags: map[string]digest.Digest{}, Lineage: map[digest.Digest][]byte{}, Promotions: map[digest.Digest]index.Promotion{}}
+	repo, err := s.repo(ctx, name)
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	repo, err := s.ns.Repository(ctx, named)
-	if err != nil {
-		return nil, nil, nil, err
+		return c, err
 	}
 	ms, err := repo.Manifests(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return c, err
 	}
 	en, ok := ms.(distribution.ManifestEnumerator)
 	if !ok {
-		return nil, nil, nil, errors.New("storage cannot list manifests")
+		return c, errors.New("storage cannot list manifests")
 	}
-	var manifests []index.Manifest
 	err = en.Enumerate(ctx, func(d digest.Digest) error {
 		m, err := ms.Get(ctx, d)
 		if err != nil {
@@ -84,38 +194,46 @@ func (s *storageReader) read(ctx context.Context, name string) ([]index.Manifest
 		if err != nil {
 			return nil
 		}
-		manifests = append(manifests, im)
+		c.Manifests = append(c.Manifests, im)
 		return nil
 	})
 	if err != nil && !isPathNotFound(err) {
-		return nil, nil, nil, fmt.Errorf("listing manifests of %s: %w", name, err)
+		return c, fmt.Errorf("listing manifests of %s: %w", name, err)
 	}
-	tags := map[string]digest.Digest{}
 	all, err := repo.Tags(ctx).All(ctx)
 	if err != nil && !isPathNotFound(err) && !errors.As(err, new(distribution.ErrRepositoryUnknown)) {
-		return nil, nil, nil, fmt.Errorf("listing tags of %s: %w", name, err)
+		return c, fmt.Errorf("listing tags of %s: %w", name, err)
 	}
 	for _, t := range all {
 		desc, err := repo.Tags(ctx).Get(ctx, t)
 		if err != nil {
 			continue
 		}
-		tags[t] = desc.Digest
+		c.Tags[t] = desc.Digest
 	}
-	records := map[digest.Digest][]byte{}
-	for _, m := range manifests {
-		if m.ArtifactType != mediatypes.ArtifactTypePromotion && m.ArtifactType != mediatypes.ArtifactTypeLineage {
-			continue
-		}
+	for _, m := range c.Manifests {
 		layer, ok := onlyLayer(m.Raw)
-		if !ok {
+		if !ok || !isRecord(m.ArtifactType) {
 			continue
 		}
-		if body, err := repo.Blobs(ctx).Get(ctx, layer.Digest); err == nil {
-			records[m.Digest] = body
+		body, err := repo.Blobs(ctx).Get(ctx, layer.Digest)
+		if err != nil {
+			continue
+		}
+		switch m.ArtifactType {
+		case mediatypes.ArtifactTypeLineage:
+			c.Lineage[m.Digest] = body
+		case mediatypes.ArtifactTypePromotion:
+			if p, err := dec.promotion(m, layer, body); err == nil {
+				c.Promotions[m.Digest] = p
+			}
+		case mediatypes.ArtifactTypeTombstone:
+			if rs, err := dec.tombstone(m, layer, body); err == nil {
+				c.Retired = append(c.Retired, rs...)
+			}
 		}
 	}
-	return manifests, tags, records, nil
+	return c, nil
 }
 
 // onlyLayer returns a manifest's single (small) layer.
@@ -127,15 +245,30 @@ func onlyLayer(raw []byte) (ocispec.Descriptor, bool) {
 	return m.Layers[0], true
 }
 
+// isRecord reports whether an artifactType is one of modelreg's append-only
+// records, which no client may delete.
+func isRecord(artifactType string) bool {
+	switch artifactType {
+	case mediatypes.ArtifactTypePromotion, mediatypes.ArtifactTypeLineage, mediatypes.ArtifactTypeEvaluation, mediatypes.ArtifactTypeTombstone:
+		return true
+	}
+	return false
+}
+
 func isPathNotFound(err error) bool {
 	var pnf storagedriver.PathNotFoundError
 	return errors.As(err, &pnf)
 }
 
 // rebuild replaces the index content of the given repositories (all when
-// names is nil) with what storage holds.
-func rebuild(ctx context.Context, idx *index.Index, st *storageReader, names []string) (int, error) {
-	if names == nil {
+// names is nil) with what storage holds. A full rebuild is marked in the
+// index while it runs, so one cut short is done again at the next start.
+func rebuild(ctx context.Context, idx *index.Index, st *store, dec *decoder, names []string) (int, error) {
+	full := names == nil
+	if full {
+		if err := idx.BeginRebuild(ctx); err != nil {
+			return 0, err
+		}
 		var err error
 		if names, err = st.repos(ctx); err != nil {
 			return 0, err
@@ -155,11 +288,16 @@ func rebuild(ctx context.Context, idx *index.Index, st *storageReader, names []s
 		}
 	}
 	for _, name := range names {
-		manifests, tags, records, err := st.read(ctx, name)
+		c, err := st.read(ctx, name, dec)
 		if err != nil {
 			return 0, err
 		}
-		if err := idx.ReplaceRepo(ctx, name, manifests, tags, records); err != nil {
+		if err := idx.ReplaceRepo(ctx, name, c); err != nil {
+			return 0, err
+		}
+	}
+	if full {
+		if err := idx.EndRebuild(ctx); err != nil {
 			return 0, err
 		}
 	}

@@ -30,6 +30,7 @@ import (
 var (
 	modelregBin string
 	orasBin     string
+	craneBin    string
 	cosign2Bin  string
 	cosign3Bin  string
 	registryBin string
@@ -59,7 +60,7 @@ func run(m *testing.M) int {
 	for _, tool := range []struct {
 		env string
 		bin *string
-	}{{"MODELREG_ORAS", &orasBin}, {"MODELREG_COSIGN2", &cosign2Bin}, {"MODELREG_COSIGN3", &cosign3Bin}, {"MODELREG_DISTRIBUTION", &registryBin}} {
+	}{{"MODELREG_ORAS", &orasBin}, {"MODELREG_CRANE", &craneBin}, {"MODELREG_COSIGN2", &cosign2Bin}, {"MODELREG_COSIGN3", &cosign3Bin}, {"MODELREG_DISTRIBUTION", &registryBin}} {
 		*tool.bin = os.Getenv(tool.env)
 		if *tool.bin == "" {
 			fmt.Fprintf(os.Stderr, "%s is not set: run the tests with `make test`, which installs the pinned tools\n", tool.env)

@@ -54,12 +54,12 @@ func (l *lockedBuffer) String() string {
 
 // startServeAt runs `modelreg serve --data data --addr addr` until it is
 // killed or the test ends; addr may be 127.0.0.1:0 the first time.
-func startServeAt(t *testing.T, data, addr string) *serveProc {
+func startServeAt(t *testing.T, data, addr string, args ...string) *serveProc {
 	t.Helper()
 	var last string
 	for attempt := 0; attempt < 20; attempt++ { // the port may still be held for a moment after a kill
 		p := &serveProc{done: make(chan struct{}), logs: &lockedBuffer{}}
-		p.cmd = exec.Command(modelregBin, "serve", "--addr", addr, "--data", data, "--log-format", "json")
+		p.cmd = exec.Command(modelregBin, append([]string{"serve", "--addr", addr, "--data", data, "--log-format", "json"}, args...)...)
 		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stderr, err := p.cmd.StderrPipe()
 		if err != nil {
