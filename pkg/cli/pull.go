@@ -2,6 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/modelreg/modelreg/pkg/transfer"
@@ -12,6 +15,9 @@ func (a *app) pullCmd() *cobra.Command {
 	var (
 		dir         string
 		concurrency int
+		ratio       int64
+		expand      = sizeFlag(transfer.DefaultMaxExpandBytes)
+		entries     int64
 	)
 	c := &cobra.Command{
 		Use:   "pull REF -o DIR",
@@ -23,6 +29,17 @@ temporary directory beside DIR that is renamed to DIR only when all of them
 are verified: a failed or interrupted pull leaves nothing at DIR. DIR must
 not exist or must be empty. File paths recorded in the artifact are checked
 first: an absolute path or one with .. is refused before anything is written.
+A path that two layers (or one tar layer twice) would write is refused too,
+naming both layers. Only permission bits are restored, never setuid, setgid
+or sticky bits.
+
+Tar layers (from oras, KitOps, other ModelPack tools) are unpacked under
+bounds that stop a decompression bomb: a layer may unpack to at most
+--max-expand-ratio times its size (at least 1 MiB) and at most
+--max-expand-bytes more than its size, and hold at most --max-entries
+entries. The defaults pass every ordinary dataset measured (the most
+compressible, a sparse one-hot CSV, unpacks to 565 times its size); a layer
+beyond them is refused with the flag that raises its bound. 0 removes a bound.
 
 REF may name a version, a stage (production) or a digest (@sha256:...).`,
 		Example: `  modelreg pull localhost:5000/team/fraud:production -o ./fraud-model
@@ -36,11 +53,22 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 			if dir == "" {
 				return usageError{fmt.Errorf("-o DIR is required: the directory to create, e.g. -o ./model")}
 			}
+			for _, b := range []struct {
+				flag string
+				v    int64
+			}{{"--max-expand-ratio", ratio}, {"--max-expand-bytes", int64(expand)}, {"--max-entries", entries}} {
+				if b.v < 0 {
+					return usageError{fmt.Errorf("%s %d: give a positive bound, or 0 for none", b.flag, b.v)}
+				}
+			}
 			ref, repo, err := a.repository(c, args[0])
 			if err != nil {
 				return err
 			}
-			res, err := transfer.Pull(c.Context(), repo, ref, dir, transfer.PullOptions{Concurrency: concurrency, Progress: a.reporter(jsonOut)})
+			res, err := transfer.Pull(c.Context(), repo, ref, dir, transfer.PullOptions{
+				Concurrency: concurrency, Progress: a.reporter(jsonOut),
+				MaxExpandRatio: noneIfZero(ratio), MaxExpandBytes: noneIfZero(int64(expand)), MaxEntries: noneIfZero(entries),
+			})
 			if err != nil {
 				return err
 			}
@@ -54,6 +82,56 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 	}
 	c.Flags().StringVarP(&dir, "output-dir", "o", "", "directory to create with the model's files (required)")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "files downloaded at once (default: one per CPU, at least 4)")
+	c.Flags().Int64Var(&ratio, "max-expand-ratio", transfer.DefaultMaxExpandRatio, "most times its own size a tar layer may unpack to (at least 1 MiB); 0 for no bound")
+	c.Flags().Var(&expand, "max-expand-bytes", "most bytes a tar layer may unpack to beyond its own size (1073741824, 512MiB, 64GiB); 0 for no bound")
+	c.Flags().Int64Var(&entries, "max-entries", transfer.DefaultMaxEntries, "most files and directories one tar layer may hold; 0 for no bound")
 	a.addOutputFlag(c)
 	return c
 }
+
+// noneIfZero maps a flag's "0 for no bound" to transfer.PullOptions'
+// "negative for no bound" (0 there picks the default).
+func noneIfZero(v int64) int64 {
+	if v == 0 {
+		return -1
+	}
+	return v
+}
+
+// sizeFlag is a byte count given as a plain number or with a binary unit
+// (KiB, MiB, GiB, TiB), so a bound of 64 GiB need not be typed in bytes.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string {
+	n := int64(*s)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (s *sizeFlag) Set(v string) error {
+	num, mult := strings.TrimSpace(v), int64(1)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(num, u.name); ok {
+			num, mult = strings.TrimSpace(rest), u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is not a size: give bytes, or a number with KiB, MiB, GiB or TiB (64GiB)", v)
+	}
+	*s = sizeFlag(n * mult)
+	return nil
+}
+
+func (s *sizeFlag) Type() string { return "size" }

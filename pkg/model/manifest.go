@@ -177,19 +177,33 @@ func Parse(desc ocispec.Descriptor, raw []byte) (*Version, error) {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	v.Metadata = meta
-	seen := map[string]bool{}
+	seen := map[string]int{} // raw file path -> its layer
 	for i, l := range m.Layers {
 		f, err := fileEntry(v.Format, l)
 		if err != nil {
 			return nil, fmt.Errorf("manifest %s, layer %d (%s): %w", desc.Digest, i, l.Digest, err)
 		}
 		if f.Encoding == mediatypes.EncodingRaw {
-			if seen[f.Path] {
-				return nil, fmt.Errorf("manifest %s, layer %d: file path %q appears twice", desc.Digest, i, f.Path)
+			if j, dup := seen[f.Path]; dup {
+				return nil, fmt.Errorf("manifest %s: layer %d (%s) and layer %d (%s) both hold file path %q; a model's file paths must be unique",
+					desc.Digest, j, m.Layers[j].Digest, i, l.Digest, f.Path)
 			}
-			seen[f.Path] = true
+			seen[f.Path] = i
 		}
 		v.Files = append(v.Files, f)
+	}
+	// A raw file cannot also be the directory of another ("a" and "a/b"):
+	// which one a pull kept would depend on the order it wrote them in.
+	for i, f := range v.Files {
+		if f.Encoding != mediatypes.EncodingRaw {
+			continue
+		}
+		for d := path.Dir(f.Path); d != "."; d = path.Dir(d) {
+			if j, ok := seen[d]; ok {
+				return nil, fmt.Errorf("manifest %s: layer %d (%s) holds file path %q, which layer %d (%s) needs as a directory for %q",
+					desc.Digest, j, m.Layers[j].Digest, d, i, m.Layers[i].Digest, f.Path)
+			}
+		}
 	}
 	return v, nil
 }
@@ -230,6 +244,8 @@ func fileEntry(format string, l ocispec.Descriptor) (FileEntry, error) {
 		}
 	}
 	if s, ok := l.Annotations[mediatypes.AnnotationFileMode]; ok {
+		// Only the permission bits are accepted: a setuid, setgid or
+		// sticky bit (04755) is refused, never restored.
 		mode, err := strconv.ParseUint(s, 8, 32)
 		if err != nil || mode > 0o777 {
 			return f, fmt.Errorf("annotation %s=%q is not an octal permission (0644)", mediatypes.AnnotationFileMode, s)

@@ -166,3 +166,51 @@ func TestParseRejects(t *testing.T) {
 		t.Errorf("legacy ModelPack: %+v %v", v, err)
 	}
 }
+
+// Two raw layers cannot hold one path, nor a file and the directory of
+// another; a mode annotation with a setuid, setgid or sticky bit is refused.
+// Each refusal names the path and both layers.
+func TestParseRefusesPathConflictsAndSpecialModes(t *testing.T) {
+	layer := func(p, mode, content string) ocispec.Descriptor {
+		l := ocispec.Descriptor{MediaType: "application/vnd.cncf.model.weight.v1.raw", Digest: digest.FromString(content), Size: int64(len(content)),
+			Annotations: map[string]string{mediatypes.AnnotationFilepath: p}}
+		if mode != "" {
+			l.Annotations[mediatypes.AnnotationFileMode] = mode
+		}
+		return l
+	}
+	manifest := func(layers ...ocispec.Descriptor) []byte {
+		b, _ := json.Marshal(ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: mediatypes.ArtifactTypeModel,
+			Config: ocispec.DescriptorEmptyJSON, Layers: layers})
+		return b
+	}
+	a, b := layer("w/a.bin", "", "a"), layer("w/a.bin", "", "b")
+	for _, c := range []struct {
+		name   string
+		layers []ocispec.Descriptor
+		want   []string
+	}{
+		{"same path", []ocispec.Descriptor{a, layer("README.md", "", "r"), b},
+			[]string{`"w/a.bin"`, "layer 0 (" + a.Digest.String(), "layer 2 (" + b.Digest.String()}},
+		{"file and directory", []ocispec.Descriptor{layer("w/a.bin/x", "", "x"), a},
+			[]string{`"w/a.bin"`, "layer 1 (" + a.Digest.String(), "layer 0 (" + digest.FromString("x").String()}},
+		{"setuid", []ocispec.Descriptor{layer("run.sh", "4755", "s")}, []string{`"4755"`, "not an octal permission"}},
+		{"setgid", []ocispec.Descriptor{layer("run.sh", "2755", "s")}, []string{`"2755"`}},
+		{"sticky", []ocispec.Descriptor{layer("run.sh", "1777", "s")}, []string{`"1777"`}},
+	} {
+		_, err := Parse(ocispec.Descriptor{}, manifest(c.layers...))
+		if err == nil {
+			t.Errorf("%s: accepted", c.name)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error does not mention %q: %v", c.name, w, err)
+			}
+		}
+	}
+	v, err := Parse(ocispec.Descriptor{}, manifest(layer("run.sh", "0755", "s"), layer("w/a.bin", "", "a"), layer("w/b.bin", "", "b")))
+	if err != nil || v.Files[0].Mode != 0o755 || v.Files[1].Mode != 0o644 {
+		t.Errorf("distinct paths and a plain mode: %+v %v", v, err)
+	}
+}

@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"sync"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/progress"
@@ -31,7 +35,53 @@ type PullOptions struct {
 	Attempts int
 	// Progress reports each file; nil reports nothing.
 	Progress progress.Reporter
+
+	// MaxExpandRatio bounds what a tar layer may unpack to, in multiples
+	// of its size in the registry: a few MiB of compressed zeros (a
+	// decompression bomb) would otherwise write until the disk is full.
+	// Every layer may unpack to at least 1 MiB, since small tars are mostly
+	// padding. 0 means DefaultMaxExpandRatio; a negative value removes
+	// the bound.
+	MaxExpandRatio int64
+	// MaxExpandBytes bounds how many bytes a tar layer may unpack to beyond
+	// its own size, whatever its ratio: the ratio alone lets a large
+	// compressed bomb write ratio times its size, while a genuine layer of
+	// incompressible weights unpacks to about its own size and is never
+	// stopped by this bound. 0 means DefaultMaxExpandBytes; a negative
+	// value removes the bound.
+	MaxExpandBytes int64
+	// MaxEntries bounds the entries (files and directories) of one tar
+	// layer: a layer of millions of empty files compresses to little and
+	// would exhaust the destination's inodes. 0 means DefaultMaxEntries; a
+	// negative value removes the bound.
+	MaxEntries int64
 }
+
+// The default decompression bounds of a pull. docs/format.md ("Decompression
+// bounds") holds the measurements they are chosen from.
+const (
+	// DefaultMaxExpandRatio is 1000 because ordinary data stays well below
+	// it (text and CSV 2-15 times, tars of many small files up to 110
+	// times, sparse one-hot CSVs up to 565 times) while zeros compress
+	// 1030 times with gzip and 32000 times with zstd.
+	DefaultMaxExpandRatio int64 = 1000
+	// DefaultMaxExpandBytes (64 GiB) is what a bomb can at most add to the
+	// disk beyond the bytes it was downloaded as; gzip cannot exceed about
+	// 1032 times, so this is the bound that stops a large gzip bomb.
+	DefaultMaxExpandBytes int64 = 64 << 30
+	// DefaultMaxEntries (one million) is above the file count of any model
+	// or dataset directory expected in one layer, and far below the inodes
+	// of a filesystem that holds models.
+	DefaultMaxEntries int64 = 1_000_000
+
+	// expandFloor is what any tar layer may unpack to, whatever its ratio:
+	// a tar of one small file is 10 KiB of mostly zeros and compresses 60 times.
+	expandFloor = 1 << 20
+	// maxZstdWindow is the largest zstd window (decoder memory) accepted,
+	// the default limit of the zstd CLI; larger windows need --long when
+	// compressing and are refused as a memory bomb.
+	maxZstdWindow = 128 << 20
+)
 
 // PullResult is what a pull did.
 type PullResult struct {
@@ -77,6 +127,10 @@ func Fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Ref
 // dir that is renamed into place only when everything is verified, so a
 // failed or interrupted pull leaves nothing at dir. dir must not exist or be
 // an empty directory.
+//
+// Tar layers are unpacked under the bounds of opts (decompressed bytes,
+// entries), and no path may be written by two layers, or twice by one tar:
+// such a version is refused, whatever order its layers arrive in.
 func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference, dir string, opts PullOptions) (*PullResult, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = max(4, runtime.NumCPU())
@@ -87,12 +141,25 @@ func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	if opts.Progress == nil {
 		opts.Progress = progress.Discard()
 	}
+	if opts.MaxExpandRatio == 0 {
+		opts.MaxExpandRatio = DefaultMaxExpandRatio
+	}
+	if opts.MaxExpandBytes == 0 {
+		opts.MaxExpandBytes = DefaultMaxExpandBytes
+	}
+	if opts.MaxEntries == 0 {
+		opts.MaxEntries = DefaultMaxEntries
+	}
 	if err := checkDest(dir); err != nil {
 		return nil, err
 	}
 	v, err := Fetch(ctx, repo, ref)
 	if err != nil {
 		return nil, err
+	}
+	tree, err := newTreeClaims(v.Files)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -117,14 +184,19 @@ func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	if err := retry(ctx, opts.Attempts, func() error { return fetchVerified(ctx, repo, v.Config, io.Discard) }); err != nil {
 		return nil, fmt.Errorf("%s: config blob: %w", ref, err)
 	}
+	p := &puller{repo: repo, root: root, opts: opts, tree: tree}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
-	for _, f := range v.Files {
+	for i, f := range v.Files {
 		g.Go(func() error {
 			t := opts.Progress.Track("pulled", f.Path, f.Descriptor.Size)
-			err := retry(gctx, opts.Attempts, func() error { return pullFile(gctx, repo, root, f, t) })
+			err := retry(gctx, opts.Attempts, func() error { return p.pullFile(gctx, i, f, t) })
 			if err != nil {
-				err = fmt.Errorf("%s: %w", f.Path, remote.Explain(err, ref.String()))
+				name := f.Path
+				if name == "" {
+					name = "layer " + f.Descriptor.Digest.String()
+				}
+				err = fmt.Errorf("%s: %w", name, remote.Explain(err, ref.String()))
 				t.Fail(err)
 				return err
 			}
@@ -191,8 +263,19 @@ func verifyErr(err error, desc ocispec.Descriptor) error {
 	return err
 }
 
-func pullFile(ctx context.Context, repo registry.Repository, root *os.Root, f model.FileEntry, t progress.Tracker) error {
-	rc, err := repo.Blobs().Fetch(ctx, f.Descriptor)
+// puller is one pull in progress: where files go, the bounds tar layers
+// are unpacked under, and the paths already claimed by the pull's layers.
+type puller struct {
+	repo registry.Repository
+	root *os.Root
+	opts PullOptions
+	tree *treeClaims
+}
+
+// pullFile writes layer i (f) into the tree. It may run again after a
+// transient failure: it then writes the same files over.
+func (p *puller) pullFile(ctx context.Context, i int, f model.FileEntry, t progress.Tracker) error {
+	rc, err := p.repo.Blobs().Fetch(ctx, f.Descriptor)
 	if err != nil {
 		return err
 	}
@@ -200,19 +283,31 @@ func pullFile(ctx context.Context, repo registry.Repository, root *os.Root, f mo
 	vr := content.NewVerifyReader(progress.Reader(rc, t), f.Descriptor)
 	switch f.Encoding {
 	case mediatypes.EncodingRaw:
-		if err := writeFile(root, f.Path, f.Mode, vr); err != nil {
+		// Raw paths were claimed from the manifest before any layer started.
+		if err := writeFile(p.root, f.Path, f.Mode, vr); err != nil {
 			return err
 		}
 	case mediatypes.EncodingTar:
-		if err := extractTar(root, vr); err != nil {
+		// Uncompressed, but a sparse entry still expands: same bounds.
+		if err := p.extractTar(i, f, vr); err != nil {
 			return err
 		}
 	case mediatypes.EncodingTarGzip:
 		zr, err := gzip.NewReader(vr)
 		if err != nil {
-			return fmt.Errorf("layer is not gzip: %w", err)
+			return fmt.Errorf("layer %s is not gzip: %w", f.Descriptor.Digest, err)
 		}
-		if err := extractTar(root, zr); err != nil {
+		if err := p.extractTar(i, f, zr); err != nil {
+			return err
+		}
+	case mediatypes.EncodingTarZstd:
+		zr, err := zstd.NewReader(vr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		if err != nil {
+			return fmt.Errorf("layer %s: zstd: %w", f.Descriptor.Digest, err)
+		}
+		err = p.extractTar(i, f, zr)
+		zr.Close()
+		if err != nil {
 			return err
 		}
 	default:
@@ -224,6 +319,10 @@ func pullFile(ctx context.Context, repo registry.Repository, root *os.Root, f mo
 	return verifyErr(vr.Verify(), f.Descriptor)
 }
 
+// writeFile writes r to p and gives it the permission bits of mode: only
+// rwx for user, group and others. setuid, setgid and sticky bits are never
+// restored, whatever a tar header or an annotation says, so a pulled model
+// cannot plant a setuid executable.
 func writeFile(root *os.Root, p string, mode fs.FileMode, r io.Reader) error {
 	name := filepath.FromSlash(p)
 	if d := filepath.Dir(name); d != "." {
@@ -243,20 +342,121 @@ func writeFile(root *os.Root, p string, mode fs.FileMode, r io.Reader) error {
 	if err := fh.Close(); err != nil {
 		return err
 	}
-	return root.Chmod(name, mode.Perm())
+	return root.Chmod(name, mode&fs.ModePerm)
 }
 
-// extractTar unpacks regular files and directories; links and devices in a
-// layer are refused, as are entries that would leave the tree.
-func extractTar(root *os.Root, r io.Reader) error {
-	tr := tar.NewReader(r)
+// tarPerm keeps only the permission bits (0777) of a tar header's mode;
+// the setuid (04000), setgid (02000) and sticky (01000) bits are dropped.
+func tarPerm(h *tar.Header) fs.FileMode {
+	return fs.FileMode(h.Mode & 0o777)
+}
+
+// expandLimit is how many bytes layer f may unpack to under p's bounds, and
+// the flag that raises the bound that decides it; limit < 0 means unbounded.
+func (p *puller) expandLimit(f model.FileEntry) (limit int64, flag string) {
+	limit = -1
+	size := max(f.Descriptor.Size, 0)
+	if r := p.opts.MaxExpandRatio; r > 0 {
+		limit, flag = math.MaxInt64, "--max-expand-ratio"
+		if size <= math.MaxInt64/r {
+			limit = max(size*r, expandFloor)
+		}
+	}
+	if c := p.opts.MaxExpandBytes; c > 0 {
+		abs := int64(math.MaxInt64)
+		if size <= math.MaxInt64-c {
+			abs = size + c
+		}
+		if limit < 0 || abs < limit {
+			limit, flag = abs, "--max-expand-bytes"
+		}
+	}
+	return limit, flag
+}
+
+// boundError is a tar layer refused by a bound of PullOptions. It is its
+// own type so that the tar reader's wrapping cannot hide it and retry never
+// mistakes it for a transient failure.
+type boundError struct{ msg string }
+
+func (e *boundError) Error() string { return e.msg }
+
+// errExpand reports a layer that unpacks beyond limit.
+func (p *puller) errExpand(f model.FileEntry, limit int64, flag, what string) error {
+	return &boundError{fmt.Sprintf(
+		"layer %s (%s, %s) %s beyond %s (%d bytes), the most this layer may unpack to (%s); refused as a possible decompression bomb; if the layer is genuine, raise the bound with %s (0 removes it)",
+		f.Descriptor.Digest, f.Encoding, progress.Size(f.Descriptor.Size), what, progress.Size(limit), limit, p.boundRule(), flag)}
+}
+
+// boundRule spells out the expansion bounds in force.
+func (p *puller) boundRule() string {
+	var parts []string
+	if p.opts.MaxExpandRatio > 0 {
+		parts = append(parts, fmt.Sprintf("%d times its size, at least %s", p.opts.MaxExpandRatio, progress.Size(expandFloor)))
+	}
+	if p.opts.MaxExpandBytes > 0 {
+		parts = append(parts, fmt.Sprintf("its size plus %s", progress.Size(p.opts.MaxExpandBytes)))
+	}
+	return strings.Join(parts, ", and at most ")
+}
+
+// boundedReader fails once more than limit bytes have been read through it.
+type boundedReader struct {
+	r     io.Reader
+	n     int64
+	limit int64
+	fail  func() error
+}
+
+func (b *boundedReader) Read(buf []byte) (int, error) {
+	if b.limit >= 0 {
+		if b.n > b.limit {
+			return 0, b.fail()
+		}
+		if rest := b.limit - b.n; rest < int64(len(buf)) {
+			buf = buf[:rest+1] // read at most one byte past the limit
+		}
+	}
+	n, err := b.r.Read(buf)
+	b.n += int64(n)
+	if b.limit >= 0 && b.n > b.limit {
+		return n, b.fail()
+	}
+	return n, err
+}
+
+// extractTar unpacks the regular files and directories of tar layer i (f)
+// from r, the layer's decompressed stream; links and devices are refused,
+// as are entries that would leave the tree. The decompressed stream and
+// the sum of the files' sizes must both stay within the layer's expansion
+// bound, and the entries within MaxEntries; every path is claimed in the
+// pull's tree, so a path held by another layer, or twice by this one, is
+// refused.
+func (p *puller) extractTar(i int, f model.FileEntry, r io.Reader) error {
+	limit, flag := p.expandLimit(f)
+	br := &boundedReader{r: r, limit: limit, fail: func() error {
+		return p.errExpand(f, limit, flag, "decompresses")
+	}}
+	tr := tar.NewReader(br)
+	attempt := map[string]bool{} // the paths of this attempt, to find a tar's own duplicates
+	var entries, files int64
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading tar layer: %w", err)
+			var be *boundError
+			if errors.As(err, &be) {
+				return be
+			}
+			return fmt.Errorf("reading tar layer %s: %w", f.Descriptor.Digest, err)
+		}
+		entries++
+		if p.opts.MaxEntries > 0 && entries > p.opts.MaxEntries {
+			return &boundError{fmt.Sprintf(
+				"layer %s (%s, %s) holds more than %d tar entries, the most one layer may hold; refused as a possible inode bomb; if the layer is genuine, raise the bound with --max-entries (0 removes it)",
+				f.Descriptor.Digest, f.Encoding, progress.Size(f.Descriptor.Size), p.opts.MaxEntries)}
 		}
 		name := path.Clean(h.Name)
 		if err := model.CheckPath(name); err != nil {
@@ -264,15 +464,118 @@ func extractTar(root *os.Root, r io.Reader) error {
 		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := root.MkdirAll(filepath.FromSlash(name), 0o755); err != nil {
+			if err := p.tree.claim(name, i, true, attempt); err != nil {
+				return err
+			}
+			if err := p.root.MkdirAll(filepath.FromSlash(name), 0o755); err != nil {
 				return err
 			}
 		case tar.TypeReg:
-			if err := writeFile(root, name, fs.FileMode(h.Mode).Perm(), tr); err != nil {
+			// The declared size is checked before writing: a bomb of one
+			// huge file is refused without writing a byte of it.
+			if limit >= 0 && (h.Size > limit || files > limit-h.Size) {
+				return p.errExpand(f, limit, flag, fmt.Sprintf("holds %q of %s, which takes it", name, progress.Size(h.Size)))
+			}
+			files += h.Size
+			if err := p.tree.claim(name, i, false, attempt); err != nil {
+				return err
+			}
+			if err := writeFile(p.root, name, tarPerm(h), tr); err != nil {
 				return err
 			}
 		default:
 			return fmt.Errorf("tar entry %q is a link or special file; only files and directories are extracted", h.Name)
 		}
 	}
+}
+
+// treeClaims records which layer writes each path of a pull, shared by
+// the layers that run concurrently. Raw layers' paths are known from the
+// manifest and claimed before any layer starts; tar entries are claimed as
+// they are read. A file path claimed by two layers (or twice by one tar),
+// or claimed as a file by one layer and as a directory by another, is
+// refused, so the outcome never depends on which layer is written first.
+// Directories may appear in several layers.
+type treeClaims struct {
+	mu     sync.Mutex
+	layers []model.FileEntry
+	files  map[string]int // file path -> index of the layer that writes it
+	dirs   map[string]int // directory path -> index of the first layer that needs it
+}
+
+func newTreeClaims(layers []model.FileEntry) (*treeClaims, error) {
+	c := &treeClaims{layers: layers, files: map[string]int{}, dirs: map[string]int{}}
+	for i, f := range layers {
+		if f.Encoding != mediatypes.EncodingRaw {
+			continue
+		}
+		if err := c.claim(f.Path, i, false, nil); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// layerName names layer i for an error message.
+func (c *treeClaims) layerName(i int) string {
+	f := c.layers[i]
+	return fmt.Sprintf("layer %d (%s %s)", i, f.Encoding, f.Descriptor.Digest)
+}
+
+// conflict reports path p claimed by layers a and b, naming the layers in
+// manifest order so that the message does not depend on timing.
+func (c *treeClaims) conflict(p string, a int, aDir bool, b int, bDir bool) error {
+	if a > b {
+		a, aDir, b, bDir = b, bDir, a, aDir
+	}
+	kind := func(dir bool) string {
+		if dir {
+			return "a directory"
+		}
+		return "a file"
+	}
+	if aDir == bDir {
+		return fmt.Errorf("path %q is written by both %s and %s; a model's file paths must be unique, so this version is refused rather than keep either", p, c.layerName(a), c.layerName(b))
+	}
+	return fmt.Errorf("path %q is %s in %s and %s in %s; this version is refused rather than keep either", p, kind(aDir), c.layerName(a), kind(bDir), c.layerName(b))
+}
+
+// claim records that layer i writes p, a directory or a file, and its
+// parent directories. attempt holds the paths this attempt at layer i has
+// already claimed (nil for raw layers): a path claimed by the same layer on
+// an earlier, failed attempt is written again, not refused.
+func (c *treeClaims) claim(p string, i int, dir bool, attempt map[string]bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for d := path.Dir(p); d != "."; d = path.Dir(d) {
+		if j, ok := c.files[d]; ok {
+			return c.conflict(d, j, false, i, true)
+		}
+		if _, ok := c.dirs[d]; !ok {
+			c.dirs[d] = i
+		}
+	}
+	if dir {
+		if j, ok := c.files[p]; ok {
+			return c.conflict(p, j, false, i, true)
+		}
+		if _, ok := c.dirs[p]; !ok {
+			c.dirs[p] = i
+		}
+		return nil
+	}
+	if j, ok := c.dirs[p]; ok {
+		return c.conflict(p, j, true, i, false)
+	}
+	if attempt != nil && attempt[p] {
+		return fmt.Errorf("path %q appears twice in %s; a model's file paths must be unique, so this version is refused rather than keep either", p, c.layerName(i))
+	}
+	if j, ok := c.files[p]; ok && j != i {
+		return c.conflict(p, j, false, i, false)
+	}
+	c.files[p] = i
+	if attempt != nil {
+		attempt[p] = true
+	}
+	return nil
 }
