@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/reference"
@@ -206,6 +207,10 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	}
 	t := ""
 	if _, err := digest.Parse(ref); err != nil {
+		if strings.Contains(ref, ":") {
+			rt.next.ServeHTTP(w, r) // a malformed digest: distribution says so (400)
+			return
+		}
 		t = ref
 	}
 	ctx := r.Context()
@@ -338,6 +343,10 @@ func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 
 func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
 	ctx := r.Context()
+	if _, err := digest.Parse(ref); err != nil && strings.Contains(ref, ":") {
+		rt.next.ServeHTTP(w, r) // a malformed digest: distribution says so (400)
+		return
+	}
 	defer rt.gate.lock(name, ref)()
 	retire, d, err := rt.gate.checkDelete(ctx, name, ref)
 	if rt.refuse(w, err) {

@@ -50,7 +50,7 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("bad metric", func(t *testing.T) {
 		e := &env{t: t, home: e.home, dir: e.dir}
-		e.fails([]string{"a metric must be a number"}, "push", reg.Addr+"/team/x:1.0.0", src, "--metric", "acc=high")
+		e.fails([]string{"a metric must be a finite number"}, "push", reg.Addr+"/team/x:1.0.0", src, "--metric", "acc=high")
 		e.fails([]string{"expected KEY=VALUE"}, "push", reg.Addr+"/team/x:1.0.0", src, "--param", "nokey")
 	})
 	t.Run("unreachable registry", func(t *testing.T) {
@@ -126,13 +126,19 @@ func TestCorruptBlobFailsPull(t *testing.T) {
 }
 
 // File paths come from annotations anyone with push rights writes: a path
-// that leaves the destination is refused before anything is written.
+// that leaves the destination is refused by modelreg serve at the door, and
+// by the client before anything is written (tested on plain distribution,
+// which stores such a manifest).
 func TestPathTraversalRefused(t *testing.T) {
-	reg := startServer(t)
+	served := startServer(t)
+	reg := startPlainRegistry(t)
 	e := newEnv(t)
 	for _, evil := range []string{"../evil.txt", "/tmp/evil.txt", "a/../../evil.txt"} {
 		t.Run(evil, func(t *testing.T) {
 			tagName := "1.0." + string(rune('0'+len(evil)%10))
+			if err := tryPushRawManifest(t, served.Addr, "team/evil", tagName, evil); err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), evil) {
+				t.Errorf("modelreg serve took a manifest with file path %q: %v", evil, err)
+			}
 			ref := pushRawManifest(t, reg.Addr, "team/evil", tagName, evil)
 			out := filepath.Join(e.dir, "sub", "out")
 			os.MkdirAll(filepath.Dir(out), 0o755)
@@ -151,6 +157,14 @@ func TestPathTraversalRefused(t *testing.T) {
 // pushRawManifest writes, with oras-go, a model manifest whose only layer
 // claims file path p, the way a hostile producer could.
 func pushRawManifest(t *testing.T, addr, repoName, tag, p string) string {
+	t.Helper()
+	if err := tryPushRawManifest(t, addr, repoName, tag, p); err != nil {
+		t.Fatal(err)
+	}
+	return addr + "/" + repoName + ":" + tag
+}
+
+func tryPushRawManifest(t *testing.T, addr, repoName, tag, p string) error {
 	t.Helper()
 	ctx := context.Background()
 	repo, err := remote.NewRepository(addr + "/" + repoName)
@@ -174,10 +188,7 @@ func pushRawManifest(t *testing.T, addr, repoName, tag, p string) string {
 	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
 		ArtifactType: mediatypes.ArtifactTypeModel, Config: cdesc, Layers: []ocispec.Descriptor{layer}})
 	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
-	if err := repo.PushReference(ctx, mdesc, bytes.NewReader(m), tag); err != nil {
-		t.Fatal(err)
-	}
-	return addr + "/" + repoName + ":" + tag
+	return repo.PushReference(ctx, mdesc, bytes.NewReader(m), tag)
 }
 
 // With --htpasswd, wrong credentials are refused with a message that says
