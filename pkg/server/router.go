@@ -62,12 +62,18 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m := referrersRE.FindStringSubmatch(p); m != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if !validName(w, m[1]) {
+			return
+		}
 		rt.referrers(w, r, m[1], m[2])
 		return
 	}
 	var match mux.RouteMatch
 	if distRouter.Match(r, &match) && match.Route != nil && match.Handler == nil {
 		name := match.Vars["name"]
+		if name != "" && !validName(w, name) {
+			return
+		}
 		switch match.Route.GetName() {
 		case v2.RouteNameManifest:
 			switch r.Method {
@@ -94,6 +100,16 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.next.ServeHTTP(w, r)
+}
+
+// validName answers 400 NAME_INVALID for a repository name distribution
+// would refuse (longer than 255 characters): a client error, never a 500.
+func validName(w http.ResponseWriter, name string) bool {
+	if _, err := reference.WithName(name); err != nil {
+		ociError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name: %v", err))
+		return false
+	}
+	return true
 }
 
 // ociError writes an error body in the distribution-spec format.

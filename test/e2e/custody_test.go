@@ -557,3 +557,66 @@ func TestKillDuringRebuild(t *testing.T) {
 	code, body := put(t, addr, last, "1.0.0", ocispec.MediaTypeImageManifest, other)
 	wantDenied(t, "overwriting "+last+":1.0.0 after the interrupted rebuild", code, body, "immutable")
 }
+
+// Client errors the review found answered with 500: each is a 4xx.
+func TestClientErrorsAre4xx(t *testing.T) {
+	reg := startServer(t)
+	manifest := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)
+	long := strings.Repeat("a", 300)
+	deep := strings.Repeat(strings.Repeat("b", 60)+"/", 7) + "c"
+	for _, c := range []struct {
+		what, method, path, contentType string
+		body                            []byte
+	}{
+		{"a 300-character name", "PUT", "/v2/" + long + "/manifests/1.0.0", ocispec.MediaTypeImageManifest, manifest},
+		{"a name over 255 characters in components", "PUT", "/v2/" + deep + "/manifests/production", ocispec.MediaTypeImageManifest, manifest},
+		{"a long name, delete", "DELETE", "/v2/" + long + "/manifests/1.0.0", "", nil},
+		{"a long name, referrers", "GET", "/v2/" + long + "/referrers/" + digest.FromString("x").String(), "", nil},
+		{"schema 1", "PUT", "/v2/team/x/manifests/1.0.1", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1,"name":"team/x","tag":"1.0.1","fsLayers":[],"history":[]}`)},
+		{"a malformed digest reference", "PUT", "/v2/team/x/manifests/sha256:zz", ocispec.MediaTypeImageManifest, manifest},
+		{"a malformed digest delete", "DELETE", "/v2/team/x/manifests/sha256:zz", "", nil},
+		{"a malformed referrers subject", "GET", "/v2/team/x/referrers/sha256:zz", "", nil},
+		{"a malformed subject", "PUT", "/v2/team/x/manifests/1.0.2", ocispec.MediaTypeImageManifest, bytes.Replace(manifest, []byte(`"layers":[]`), []byte(`"layers":[],"subject":{"mediaType":"a","digest":"sha256:zz","size":1}`), 1)},
+		{"a body that contradicts its Content-Type", "PUT", "/v2/team/x/manifests/1.0.3", ocispec.MediaTypeImageIndex, manifest},
+	} {
+		code, body := httpDo(t, c.method, "http://"+reg.Addr+c.path, c.body, c.contentType)
+		if code < 400 || code >= 500 {
+			t.Errorf("%s: %d %s, want a 4xx", c.what, code, body)
+		}
+	}
+}
+
+// A manifest the index cannot take (written to storage behind the
+// server's back: here by plain distribution on the same data directory)
+// never stops a rebuild: it is reported, and the rest is served.
+func TestRebuildSurvivesBadManifest(t *testing.T) {
+	plain := startPlainRegistry(t)
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.dir, "model.safetensors"), "w", 0o644)
+	for i, v := range []string{"NaN", "Inf"} {
+		e.oras("push", "--artifact-type", mediatypes.ArtifactTypeModel, "--annotation", mediatypes.AnnotationMetricPrefix+"acc="+v,
+			fmt.Sprintf("%s/team/bad:1.0.%d", plain.Addr, i), "model.safetensors")
+	}
+	e.oras("push", "--artifact-type", mediatypes.ArtifactTypeModel, "--annotation", mediatypes.AnnotationMetricPrefix+"acc=0.9", plain.Addr+"/team/good:1.0.0", "model.safetensors")
+	p := startServeAt(t, plain.Data, "127.0.0.1:0", "--reindex")
+	var st struct {
+		IndexFailures []string `json:"indexFailures"`
+	}
+	apiGet(t, p.reg.Addr, "status", &st)
+	if len(st.IndexFailures) != 2 || !strings.Contains(strings.Join(st.IndexFailures, "\n"), "finite") {
+		t.Errorf("index failures on the status endpoint: %v", st.IndexFailures)
+	}
+	var models struct{ Models []json.RawMessage }
+	apiGet(t, p.reg.Addr, "models", &models)
+	if len(models.Models) != 1 {
+		t.Errorf("models served: %s", models.Models)
+	}
+	var search any
+	apiGet(t, p.reg.Addr, "search?q="+url.QueryEscape("metrics.acc > 0"), &search)
+	// The versions stay immutable although they are not indexed as models.
+	writeFile(t, filepath.Join(e.dir, "model.safetensors"), "other", 0o644)
+	r := e.exec("", nil, orasBin, "push", "--plain-http", "--artifact-type", mediatypes.ArtifactTypeModel, p.reg.Addr+"/team/bad:1.0.0", "model.safetensors")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "immutable") {
+		t.Errorf("overwriting an unindexable version: exit %d\n%s", r.Code, r.Stderr)
+	}
+}
