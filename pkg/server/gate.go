@@ -49,34 +49,61 @@ type gate struct {
 	clientAddr bool
 
 	mu    sync.Mutex
-	locks map[string]*tagLock
+	locks map[string]*refLock
 }
 
-type tagLock struct {
-	sync.Mutex
+type refLock struct {
+	sync.RWMutex
 	users int
 }
 
-// lock serializes writes to one tag of one repository. Entries are
-// dropped when nobody holds or waits for them, so the map stays small.
-func (g *gate) lock(repo, t string) func() {
-	k := repo + ":" + t
+// get returns the lock of key k, counted as used until put.
+func (g *gate) get(k string) *refLock {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	l, ok := g.locks[k]
 	if !ok {
-		l = &tagLock{}
+		l = &refLock{}
 		g.locks[k] = l
 	}
 	l.users++
+	return l
+}
+
+// put drops a lock nobody holds or waits for, so the map stays small.
+func (g *gate) put(k string, l *refLock) {
+	g.mu.Lock()
+	if l.users--; l.users == 0 {
+		delete(g.locks, k)
+	}
 	g.mu.Unlock()
+}
+
+// lock serializes writes to one tag of one repository; writes to other
+// tags go on in parallel. It shares the repository's lock with them, which
+// lockRepo takes alone.
+func (g *gate) lock(repo, t string) func() {
+	rk, tk := repo, repo+":"+t
+	r, l := g.get(rk), g.get(tk)
+	r.RLock()
 	l.Lock()
 	return func() {
 		l.Unlock()
-		g.mu.Lock()
-		if l.users--; l.users == 0 {
-			delete(g.locks, k)
-		}
-		g.mu.Unlock()
+		r.RUnlock()
+		g.put(tk, l)
+		g.put(rk, r)
+	}
+}
+
+// lockRepo excludes every tag write of a repository: a delete by digest
+// removes every tag that points at the digest, so its check that no stage
+// does must hold until it is done.
+func (g *gate) lockRepo(repo string) func() {
+	r := g.get(repo)
+	r.Lock()
+	return func() {
+		r.Unlock()
+		g.put(repo, r)
 	}
 }
 
@@ -135,15 +162,18 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 	}
 	pol := g.policy()
 	_, protected := pol.Stage(t)
+	w := tagWrite{record: true}
+	if had {
+		w.previous = cur.Digest
+	}
 	if m.Kind != model.KindModel {
 		if protected {
 			return tagWrite{}, denied{fmt.Sprintf("stage %q of %s is protected by the trust policy: only a signed model version may enter it, and %s is an %s (%s)", t, repo, m.Digest, m.Kind, orNone(m.ArtifactType))}
 		}
-		return tagWrite{}, nil // not a model, unprotected: plain OCI semantics
-	}
-	w := tagWrite{record: true}
-	if had {
-		w.previous = cur.Digest
+		if chained, err := g.chained(ctx, repo, t); err != nil || chained {
+			return w, err // a stage with a history: every move is recorded
+		}
+		return tagWrite{}, nil // not a model, no history: plain OCI semantics
 	}
 	if !protected {
 		return w, nil
@@ -159,6 +189,12 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 	}
 	w.decision = &d
 	return w, nil
+}
+
+// chained reports whether a stage has a history (a signed record).
+func (g *gate) chained(ctx context.Context, repo, stage string) (bool, error) {
+	seq, _, err := g.idx.ChainHead(ctx, repo, stage)
+	return seq > 0, err
 }
 
 // move makes a recorded stage move: an intent in the index, then the

@@ -363,7 +363,11 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 		rt.next.ServeHTTP(w, r) // a malformed digest: distribution says so (400)
 		return
 	}
-	defer rt.gate.lock(name, ref)()
+	if _, err := digest.Parse(ref); err == nil {
+		defer rt.gate.lockRepo(name)()
+	} else {
+		defer rt.gate.lock(name, ref)()
+	}
 	retire, d, err := rt.gate.checkDelete(ctx, name, ref)
 	if rt.refuse(w, err) {
 		return
@@ -378,7 +382,13 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 		}
 		if ok {
 			mt, raw, found, _ := rt.gate.st.manifest(ctx, name, cur.Digest)
-			if c, err := model.ClassifyManifest(mt, raw); found && err == nil && c.Kind == model.KindModel {
+			c, cerr := model.ClassifyManifest(mt, raw)
+			chained, err := rt.gate.chained(ctx, name, ref)
+			if err != nil {
+				rt.refuse(w, err)
+				return
+			}
+			if found && (chained || cerr == nil && c.Kind == model.KindModel) {
 				if _, err := rt.gate.move(ctx, r, name, ref, nil, cur.Digest, nil, promotion.KindRemoval); err != nil {
 					rt.refuse(w, err)
 					return

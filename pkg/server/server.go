@@ -223,7 +223,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.idx = idx
 	dec := &decoder{pub: key.Public()}
 	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
-		clientAddr: opts.RecordClientAddress, locks: map[string]*tagLock{}}
+		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
 	fail := func(err error) error {
 		idx.Close()
 		s.idx = nil

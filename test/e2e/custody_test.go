@@ -620,3 +620,33 @@ func TestRebuildSurvivesBadManifest(t *testing.T) {
 		t.Errorf("overwriting an unindexable version: exit %d\n%s", r.Code, r.Stderr)
 	}
 }
+
+// A delete by digest racing a promotion of the same version: the delete's
+// check ("no stage points at it") and the move cannot interleave, so a
+// protected stage is never emptied behind the history's back.
+func TestDeleteRacingPromotion(t *testing.T) {
+	e, reg := gated(t)
+	repo := reg.Addr + "/team/race"
+	for i := range 12 {
+		v := fmt.Sprintf("1.0.%d", i)
+		d := pushVersion(t, e, repo+":"+v, "content "+v)
+		e.ok("sign", repo+":"+v, "--key", "alice.key")
+		body := fetchManifest(t, "http://"+reg.Addr+"/v2/team/race/manifests/"+d)
+		done := make(chan int, 2)
+		go func() { code, _ := put(t, reg.Addr, "team/race", "staging", ocispec.MediaTypeImageManifest, body); done <- code }()
+		go func() { code, _ := del(t, reg.Addr, "team/race", d); done <- code }()
+		<-done
+		<-done
+		hist := decode[[]promotion.Record](t, e.ok("history", repo, "--stage", "staging", "--output", "json").Stdout)
+		holds := ""
+		if exists(t, reg.Addr, "team/race", "staging") {
+			holds = resolve(t, e, repo+":staging")
+		}
+		if len(hist) > 0 && hist[0].Digest != holds {
+			t.Fatalf("round %d: staging holds %q, its newest record says %s", i, holds, hist[0].Digest)
+		}
+	}
+	if r := e.modelreg("history", repo, "--stage", "staging", "--verify"); r.Code != 0 {
+		t.Fatalf("history --verify: %s", r.Stderr)
+	}
+}
