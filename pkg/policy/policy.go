@@ -337,20 +337,29 @@ func (d Decision) Err() error {
 // Evidence is what is known about a version when a stage's rule is
 // checked.
 type Evidence struct {
-	Signatures  []signature.Found   `json:"signatures"`
-	Lineage     []lineage.Source    `json:"lineage"`
-	Evaluations []evaluation.Record `json:"evaluations"`
+	Signatures []signature.Found `json:"signatures"`
+	// SignatureNote says how many signatures were beyond the cap
+	// (signature.MaxSignatureReferrers) and not examined; "" when none.
+	SignatureNote string              `json:"signatureNote,omitempty"`
+	Lineage       []lineage.Source    `json:"lineage"`
+	Evaluations   []evaluation.Record `json:"evaluations"`
 }
 
 // Gather reads the signatures, lineage and evaluations of subject, checked
-// against the policy's keys.
+// against the policy's keys. The subject's referrers are listed once and
+// the listing shared by the three readers, and the signatures examined are
+// capped (signature.Search), so the time a gate holds a stage's lock does
+// not grow with junk referrers.
 func (p *Policy) Gather(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) (Evidence, error) {
 	var ev Evidence
 	var err error
 	trusted := p.Trusted()
-	if ev.Signatures, err = signature.Find(ctx, repo, subject, trusted); err != nil {
+	repo = shareReferrers(repo, subject)
+	found, err := signature.Search(ctx, repo, subject, trusted, signature.MaxSignatureReferrers)
+	if err != nil {
 		return ev, err
 	}
+	ev.Signatures, ev.SignatureNote = found.Found, found.Note()
 	if ev.Lineage, err = lineage.Gather(ctx, repo, subject, trusted); err != nil {
 		return ev, err
 	}
@@ -375,7 +384,11 @@ func (p *Policy) Evaluate(stage string, ev Evidence) Decision {
 		return d
 	}
 	if rule.Signatures != nil {
-		d.Missing = append(d.Missing, p.checkSignatures(stage, rule.Signatures, ev.Signatures, &d)...)
+		missing := p.checkSignatures(stage, rule.Signatures, ev.Signatures, &d)
+		if len(missing) > 0 && ev.SignatureNote != "" {
+			missing = append(missing, ev.SignatureNote)
+		}
+		d.Missing = append(d.Missing, missing...)
 	}
 	if rule.Lineage != nil {
 		d.Missing = append(d.Missing, checkLineage(rule.Lineage, ev.Lineage)...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/key"
@@ -69,16 +70,27 @@ func Attestations(ctx context.Context, repo registry.Repository, subject ocispec
 	}
 	var refs []ocispec.Descriptor
 	err = repo.Referrers(ctx, subject, mediatypes.SigstoreBundle, func(page []ocispec.Descriptor) error {
-		refs = append(refs, page...)
+		for _, r := range page {
+			// The listing carries the bundle's predicate label: bundles
+			// labelled with another predicate (signatures, mostly) are
+			// skipped unread.
+			if pt, ok := r.Annotations[mediatypes.AnnotationBundlePredicateType]; r.ArtifactType == mediatypes.SigstoreBundle && (!ok || slices.Contains(predicateTypes, pt)) {
+				refs = append(refs, r)
+			}
+		}
 		return nil
 	})
 	if err != nil && !remote.IsNotFound(err) {
 		return nil, fmt.Errorf("listing referrers of %s: %w", subject.Digest, err)
 	}
+	// Bounded like signatures (MaxSignatureReferrers), newest first.
+	newestFirst(refs, time.Now())
+	if n := len(refs) - MaxSignatureReferrers; n > 0 {
+		refs = refs[:MaxSignatureReferrers]
+		out = append(out, Attestation{Form: FormBundle, Source: "referrers of " + subject.Digest.String(),
+			Problem: fmt.Sprintf("%d more attestation referrers were not examined: at most %d are, newest first (docs/signing.md)", n, MaxSignatureReferrers)})
+	}
 	for _, r := range refs {
-		if r.ArtifactType != mediatypes.SigstoreBundle {
-			continue
-		}
 		m, err := fetchManifest(ctx, repo, r.Digest.String())
 		if err != nil {
 			return nil, err
