@@ -163,6 +163,7 @@ signature covers the digest, so moving tags cannot transfer it.`,
 
 func (a *app) verifyCmd() *cobra.Command {
 	var stage, policyPath string
+	var allowUnprotected bool
 	c := &cobra.Command{
 		Use:   "verify REF [--stage STAGE]",
 		Short: "List a version's signatures and check the trust policy",
@@ -171,7 +172,9 @@ func (a *app) verifyCmd() *cobra.Command {
 keys of the trust policy, and show which key each matched. With --stage,
 evaluate that stage's rule; without it, every stage the policy names. Exits
 0 only when the policy is satisfied (with --stage) or at least one valid
-signature by a policy key was found (without).
+signature by a policy key was found (without). A --stage the policy does not
+protect is an error (a misspelt stage would otherwise pass as "not
+protected") unless --allow-unprotected is given.
 
 The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`,
 		Example: `  modelreg verify localhost:5000/team/fraud:1.4.0 --stage production --policy policy.yaml`,
@@ -187,6 +190,9 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			}
 			if pol == nil {
 				return usageError{fmt.Errorf("no trust policy: pass --policy FILE or create %s (see docs/policy.md)", policy.DefaultPath)}
+			}
+			if _, ok := pol.Stage(stage); stage != "" && !ok && !allowUnprotected {
+				return usageError{unprotectedStage(pol, stage)}
 			}
 			ref, repo, v, err := a.version(c, args[0])
 			if err != nil {
@@ -217,7 +223,11 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 				found = []signature.Found{}
 			}
 			if jsonOut {
-				if err := a.json(map[string]any{"digest": v.Descriptor.Digest.String(), "signatures": found, "lineage": ev.Lineage, "evaluations": ev.Evaluations, "decisions": decisions, "ok": ok}); err != nil {
+				out := map[string]any{"digest": v.Descriptor.Digest.String(), "signatures": found, "lineage": ev.Lineage, "evaluations": ev.Evaluations, "decisions": decisions, "ok": ok}
+				if ev.SignatureNote != "" {
+					out["signatureNote"] = ev.SignatureNote
+				}
+				if err := a.json(out); err != nil {
 					return err
 				}
 			} else {
@@ -245,6 +255,9 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 				if len(found) == 0 {
 					fmt.Fprintln(a.io.Out, "(no signatures)")
 				}
+				if ev.SignatureNote != "" {
+					fmt.Fprintln(a.io.Out, ev.SignatureNote)
+				}
 				fmt.Fprintln(a.io.Out)
 				for _, d := range decisions {
 					switch {
@@ -270,8 +283,68 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			return nil
 		},
 	}
-	c.Flags().StringVar(&stage, "stage", "", "evaluate this stage's rule")
+	c.Flags().StringVar(&stage, "stage", "", "evaluate this stage's rule; it must be a stage the policy protects")
+	c.Flags().BoolVar(&allowUnprotected, "allow-unprotected", false, "accept a --stage the policy does not protect (it is then reported as not protected, exit 0)")
 	c.Flags().StringVar(&policyPath, "policy", "", "trust policy file (default "+policy.DefaultPath+")")
 	a.addOutputFlag(c)
 	return c
+}
+
+// unprotectedStage explains a --stage the policy does not protect: most
+// often a typo, which must not pass for "not protected, nothing to check".
+func unprotectedStage(pol *policy.Policy, stage string) error {
+	names := sortedKeys(pol.Stages)
+	msg := fmt.Sprintf("--stage %q: the policy %s does not protect this stage", stage, pol.Source)
+	if len(names) == 0 {
+		msg += "; it protects no stage"
+	} else {
+		msg += "; it protects " + strings.Join(names, ", ")
+	}
+	if s := closest(stage, names); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	return errors.New(msg + "; pass --allow-unprotected to check an unprotected stage anyway")
+}
+
+// closest is the name within edit distance 2 (1 for names of up to 4
+// letters) of s, the nearest one, or "".
+func closest(s string, names []string) string {
+	best, bestD := "", 0
+	for _, n := range names {
+		limit := 2
+		if len(n) <= 4 {
+			limit = 1
+		}
+		if d := editDistance(s, n); d <= limit && (best == "" || d < bestD) {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, with an
+// adjacent transposition counting as one edit ("prodcution").
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(ra)][len(rb)]
 }

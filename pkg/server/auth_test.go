@@ -350,7 +350,7 @@ func TestCheckReadOnly(t *testing.T) {
 	if err := checkReadOnly(users, []string{"bbo"}); err == nil || !strings.Contains(err.Error(), `"bbo"`) || !strings.Contains(err.Error(), "alice, bob") {
 		t.Errorf("misspelt user: %v", err)
 	}
-	if err := checkReadOnly(nil, []string{"bob"}); err == nil || !strings.Contains(err.Error(), "--htpasswd") {
+	if err := checkReadOnly(nil, []string{"bob"}); err == nil || !strings.Contains(err.Error(), "htpasswd") {
 		t.Errorf("without htpasswd: %v", err)
 	}
 }
