@@ -99,7 +99,9 @@ func indexSuite(c config) map[string]any {
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := server.New(sctx, server.Options{Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	server.LogDistributionTo(quiet)
+	s, err := server.New(sctx, server.Options{Addr: "127.0.0.1:0", DataDir: dir, Logger: quiet})
 	check(err)
 	go s.Serve(sctx)
 	base := "http://" + s.Addr() + "/v2/_modelreg/v1/"

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/catalog"
-	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/progress"
+	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -76,7 +76,7 @@ versions but hold something other than a model are reported as skipped.`,
 
 // listingOf turns the model API's rows into a listing: one row per
 // version tag, newest first, as catalog.List gives.
-func listingOf(repo string, rows []index.VersionRow) *catalog.Listing {
+func listingOf(repo string, rows []wire.VersionRow) *catalog.Listing {
 	l := &catalog.Listing{Repository: repo, Versions: []catalog.VersionSummary{}, Stages: map[string]string{}}
 	for _, r := range rows {
 		created, _ := time.Parse(time.RFC3339, r.Created)

@@ -46,6 +46,7 @@ ones finish, and exits.`,
 				return usageError{fmt.Errorf("--log-format %q: expected text or json", logFormat)}
 			}
 			opts.PolicyFile = policyPath
+			server.LogDistributionTo(opts.Logger)
 			s, err := server.New(c.Context(), opts)
 			if err != nil {
 				return err

@@ -19,6 +19,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/tag"
+	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo
@@ -587,14 +588,7 @@ func (x *Index) Fail(ctx context.Context, repo string, d digest.Digest, cause er
 }
 
 // Edge is one lineage edge: version Repo@Digest was made from an input.
-type Edge struct {
-	Repo        string `json:"repository"`
-	Digest      string `json:"digest"`
-	Kind        string `json:"kind"`
-	URI         string `json:"uri"`
-	InputDigest string `json:"inputDigest,omitempty"`
-	Revision    string `json:"revision,omitempty"`
-}
+type Edge = wire.Edge
 
 // Inputs lists the lineage edges out of one version.
 func (x *Index) Inputs(ctx context.Context, repo string, d digest.Digest) ([]Edge, error) {

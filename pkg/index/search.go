@@ -7,23 +7,11 @@ import (
 	"strings"
 
 	"github.com/modelreg/modelreg/pkg/query"
+	"github.com/modelreg/modelreg/pkg/wire"
 )
 
 // VersionRow is one model version as the model API returns it.
-type VersionRow struct {
-	Repository  string             `json:"repository"`
-	Digest      string             `json:"digest"`
-	Versions    []string           `json:"versions"`
-	Stages      []string           `json:"stages"`
-	Created     string             `json:"created,omitempty"`
-	Framework   string             `json:"framework,omitempty"`
-	Description string             `json:"description,omitempty"`
-	Size        int64              `json:"size"`
-	Files       int                `json:"files"`
-	Metrics     map[string]float64 `json:"metrics"`
-	Params      map[string]string  `json:"params"`
-	Labels      map[string]string  `json:"labels"`
-}
+type VersionRow = wire.VersionRow
 
 // SearchOptions is a search: a parsed query (nil matches all), an order
 // and a page.
@@ -296,7 +284,7 @@ func orderBy(spec string) (clause string, indexed bool, err error) {
 	case "desc":
 		dir = "DESC"
 	default:
-		return "", false, fmt.Errorf("order_by %q: the direction is asc or desc", spec)
+		return "", false, &query.Error{Msg: fmt.Sprintf("order_by %q: the direction is asc or desc", spec)}
 	}
 	switch {
 	case strings.HasPrefix(field, "metrics.") && len(field) > len("metrics."):
@@ -310,7 +298,7 @@ func orderBy(spec string) (clause string, indexed bool, err error) {
 	case field == "version":
 		return "(SELECT MAX(tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version') " + dir + " NULLS LAST, v.repo, v.digest", false, nil
 	}
-	return "", false, fmt.Errorf("order_by %q: order by created, framework, repository, version or metrics.NAME", spec)
+	return "", false, &query.Error{Msg: fmt.Sprintf("order_by %q: order by created, framework, repository, version or metrics.NAME", spec)}
 }
 
 // orderArgs binds the metric name an ORDER BY clause needs.
@@ -430,12 +418,7 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 }
 
 // ModelRow summarizes one model repository.
-type ModelRow struct {
-	Repository string            `json:"repository"`
-	Versions   int               `json:"versions"`
-	Stages     map[string]string `json:"stages"`
-	Latest     string            `json:"latest,omitempty"`
-}
+type ModelRow = wire.ModelRow
 
 // Models lists model repositories by name, after the name after.
 func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow, error) {

@@ -14,9 +14,9 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/remote"
+	"github.com/modelreg/modelreg/pkg/wire"
 )
 
 // ErrNoServer means the registry does not serve the model API.
@@ -43,7 +43,7 @@ func New(ctx context.Context, o remote.Options, host string) (*Client, error) {
 	if o.PlainHTTP != nil && *o.PlainHTTP || o.PlainHTTP == nil && remote.IsLocalhost(host) {
 		scheme = "http"
 	}
-	return &Client{base: scheme + "://" + host + "/v2/_modelreg/v1/", http: c}, nil
+	return &Client{base: scheme + "://" + host + wire.Prefix, http: c}, nil
 }
 
 // QueryError is the server's answer to a malformed query.
@@ -75,14 +75,14 @@ func (c *Client) get(ctx context.Context, path string, params url.Values, out an
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
 			Errors []struct {
-				Code     string `json:"code"`
-				Message  string `json:"message"`
-				Position int    `json:"position"`
+				Code    string           `json:"code"`
+				Message string           `json:"message"`
+				Detail  wire.QueryDetail `json:"detail"`
 			} `json:"errors"`
 		}
 		if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
-			if e.Errors[0].Code == "QUERY_INVALID" {
-				return &QueryError{Message: e.Errors[0].Message, Position: e.Errors[0].Position}
+			if e.Errors[0].Code == wire.CodeQueryInvalid {
+				return &QueryError{Message: e.Errors[0].Message, Position: e.Errors[0].Detail.Position}
 			}
 			return fmt.Errorf("model API %s: %d %s: %s", path, resp.StatusCode, e.Errors[0].Code, e.Errors[0].Message)
 		}
@@ -92,8 +92,8 @@ func (c *Client) get(ctx context.Context, path string, params url.Values, out an
 }
 
 // Search runs a query (docs/api.md) and returns one page of versions.
-func (c *Client) Search(ctx context.Context, q, orderBy string, limit, offset int) ([]index.VersionRow, error) {
-	var out struct{ Versions []index.VersionRow }
+func (c *Client) Search(ctx context.Context, q, orderBy string, limit, offset int) ([]wire.VersionRow, error) {
+	var out wire.Versions
 	p := url.Values{"q": {q}, "limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(offset)}}
 	if orderBy != "" {
 		p.Set("order_by", orderBy)
@@ -102,10 +102,10 @@ func (c *Client) Search(ctx context.Context, q, orderBy string, limit, offset in
 }
 
 // Versions returns every version of a repository, newest first.
-func (c *Client) Versions(ctx context.Context, repo string) ([]index.VersionRow, error) {
-	var all []index.VersionRow
+func (c *Client) Versions(ctx context.Context, repo string) ([]wire.VersionRow, error) {
+	var all []wire.VersionRow
 	for offset := 0; ; offset += 1000 {
-		var page struct{ Versions []index.VersionRow }
+		var page wire.Versions
 		if err := c.get(ctx, "models/"+repo+"/versions", url.Values{"limit": {"1000"}, "offset": {strconv.Itoa(offset)}}, &page); err != nil {
 			return nil, err
 		}
@@ -118,8 +118,8 @@ func (c *Client) Versions(ctx context.Context, repo string) ([]index.VersionRow,
 
 // Descendants lists the versions made directly from of (a model digest or
 // reference, or a dataset URI or digest).
-func (c *Client) Descendants(ctx context.Context, of string) ([]index.Edge, error) {
-	var out struct{ Descendants []index.Edge }
+func (c *Client) Descendants(ctx context.Context, of string) ([]wire.Edge, error) {
+	var out wire.Descendants
 	return out.Descendants, c.get(ctx, "lineage/descendants", url.Values{"of": {of}}, &out)
 }
 
@@ -127,7 +127,7 @@ func (c *Client) Descendants(ctx context.Context, of string) ([]index.Edge, erro
 // signed by the server's key (and the older records an anchor adopted),
 // newest first. Records a client wrote are not part of it.
 func (c *Client) History(ctx context.Context, repo, stage string) ([]promotion.Record, error) {
-	var out struct{ Records []promotion.Record }
+	var out wire.History
 	return out.Records, c.get(ctx, "models/"+repo+"/stages/"+stage+"/history", nil, &out)
 }
 
@@ -135,9 +135,7 @@ func (c *Client) History(ctx context.Context, repo, stage string) ([]promotion.R
 // published on its status endpoint. Trusting it on first use is weaker than
 // pinning it: `history --verify --server-key FILE` does that.
 func (c *Client) ServerKey(ctx context.Context) (ed25519.PublicKey, error) {
-	var out struct {
-		ServerKey string `json:"serverKey"`
-	}
+	var out wire.Status
 	if err := c.get(ctx, "status", nil, &out); err != nil {
 		return nil, err
 	}

@@ -1,46 +1,127 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/query"
+	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // The model API, version 1, under /v2/_modelreg/v1/ (docs/api.md).
-const apiPrefix = "/v2/_modelreg/v1/"
+const apiPrefix = wire.Prefix
 
-var (
-	apiVersionsRE  = regexp.MustCompile(`^models/(` + nameRE + `)/versions$`)
-	apiVersionRE   = regexp.MustCompile(`^models/(` + nameRE + `)/versions/([^/]+)$`)
-	apiHistoryRE   = regexp.MustCompile(`^models/(` + nameRE + `)/stages/([^/]+)/history$`)
-	apiReferrersRE = regexp.MustCompile(`^models/(` + nameRE + `)/referrers/([^/]+)$`)
-	apiLineageRE   = regexp.MustCompile(`^models/(` + nameRE + `)/versions/([^/]+)/lineage$`)
-)
-
-func writeJSON(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
-
-// writeJSONStatus encodes v before writing anything, so a value that cannot
-// be encoded (a NaN from old data) is a 500 naming the problem, never an
-// empty 200.
-func writeJSONStatus(w http.ResponseWriter, status int, v any) {
-	writeJSONAs(w, status, "application/json", v)
+// apiRequest is one model API request: the path's captures and the query.
+type apiRequest struct {
+	ctx   context.Context
+	args  []string
+	query url.Values
 }
 
+// apiRoute is one route of the model API: a pattern (relative to the
+// prefix; names in distribution's grammar) and a handler returning the
+// typed answer (a wire type) or an error.
+type apiRoute struct {
+	pattern *regexp.Regexp
+	handle  func(rt *router, r apiRequest) (any, error)
+}
+
+func route(pattern string, h func(rt *router, r apiRequest) (any, error)) apiRoute {
+	p := strings.ReplaceAll(pattern, "{name}", "("+nameRE+")")
+	p = strings.ReplaceAll(p, "{ref}", "([^/]+)")
+	return apiRoute{pattern: regexp.MustCompile("^" + p + "$"), handle: h}
+}
+
+// apiRoutes are declared once, most specific first.
+var apiRoutes = []apiRoute{
+	route(`status`, (*router).apiStatus),
+	route(`models`, (*router).apiModels),
+	route(`search`, (*router).apiSearch),
+	route(`lineage/descendants`, (*router).apiDescendants),
+	route(`models/{name}/versions`, (*router).apiVersions),
+	route(`models/{name}/versions/{ref}/lineage`, (*router).apiLineage),
+	route(`models/{name}/versions/{ref}`, (*router).apiVersion),
+	route(`models/{name}/stages/{ref}/history`, (*router).apiHistory),
+	route(`models/{name}/referrers/{ref}`, (*router).apiReferrers),
+}
+
+// apiError is a model API answer other than 200.
+type apiError struct {
+	code   errcode.ErrorCode
+	msg    string
+	detail any
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badQuery(msg string, pos int) error {
+	return &apiError{code: errQueryInvalid, msg: msg, detail: wire.QueryDetail{Position: pos}}
+}
+
+func (rt *router) api(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		serveError(w, errUnsupported, "the model API is read-only")
+		return
+	}
+	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
+	for _, rte := range apiRoutes {
+		m := rte.pattern.FindStringSubmatch(p)
+		if m == nil {
+			continue
+		}
+		v, err := rte.handle(rt, apiRequest{ctx: r.Context(), args: m[1:], query: r.URL.Query()})
+		if err != nil {
+			rt.apiError(w, err)
+			return
+		}
+		writeJSON(w, v)
+		return
+	}
+	serveError(w, errNameUnknown, "no such model API route; see docs/api.md")
+}
+
+// apiError answers a handler's error: its own code, QUERY_INVALID with
+// the position for a query that does not parse, 500 otherwise.
+func (rt *router) apiError(w http.ResponseWriter, err error) {
+	var ae *apiError
+	var qe *query.Error
+	switch {
+	case errors.As(err, &ae):
+		if ae.detail != nil {
+			serveError(w, ae.code, ae.msg, ae.detail)
+		} else {
+			serveError(w, ae.code, ae.msg)
+		}
+	case errors.As(err, &qe):
+		serveError(w, errQueryInvalid, qe.Error(), wire.QueryDetail{Position: qe.Pos})
+	default:
+		rt.log.Error("model API", "err", err)
+		serveError(w, errUnknown, err.Error())
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) { writeJSONAs(w, http.StatusOK, "application/json", v) }
+
+// writeJSONAs encodes v before writing anything, so a value that cannot
+// be encoded is a 500 naming the problem, never an empty 200.
 func writeJSONAs(w http.ResponseWriter, status int, contentType string, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		b, _ = json.Marshal(errorBody{Errors: []errorEntry{{Code: "UNKNOWN", Message: "the answer could not be encoded: " + err.Error()}}})
-		status, contentType = http.StatusInternalServerError, "application/json"
+		serveError(w, errUnknown, "the answer could not be encoded: "+err.Error())
+		return
 	}
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
@@ -48,156 +129,152 @@ func writeJSONAs(w http.ResponseWriter, status int, contentType string, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// apiError answers 400 for a bad query (with its position), 500 otherwise.
-func (rt *router) apiError(w http.ResponseWriter, err error) {
-	var qe *query.Error
-	if errors.As(err, &qe) {
-		pos := qe.Pos
-		writeJSONStatus(w, http.StatusBadRequest, errorBody{Errors: []errorEntry{{Code: "QUERY_INVALID", Message: qe.Error(), Position: &pos}}})
-		return
-	}
-	rt.log.Error("model API", "err", err)
-	ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-}
-
-func intParam(r *http.Request, name string, def int) int {
-	if v, err := strconv.Atoi(r.URL.Query().Get(name)); err == nil && v >= 0 {
+func intParam(q url.Values, name string, def int) int {
+	if v, err := strconv.Atoi(q.Get(name)); err == nil && v >= 0 {
 		return v
 	}
 	return def
 }
 
-func (rt *router) api(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "the model API is read-only")
-		return
-	}
-	ctx := r.Context()
-	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
-	q := r.URL.Query()
-	switch {
-	case p == "status":
-		writeJSON(w, rt.status())
-	case p == "models":
-		models, err := rt.idx.Models(ctx, q.Get("last"), intParam(r, "n", 100))
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		writeJSON(w, map[string]any{"models": models})
-	case p == "search":
-		n, err := query.Parse(q.Get("q"))
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		rows, err := rt.idx.Search(ctx, index.SearchOptions{Query: n, OrderBy: q.Get("order_by"), Limit: intParam(r, "limit", 100), Offset: intParam(r, "offset", 0)})
-		if err != nil {
-			if !errors.As(err, new(*query.Error)) && strings.HasPrefix(err.Error(), "order_by") {
-				err = &query.Error{Pos: 0, Msg: err.Error()}
-			}
-			rt.apiError(w, err)
-			return
-		}
-		writeJSON(w, map[string]any{"versions": rows})
-	case apiVersionsRE.MatchString(p):
-		repo := apiVersionsRE.FindStringSubmatch(p)[1]
-		rows, err := rt.idx.Search(ctx, index.SearchOptions{Query: query.Cmp{Field: "repository", Op: "=", Vals: []query.Value{{Str: repo}}},
-			OrderBy: q.Get("order_by"), Limit: intParam(r, "limit", 100), Offset: intParam(r, "offset", 0)})
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		writeJSON(w, map[string]any{"repository": repo, "versions": rows})
-	case p == "lineage/descendants":
-		of := q.Get("of")
-		if of == "" {
-			ociError(w, http.StatusBadRequest, "QUERY_INVALID", "of=URI or of=DIGEST is required")
-			return
-		}
-		edges, err := rt.idx.Descendants(ctx, of)
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		writeJSON(w, map[string]any{"of": of, "descendants": edges})
-	case apiLineageRE.MatchString(p):
-		m := apiLineageRE.FindStringSubmatch(p)
-		d, err := digest.Parse(m[2])
-		if err != nil {
-			if d, err = rt.idx.Tag(ctx, m[1], m[2]); err != nil {
-				rt.apiError(w, err)
-				return
-			}
-		}
-		edges, err := rt.idx.Inputs(ctx, m[1], d)
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		writeJSON(w, map[string]any{"repository": m[1], "digest": d, "inputs": edges})
-	case apiVersionRE.MatchString(p):
-		m := apiVersionRE.FindStringSubmatch(p)
-		rt.apiVersion(w, r, m[1], m[2])
-	case apiHistoryRE.MatchString(p):
-		m := apiHistoryRE.FindStringSubmatch(p)
-		records, err := rt.idx.History(ctx, m[1], m[2])
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		if at := q.Get("at"); at != "" {
-			when, err := time.Parse(time.RFC3339Nano, at)
-			if err != nil {
-				ociError(w, http.StatusBadRequest, "QUERY_INVALID", "at: expected an RFC 3339 time")
-				return
-			}
-			var inForce json.RawMessage
-			for _, rec := range records {
-				var t struct{ Time time.Time }
-				if json.Unmarshal(rec, &t) == nil && !t.Time.After(when) {
-					inForce = rec
-					break
-				}
-			}
-			writeJSON(w, map[string]any{"stage": m[2], "at": when, "record": inForce})
-			return
-		}
-		writeJSON(w, map[string]any{"stage": m[2], "records": records})
-	case apiReferrersRE.MatchString(p):
-		m := apiReferrersRE.FindStringSubmatch(p)
-		d, err := digest.Parse(m[2])
-		if err != nil {
-			ociError(w, http.StatusBadRequest, "DIGEST_INVALID", "not a digest")
-			return
-		}
-		refs, err := rt.idx.Referrers(ctx, m[1], d, "", "", 10000)
-		if err != nil {
-			rt.apiError(w, err)
-			return
-		}
-		kind := q.Get("kind")
-		out := []map[string]any{}
-		for _, ref := range refs {
-			k := referrerKind(ref)
-			if kind == "" || kind == k {
-				out = append(out, map[string]any{"kind": k, "descriptor": ref})
-			}
-		}
-		writeJSON(w, map[string]any{"subject": d, "referrers": out})
-	default:
-		ociError(w, http.StatusNotFound, "NAME_UNKNOWN", "no such model API route; see docs/api.md")
-	}
+func (rt *router) apiStatus(r apiRequest) (any, error) { return rt.status(), nil }
+
+func (rt *router) apiModels(r apiRequest) (any, error) {
+	models, err := rt.idx.Models(r.ctx, r.query.Get("last"), intParam(r.query, "n", 100))
+	return wire.Models{Models: models}, err
 }
 
-// referrerKind classifies a referrer for people: signature, attestation,
-// promotion or other.
+func (rt *router) apiSearch(r apiRequest) (any, error) {
+	n, err := query.Parse(r.query.Get("q"))
+	if err != nil {
+		return nil, err
+	}
+	rows, err := rt.idx.Search(r.ctx, index.SearchOptions{Query: n, OrderBy: r.query.Get("order_by"), Limit: intParam(r.query, "limit", 100), Offset: intParam(r.query, "offset", 0)})
+	return wire.Versions{Versions: rows}, err
+}
+
+func (rt *router) apiVersions(r apiRequest) (any, error) {
+	repo := r.args[0]
+	rows, err := rt.idx.Search(r.ctx, index.SearchOptions{Query: query.Cmp{Field: "repository", Op: "=", Vals: []query.Value{{Str: repo}}},
+		OrderBy: r.query.Get("order_by"), Limit: intParam(r.query, "limit", 100), Offset: intParam(r.query, "offset", 0)})
+	return wire.Versions{Repository: repo, Versions: rows}, err
+}
+
+func (rt *router) apiDescendants(r apiRequest) (any, error) {
+	of := r.query.Get("of")
+	if of == "" {
+		return nil, badQuery("of=URI or of=DIGEST is required", 0)
+	}
+	edges, err := rt.idx.Descendants(r.ctx, of)
+	return wire.Descendants{Of: of, Descendants: edges}, err
+}
+
+// resolve reads REF (a digest or a tag) of a repository from the index.
+func (rt *router) resolve(ctx context.Context, repo, ref string) (digest.Digest, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		return d, nil
+	}
+	d, err := rt.idx.Tag(ctx, repo, ref)
+	if err == nil && d == "" {
+		return "", &apiError{code: errManifestUnknown, msg: "no version " + ref + " in " + repo}
+	}
+	return d, err
+}
+
+func (rt *router) apiLineage(r apiRequest) (any, error) {
+	d, err := rt.resolve(r.ctx, r.args[0], r.args[1])
+	if err != nil {
+		return nil, err
+	}
+	edges, err := rt.idx.Inputs(r.ctx, r.args[0], d)
+	return wire.Lineage{Repository: r.args[0], Digest: d, Inputs: edges}, err
+}
+
+func (rt *router) apiVersion(r apiRequest) (any, error) {
+	repo, ref := r.args[0], r.args[1]
+	d, err := rt.resolve(r.ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := rt.idx.Search(r.ctx, index.SearchOptions{Query: query.And{
+		L: query.Cmp{Field: "repository", Op: "=", Vals: []query.Value{{Str: repo}}},
+		R: query.Cmp{Field: "digest", Op: "=", Vals: []query.Value{{Str: d.String()}}},
+	}, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, &apiError{code: errManifestUnknown, msg: ref + " in " + repo + " is not a model version"}
+	}
+	refs, err := rt.idx.Referrers(r.ctx, repo, d, "", "", 10000)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{}
+	for _, ref := range refs {
+		counts[referrerKind(ref)]++
+	}
+	return wire.Version{Version: rows[0], Referrers: counts}, nil
+}
+
+func (rt *router) apiHistory(r apiRequest) (any, error) {
+	stage := r.args[1]
+	bodies, err := rt.idx.History(r.ctx, r.args[0], stage)
+	if err != nil {
+		return nil, err
+	}
+	records := make([]promotion.Record, 0, len(bodies))
+	for _, b := range bodies {
+		var rec promotion.Record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return nil, err
+		}
+		records = append(records, rec)
+	}
+	at := r.query.Get("at")
+	if at == "" {
+		return wire.History{Stage: stage, Records: records}, nil
+	}
+	when, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return nil, badQuery("at: expected an RFC 3339 time", 0)
+	}
+	out := wire.HistoryAt{Stage: stage, At: when}
+	if rec := promotion.At(records, when); rec != nil && rec.Digest != "" {
+		out.Record = rec
+	}
+	return out, nil
+}
+
+func (rt *router) apiReferrers(r apiRequest) (any, error) {
+	d, err := digest.Parse(r.args[1])
+	if err != nil {
+		return nil, &apiError{code: errDigestInvalid, msg: r.args[1] + " is not a digest"}
+	}
+	refs, err := rt.idx.Referrers(r.ctx, r.args[0], d, "", "", 10000)
+	if err != nil {
+		return nil, err
+	}
+	kind := r.query.Get("kind")
+	out := wire.Referrers{Subject: d, Referrers: []wire.Referrer{}}
+	for _, ref := range refs {
+		if k := referrerKind(ref); kind == "" || kind == k {
+			out.Referrers = append(out.Referrers, wire.Referrer{Kind: k, Descriptor: ref})
+		}
+	}
+	return out, nil
+}
+
+// referrerKind classifies a referrer for people.
 func referrerKind(d ocispec.Descriptor) string {
 	switch d.ArtifactType {
 	case mediatypes.ArtifactTypePromotion:
 		return "promotion"
 	case mediatypes.ArtifactTypeLineage:
 		return "lineage"
+	case mediatypes.ArtifactTypeEvaluation:
+		return "evaluation"
+	case mediatypes.ArtifactTypeTombstone:
+		return "tombstone"
 	case mediatypes.ArtifactTypeCosignSignature:
 		return "signature"
 	case mediatypes.SigstoreBundle:
@@ -207,41 +284,4 @@ func referrerKind(d ocispec.Descriptor) string {
 		return "signature"
 	}
 	return "other"
-}
-
-func (rt *router) apiVersion(w http.ResponseWriter, r *http.Request, repo, ref string) {
-	ctx := r.Context()
-	d, err := digest.Parse(ref)
-	if err != nil {
-		if d, err = rt.idx.Tag(ctx, repo, ref); err != nil {
-			rt.apiError(w, err)
-			return
-		}
-	}
-	if d == "" {
-		ociError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "no version "+ref+" in "+repo)
-		return
-	}
-	rows, err := rt.idx.Search(ctx, index.SearchOptions{Query: query.And{
-		L: query.Cmp{Field: "repository", Op: "=", Vals: []query.Value{{Str: repo}}},
-		R: query.Cmp{Field: "digest", Op: "=", Vals: []query.Value{{Str: d.String()}}},
-	}, Limit: 1})
-	if err != nil {
-		rt.apiError(w, err)
-		return
-	}
-	if len(rows) == 0 {
-		ociError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", ref+" in "+repo+" is not a model version")
-		return
-	}
-	refs, err := rt.idx.Referrers(ctx, repo, d, "", "", 10000)
-	if err != nil {
-		rt.apiError(w, err)
-		return
-	}
-	counts := map[string]int{}
-	for _, ref := range refs {
-		counts[referrerKind(ref)]++
-	}
-	writeJSON(w, map[string]any{"version": rows[0], "referrers": counts})
 }

@@ -125,11 +125,11 @@ func checkReadOnly(users map[string][]byte, readOnly []string) error {
 		return nil
 	}
 	if users == nil {
-		return errors.New("--read-only-user needs --htpasswd: without it there are no users")
+		return errors.New("read-only users need an htpasswd file: without one there are no users")
 	}
 	for _, u := range readOnly {
 		if _, ok := users[u]; !ok {
-			return fmt.Errorf("--read-only-user %q: no such user in the htpasswd file (users: %s)", u, strings.Join(slices.Sorted(maps.Keys(users)), ", "))
+			return fmt.Errorf("read-only user %q is not in the htpasswd file (users: %s)", u, strings.Join(slices.Sorted(maps.Keys(users)), ", "))
 		}
 	}
 	return nil
@@ -200,7 +200,7 @@ func (a *authenticator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.readOnly[user] && !isRead(r.Method) {
-		ociError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("user %q has a read-only account: it may pull (GET, HEAD) but not %s %s", user, r.Method, r.URL.Path))
+		serveError(w, errDenied, fmt.Sprintf("user %q has a read-only account: it may pull (GET, HEAD) but not %s %s", user, r.Method, r.URL.Path))
 		return
 	}
 	a.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
@@ -208,14 +208,14 @@ func (a *authenticator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (a *authenticator) challenge(w http.ResponseWriter, msg string) {
 	w.Header().Set("WWW-Authenticate", `Basic realm="modelreg"`)
-	ociError(w, http.StatusUnauthorized, "UNAUTHORIZED", msg)
+	serveError(w, errUnauthorized, msg)
 }
 
 // tooMany answers 429 with Retry-After in whole seconds, rounded up.
 func tooMany(w http.ResponseWriter, client string, wait time.Duration) {
 	secs := int((wait + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	ociError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS",
+	serveError(w, errTooMany,
 		fmt.Sprintf("too many failed logins from %s; retry in %d s", client, secs))
 }
 

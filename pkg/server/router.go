@@ -21,6 +21,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
+	"github.com/opencontainers/distribution-spec/specs-go/v1/extensions"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -89,14 +90,14 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// A blob may be a record's layer or a protected version's
 				// weights: deleting it would erase history or a model
 				// behind the gate's back. Space is reclaimed offline.
-				ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version instead (docs/server.md)")
+				serveError(w, errUnsupported, "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version instead (docs/server.md)")
 				return
 			}
 		}
 	} else if match.Handler != nil && (r.Method == http.MethodPut || r.Method == http.MethodDelete) {
 		// A path distribution would redirect (a trailing slash, dots):
 		// never a write.
-		ociError(w, http.StatusBadRequest, "NAME_INVALID", "malformed path: "+p)
+		serveError(w, errNameInvalid, "malformed path: "+p)
 		return
 	}
 	rt.next.ServeHTTP(w, r)
@@ -106,38 +107,15 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // would refuse (longer than 255 characters): a client error, never a 500.
 func validName(w http.ResponseWriter, name string) bool {
 	if _, err := reference.WithName(name); err != nil {
-		ociError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name: %v", err))
+		serveError(w, errNameInvalid, fmt.Sprintf("invalid repository name: %v", err))
 		return false
 	}
 	return true
 }
 
-// ociError writes an error body in the distribution-spec format.
-func ociError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSONStatus(w, status, errorBody{Errors: []errorEntry{{Code: code, Message: msg}}})
-}
-
-type errorEntry struct {
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	Position *int   `json:"position,omitempty"`
-}
-
-type errorBody struct {
-	Errors []errorEntry `json:"errors"`
-}
-
 // discover lists the extensions this registry serves (OCI extensions spec).
 func (rt *router) discover(w http.ResponseWriter, r *http.Request) {
-	type ext struct {
-		Name        string   `json:"name"`
-		URL         string   `json:"url"`
-		Description string   `json:"description"`
-		Endpoints   []string `json:"endpoints"`
-	}
-	writeJSONStatus(w, http.StatusOK, struct {
-		Extensions []ext `json:"extensions"`
-	}{[]ext{{
+	writeJSON(w, extensions.ExtensionList{Extensions: []extensions.Extension{{
 		Name:        "_modelreg",
 		URL:         "https://github.com/modelreg/modelreg/blob/main/docs/api.md",
 		Description: "modelreg: Referrers API, model index and API, server-enforced promotion gates",
@@ -148,7 +126,7 @@ func (rt *router) discover(w http.ResponseWriter, r *http.Request) {
 func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref string) {
 	subject, err := digest.Parse(ref)
 	if err != nil {
-		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("%q is not a digest", ref))
+		serveError(w, errDigestInvalid, fmt.Sprintf("%q is not a digest", ref))
 		return
 	}
 	q := r.URL.Query()
@@ -162,7 +140,7 @@ func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref st
 	descs, err := rt.idx.Referrers(r.Context(), name, subject, artifactType, q.Get("last"), limit)
 	if err != nil {
 		rt.log.Error("referrers query", "repo", name, "subject", subject, "err", err)
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", "the index could not be read")
+		serveError(w, errUnknown, "the index could not be read")
 		return
 	}
 	if artifactType != "" {
@@ -192,17 +170,17 @@ func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref st
 func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
-		ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading the manifest: "+err.Error())
+		serveError(w, errManifestInvalid, "reading the manifest: "+err.Error())
 		return
 	}
 	if len(body) > maxManifest {
-		ociError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", fmt.Sprintf("manifest larger than %d bytes", maxManifest))
+		serveError(w, errSizeInvalid, fmt.Sprintf("manifest larger than %d bytes", maxManifest))
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	m, derr := index.Describe(name, r.Header.Get("Content-Type"), body)
 	if errors.Is(derr, model.ErrMediaTypeMismatch) {
-		ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", derr.Error())
+		serveError(w, errManifestInvalid, derr.Error())
 		return
 	}
 	if derr != nil {
@@ -211,13 +189,13 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	}
 	if m.Kind == model.KindModel {
 		if _, err := model.Parse(ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}, body); err != nil {
-			ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", "not a valid model version: "+err.Error())
+			serveError(w, errManifestInvalid, "not a valid model version: "+err.Error())
 			return
 		}
 	}
 	if m.Subject != "" {
 		if err := m.Subject.Validate(); err != nil {
-			ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", "subject: "+err.Error())
+			serveError(w, errManifestInvalid, "subject: "+err.Error())
 			return
 		}
 	}
@@ -244,7 +222,7 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 	done, err := rt.idx.Begin(ctx, name)
 	if err != nil {
 		rt.log.Error("index", "err", err)
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", "the index is unavailable")
+		serveError(w, errUnknown, "the index is unavailable")
 		return
 	}
 	sw := &subjectWriter{ResponseWriter: w, subject: m.Subject}
@@ -294,7 +272,7 @@ func (rt *router) recordedPut(w http.ResponseWriter, r *http.Request, name, stag
 	}
 	if _, err := rt.gate.move(r.Context(), r, name, stage, &m, w2.previous, w2.decision, kind); err != nil {
 		rt.log.Error("stage move", "repo", name, "stage", stage, "err", err)
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		serveError(w, errUnknown, err.Error())
 		return
 	}
 	if m.Subject != "" {
@@ -347,12 +325,12 @@ func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 	var inv invalid
 	switch {
 	case errors.As(err, &d):
-		ociError(w, http.StatusForbidden, "DENIED", d.msg)
+		serveError(w, errDenied, d.msg)
 	case errors.As(err, &inv):
-		ociError(w, http.StatusBadRequest, "MANIFEST_INVALID", inv.msg)
+		serveError(w, errManifestInvalid, inv.msg)
 	default:
 		rt.log.Error("gate", "err", err)
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		serveError(w, errUnknown, err.Error())
 	}
 	return true
 }
@@ -406,7 +384,7 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 	}
 	done, err := rt.idx.Begin(ctx, name)
 	if err != nil {
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", "the index is unavailable")
+		serveError(w, errUnknown, "the index is unavailable")
 		return
 	}
 	defer done()

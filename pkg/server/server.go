@@ -24,6 +24,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/sirupsen/logrus"
 
 	// Registered by import: the filesystem storage driver.
@@ -112,7 +113,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		opts.MaxTags = 1000
 	}
 	if opts.DataDir == "" {
-		return nil, errors.New("a data directory is required (--data)")
+		return nil, errors.New("a data directory is required")
 	}
 	data, err := filepath.Abs(opts.DataDir)
 	if err != nil {
@@ -127,12 +128,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			return nil, err
 		}
 	} else if opts.AnonymousRead {
-		return nil, errors.New("--anonymous-read needs --htpasswd: without it every request is anonymous already")
+		return nil, errors.New("anonymous read needs an htpasswd file: without one every request is anonymous already")
 	}
 	if err := checkReadOnly(users, opts.ReadOnlyUsers); err != nil {
 		return nil, err
 	}
-	bridgeLogrus(opts.Logger)
 
 	// Kept with the data, so uploads in progress survive a restart.
 	secret, err := httpSecret(filepath.Join(data, "modelreg", "http-secret"), rand.Reader)
@@ -164,7 +164,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		s.closeIndex()
-		return nil, fmt.Errorf("cannot listen on %s: %w; pick another --addr", opts.Addr, err)
+		return nil, fmt.Errorf("cannot listen on %s: %w; pick another address", opts.Addr, err)
 	}
 	s.ln = ln
 	s.app = handlers.NewApp(ctx, cfg)
@@ -263,20 +263,8 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	return nil
 }
 
-// Status is what /v2/_modelreg/v1/status publishes: the key that signs
-// the server's records (so anyone can verify a history), the policy in
-// force and its health, and the index's health.
-type Status struct {
-	ServerKey   string `json:"serverKey"`
-	ServerKeyID string `json:"serverKeyId"`
-	Policy      any    `json:"policy"`
-	// ProtectedStages lists the stages the policy in force protects.
-	ProtectedStages []string `json:"protectedStages"`
-	// IndexFailures lists the manifests the index could not take.
-	IndexFailures []string `json:"indexFailures"`
-	// PendingRepositories have writes the index has not caught up with.
-	PendingRepositories []string `json:"pendingRepositories"`
-}
+// Status is what /v2/_modelreg/v1/status publishes (wire.Status).
+type Status = wire.Status
 
 // Status reports the server's trust anchor and health.
 func (s *Server) Status() Status {
@@ -348,7 +336,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	if s.opts.PprofAddr != "" {
 		if h, _, _ := net.SplitHostPort(s.opts.PprofAddr); h != "127.0.0.1" && h != "localhost" && h != "::1" {
-			return fmt.Errorf("--pprof-addr %s: profiling is served on loopback only", s.opts.PprofAddr)
+			return fmt.Errorf("profiling address %s: profiling is served on loopback only", s.opts.PprofAddr)
 		}
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -421,9 +409,12 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	return n, err
 }
 
-// bridgeLogrus sends distribution's logrus output to slog, so the server
-// writes one structured log stream.
-func bridgeLogrus(log *slog.Logger) {
+// LogDistributionTo sends distribution's logs (which go through logrus's
+// global logger) to log, so the server writes one structured log stream.
+// It changes process-wide state, so a program calls it once, at start-up
+// (modelreg's CLI does in `serve`); a library embedding the server decides
+// for itself.
+func LogDistributionTo(log *slog.Logger) {
 	l := logrus.StandardLogger()
 	l.SetOutput(io.Discard)
 	l.SetLevel(logrus.InfoLevel)

@@ -27,7 +27,9 @@ var testLog io.Writer = io.Discard
 func run(t *testing.T, dir string, reindex bool) (addr string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Options{Addr: "127.0.0.1:0", DataDir: dir, Reindex: reindex, Logger: slog.New(slog.NewTextHandler(testLog, nil))})
+	log := slog.New(slog.NewTextHandler(testLog, nil))
+	LogDistributionTo(log)
+	s, err := New(ctx, Options{Addr: "127.0.0.1:0", DataDir: dir, Reindex: reindex, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

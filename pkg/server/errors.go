@@ -1,0 +1,43 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/modelreg/modelreg/pkg/wire"
+)
+
+// errQueryInvalid is the model API's own code, registered beside the
+// distribution spec's so every error body has the spec's shape.
+var errQueryInvalid = errcode.Register("modelreg", errcode.ErrorDescriptor{
+	Value:          wire.CodeQueryInvalid,
+	Message:        "the query is not valid",
+	Description:    "A search query or order_by does not parse; the detail gives the position.",
+	HTTPStatusCode: http.StatusBadRequest,
+})
+
+// The distribution-spec codes the extension answers with.
+var (
+	errDenied          = errcode.ErrorCodeDenied
+	errUnauthorized    = errcode.ErrorCodeUnauthorized
+	errTooMany         = errcode.ErrorCodeTooManyRequests
+	errUnsupported     = errcode.ErrorCodeUnsupported
+	errUnknown         = errcode.ErrorCodeUnknown
+	errManifestInvalid = v2.ErrorCodeManifestInvalid
+	errManifestUnknown = v2.ErrorCodeManifestUnknown
+	errNameInvalid     = v2.ErrorCodeNameInvalid
+	errNameUnknown     = v2.ErrorCodeNameUnknown
+	errDigestInvalid   = v2.ErrorCodeDigestInvalid
+	errSizeInvalid     = v2.ErrorCodeSizeInvalid
+)
+
+// serveError answers with code's HTTP status and a distribution-spec error
+// body carrying msg (and detail, when not nil).
+func serveError(w http.ResponseWriter, code errcode.ErrorCode, msg string, detail ...any) {
+	e := code.WithMessage(msg)
+	if len(detail) > 0 {
+		e = e.WithDetail(detail[0])
+	}
+	errcode.ServeJSON(w, e)
+}

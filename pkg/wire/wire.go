@@ -1,0 +1,138 @@
+// Package wire holds the types of modelreg serve's model API
+// (/v2/_modelreg/v1/, docs/api.md): what the server encodes and its client
+// decodes. Sharing them keeps the two in step, and keeps the client free of
+// the server's index (and of SQLite).
+package wire
+
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/modelreg/modelreg/pkg/promotion"
+)
+
+// Prefix is the model API's root path.
+const Prefix = "/v2/_modelreg/v1/"
+
+// VersionRow is one model version as the model API returns it.
+type VersionRow struct {
+	Repository  string             `json:"repository"`
+	Digest      string             `json:"digest"`
+	Versions    []string           `json:"versions"`
+	Stages      []string           `json:"stages"`
+	Created     string             `json:"created,omitempty"`
+	Framework   string             `json:"framework,omitempty"`
+	Description string             `json:"description,omitempty"`
+	Size        int64              `json:"size"`
+	Files       int                `json:"files"`
+	Metrics     map[string]float64 `json:"metrics"`
+	Params      map[string]string  `json:"params"`
+	Labels      map[string]string  `json:"labels"`
+}
+
+// ModelRow summarizes one model repository.
+type ModelRow struct {
+	Repository string            `json:"repository"`
+	Versions   int               `json:"versions"`
+	Stages     map[string]string `json:"stages"`
+	Latest     string            `json:"latest,omitempty"`
+}
+
+// Edge is one lineage edge: version Repo@Digest was made from an input.
+type Edge struct {
+	Repo        string `json:"repository"`
+	Digest      string `json:"digest"`
+	Kind        string `json:"kind"`
+	URI         string `json:"uri"`
+	InputDigest string `json:"inputDigest,omitempty"`
+	Revision    string `json:"revision,omitempty"`
+}
+
+// Models is GET models.
+type Models struct {
+	Models []ModelRow `json:"models"`
+}
+
+// Versions is GET models/REPO/versions and GET search.
+type Versions struct {
+	Repository string       `json:"repository,omitempty"`
+	Versions   []VersionRow `json:"versions"`
+}
+
+// Version is GET models/REPO/versions/REF: the version and how many
+// referrers of each kind it has.
+type Version struct {
+	Version   VersionRow     `json:"version"`
+	Referrers map[string]int `json:"referrers"`
+}
+
+// History is GET models/REPO/stages/STAGE/history: the stage's signed
+// records, newest first.
+type History struct {
+	Stage   string             `json:"stage"`
+	Records []promotion.Record `json:"records"`
+}
+
+// HistoryAt is the same with ?at=TIME: the record in force then (nil when
+// the stage held nothing).
+type HistoryAt struct {
+	Stage  string            `json:"stage"`
+	At     time.Time         `json:"at"`
+	Record *promotion.Record `json:"record"`
+}
+
+// Referrer is one referrer with its kind: signature, attestation,
+// promotion, lineage, evaluation, tombstone or other.
+type Referrer struct {
+	Kind       string             `json:"kind"`
+	Descriptor ocispec.Descriptor `json:"descriptor"`
+}
+
+// Referrers is GET models/REPO/referrers/DIGEST.
+type Referrers struct {
+	Subject   digest.Digest `json:"subject"`
+	Referrers []Referrer    `json:"referrers"`
+}
+
+// Lineage is GET models/REPO/versions/REF/lineage.
+type Lineage struct {
+	Repository string        `json:"repository"`
+	Digest     digest.Digest `json:"digest"`
+	Inputs     []Edge        `json:"inputs"`
+}
+
+// Descendants is GET lineage/descendants?of=X.
+type Descendants struct {
+	Of          string `json:"of"`
+	Descendants []Edge `json:"descendants"`
+}
+
+// Status is GET status: the key that signs the server's records (so anyone
+// can verify a history), the policy in force and its health, and the
+// index's health.
+type Status struct {
+	ServerKey   string `json:"serverKey"`
+	ServerKeyID string `json:"serverKeyId"`
+	Policy      any    `json:"policy"`
+	// ProtectedStages lists the stages the policy in force protects.
+	ProtectedStages []string `json:"protectedStages"`
+	// IndexFailures lists the manifests the index could not take.
+	IndexFailures []string `json:"indexFailures"`
+	// PendingRepositories have writes the index has not caught up with.
+	PendingRepositories []string `json:"pendingRepositories"`
+}
+
+// Error codes the model API adds to the distribution spec's.
+const (
+	// CodeQueryInvalid is a search query or order that does not parse;
+	// the error's detail holds its Position.
+	CodeQueryInvalid = "QUERY_INVALID"
+)
+
+// QueryDetail is the detail of a QUERY_INVALID error.
+type QueryDetail struct {
+	// Position is the byte offset in the query where the problem is.
+	Position int `json:"position"`
+}
