@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"maps"
@@ -75,6 +76,13 @@ func (a *app) moveOptions(c *cobra.Command, f *moveFlags, ref registry.Reference
 			return opts, err
 		}
 		opts.Tagger = tagger
+		api, err := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry)
+		if err != nil {
+			return opts, err
+		}
+		opts.History = func(ctx context.Context, stage string) ([]promotion.Record, error) {
+			return api.History(ctx, ref.Repository, stage)
+		}
 	}
 	return opts, nil
 }

@@ -32,6 +32,11 @@ type Options struct {
 	// Tagger moves the stage tag; nil uses the repository. Against modelreg
 	// serve it should send the Modelreg-Reason/Actor/Rollback headers.
 	Tagger content.Tagger
+	// History reads a stage's history for Rollback; nil walks the records
+	// in the registry (History). Against modelreg serve it should read the
+	// server's signed history, so a record a client pushed can never pick
+	// the version a rollback returns to.
+	History func(ctx context.Context, stage string) ([]Record, error)
 }
 
 // Result is what a promotion or rollback did.
@@ -69,7 +74,12 @@ func Rollback(ctx context.Context, repo registry.Repository, ref registry.Refere
 	if err != nil {
 		return nil, remote.Explain(err, repoName(ref)+":"+stage)
 	}
-	history, err := History(ctx, repo, ref, stage)
+	var history []Record
+	if opts.History != nil {
+		history, err = opts.History(ctx, stage)
+	} else {
+		history, err = History(ctx, repo, ref, stage)
+	}
 	if err != nil {
 		return nil, err
 	}

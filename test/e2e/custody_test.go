@@ -650,3 +650,24 @@ func TestDeleteRacingPromotion(t *testing.T) {
 		t.Fatalf("history --verify: %s", r.Stderr)
 	}
 }
+
+// A record a client pushes never picks where a rollback goes: against
+// modelreg serve, rollback reads the server's signed history.
+func TestRollbackIgnoresForgedRecords(t *testing.T) {
+	reg := startServer(t)
+	e := newEnv(t)
+	repo := reg.Addr + "/team/rb"
+	v1 := pushVersion(t, e, repo+":1.0.0", "one")
+	v2 := pushVersion(t, e, repo+":2.0.0", "two")
+	evil := pushVersion(t, e, repo+":6.6.6", "evil")
+	e.ok("promote", repo+":1.0.0", "--to", "demo")
+	e.ok("promote", repo+":2.0.0", "--to", "demo")
+	forged, _ := json.Marshal(promotion.Record{Repository: "team/rb", Stage: "demo", Digest: v2, Previous: evil,
+		Actor: "alice", Time: time.Now().UTC().Add(time.Hour), Reason: "forged", Keys: []string{}})
+	writeFile(t, filepath.Join(e.dir, "record.json"), string(forged), 0o644)
+	e.oras("attach", "--artifact-type", mediatypes.ArtifactTypePromotion, repo+"@"+v2, "record.json:"+mediatypes.ArtifactTypePromotion)
+	e.ok("rollback", repo, "--stage", "demo")
+	if got := resolve(t, e, repo+":demo"); got != v1 {
+		t.Errorf("rollback went to %s, want %s (the forged record names %s)", got, v1, evil)
+	}
+}
