@@ -6,6 +6,7 @@ package audit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"slices"
 	"strings"
 	"time"
@@ -59,8 +60,11 @@ type Event struct {
 	Record   string `json:"record"`
 }
 
-// Build reads the report. only, when set, limits it to one version's digest.
-func Build(ctx context.Context, repo registry.Repository, ref registry.Reference, only digest.Digest, trusted []key.Public) (*Report, error) {
+// Build reads the report. only, when set, limits it to one version's
+// digest. serverKey, when set (the registry is modelreg serve), keeps only
+// the promotion records that registry signed: a record a client pushed is
+// not history.
+func Build(ctx context.Context, repo registry.Repository, ref registry.Reference, only digest.Digest, trusted []key.Public, serverKey ed25519.PublicKey) (*Report, error) {
 	r := &Report{Repository: ref.Registry + "/" + ref.Repository, Generated: time.Now().UTC(), KeysTrusted: []string{}, Versions: []Version{}}
 	for _, k := range trusted {
 		r.KeysTrusted = append(r.KeysTrusted, k.Fingerprint)
@@ -99,11 +103,15 @@ func Build(ctx context.Context, repo registry.Repository, ref registry.Reference
 		if err != nil {
 			continue // not a model (or gone): not part of the report
 		}
-		recs, err := promotion.Of(ctx, repo, v.Descriptor)
+		recs, err := promotion.OfSigned(ctx, repo, v.Descriptor, serverKey)
 		if err != nil {
 			return nil, err
 		}
-		records = append(records, recs...)
+		for _, rec := range recs {
+			if serverKey == nil || rec.Trusted {
+				records = append(records, rec)
+			}
+		}
 		if only != "" && d != only {
 			continue
 		}

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/modelreg/modelreg/pkg/audit"
+	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/opencontainers/go-digest"
@@ -47,7 +49,13 @@ policy (--policy, else .modelreg/policy.yaml).`,
 				}
 				only = v.Descriptor.Digest
 			}
-			report, err := audit.Build(c.Context(), repo, ref, only, pol.Trusted())
+			var serverKey ed25519.PublicKey
+			if api, err := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry); err == nil {
+				if serverKey, err = api.ServerKey(c.Context()); err != nil {
+					return fmt.Errorf("reading the registry's record key: %w", err)
+				}
+			}
+			report, err := audit.Build(c.Context(), repo, ref, only, pol.Trusted(), serverKey)
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ package promotion
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -74,6 +75,12 @@ func Write(ctx context.Context, repo registry.Repository, subject ocispec.Descri
 
 // Of lists the promotion records of one version (any stage).
 func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) ([]Record, error) {
+	return OfSigned(ctx, repo, subject, nil)
+}
+
+// OfSigned is Of, marking Trusted the records signed by pub (the key of
+// the modelreg serve that wrote them).
+func OfSigned(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, pub ed25519.PublicKey) ([]Record, error) {
 	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypePromotion)
 	if err != nil {
 		return nil, err
@@ -84,7 +91,7 @@ func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descripto
 		if ref.Malformed {
 			return nil, fmt.Errorf("promotion record %s is malformed", d.Digest)
 		}
-		payload, _, err := Unseal(ref.Manifest.Layers[0].MediaType, ref.Blob, mediatypes.ArtifactTypePromotion, nil)
+		payload, signed, err := Unseal(ref.Manifest.Layers[0].MediaType, ref.Blob, mediatypes.ArtifactTypePromotion, pub)
 		if err != nil {
 			return nil, fmt.Errorf("promotion record %s: %w", d.Digest, err)
 		}
@@ -95,7 +102,7 @@ func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descripto
 		if ref.Manifest.Subject == nil || ref.Manifest.Subject.Digest.String() != r.Digest && r.Kind != KindRemoval {
 			return nil, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
 		}
-		r.Record = d.Digest.String()
+		r.Record, r.Trusted = d.Digest.String(), signed
 		out = append(out, r)
 	}
 	return out, nil
