@@ -1,0 +1,167 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/modelreg/modelreg/pkg/catalog"
+	"github.com/modelreg/modelreg/pkg/lineage"
+	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/remote"
+	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/modelreg/modelreg/pkg/wire"
+	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry"
+)
+
+// PushOptions are the choices of one push.
+type PushOptions struct {
+	// Metadata goes into the manifest's annotations (part of the digest).
+	Metadata model.Metadata
+	// Rules override file kinds (model.ParseRules).
+	Rules []model.Rule
+	// Lineage, when set, is recorded as a referrer of the new version.
+	Lineage *LineageOptions
+	// BaseModel (REGISTRY/REPO:TAG) is mounted from when it is on the same
+	// registry: files the size of its layers are hashed first and mounted
+	// when equal.
+	BaseModel string
+	// Concurrency is how many files are hashed and uploaded at once; 0
+	// picks the default.
+	Concurrency int
+	// ChunkSize is the bytes per upload request; 0 is 256 MiB.
+	ChunkSize int64
+	// NoCache hashes every file instead of trusting the digest cache.
+	NoCache bool
+}
+
+// Push uploads files and directories as the model version ref and, when
+// asked, records their lineage. Blobs the registry has are not sent again;
+// the tag is written last.
+func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOptions) (*transfer.PushResult, error) {
+	r, repo, err := c.Repository(ref)
+	if err != nil {
+		return nil, err
+	}
+	files, err := model.Collect(paths, o.Rules)
+	if err != nil {
+		return nil, err
+	}
+	var pred lineage.Predicate
+	if o.Lineage != nil {
+		// A bad lineage option fails before anything is uploaded.
+		if pred, err = c.predicate(ctx, o.Lineage); err != nil {
+			return nil, err
+		}
+	}
+	opts := transfer.PushOptions{Metadata: o.Metadata, Concurrency: o.Concurrency, Progress: c.opts.Progress}
+	hc, err := c.opts.Remote.Client(r.Registry)
+	if err != nil {
+		return nil, err
+	}
+	chunk := o.ChunkSize
+	if chunk == 0 {
+		chunk = 256 << 20
+	}
+	opts.Streamer = &transfer.Streamer{Client: hc, Base: c.opts.Remote.Scheme(r.Registry) + "://" + r.Registry + "/v2/" + r.Repository,
+		StateDir: c.cachePath("uploads"), Chunk: chunk}
+	if !o.NoCache && c.opts.CacheDir != "" {
+		opts.Cache = transfer.OpenDigestCache(c.cachePath("digests.json"))
+	}
+	c.baseLayers(ctx, r, o.BaseModel, &opts)
+	res, err := transfer.Push(ctx, repo, r, files, opts)
+	if err != nil {
+		return nil, err
+	}
+	if o.Lineage != nil && !res.Unchanged {
+		if _, err := c.writeLineage(ctx, r, repo, digest.Digest(res.Digest), pred, o.Lineage); err != nil {
+			return res, fmt.Errorf("%s was pushed, but %w; add it with `modelreg lineage add`", res.Digest, err)
+		}
+	}
+	return res, nil
+}
+
+// baseLayers lets a push mount from its base model when both are on one
+// registry; any failure only means no mount.
+func (c *Client) baseLayers(ctx context.Context, r registry.Reference, base string, opts *transfer.PushOptions) {
+	b, err := remote.ParseReference(base)
+	if base == "" || err != nil || b.Registry != r.Registry {
+		return
+	}
+	brepo, err := c.opts.Remote.Repository(b)
+	if err != nil {
+		return
+	}
+	bv, err := transfer.Fetch(ctx, brepo, b)
+	if err != nil {
+		return
+	}
+	opts.MountFrom = append(opts.MountFrom, b.Registry+"/"+b.Repository)
+	for _, f := range bv.Files {
+		opts.BaseLayers = append(opts.BaseLayers, f.Descriptor)
+	}
+}
+
+// Pull downloads the version ref into dir (which must not exist or be
+// empty), every blob verified; a failure leaves nothing at dir.
+func (c *Client) Pull(ctx context.Context, ref, dir string, o transfer.PullOptions) (*transfer.PullResult, error) {
+	r, repo, err := c.Repository(ref)
+	if err != nil {
+		return nil, err
+	}
+	if o.Progress == nil {
+		o.Progress = c.opts.Progress
+	}
+	return transfer.Pull(ctx, repo, r, dir, o)
+}
+
+// Inspect reads the version ref: files, metadata, format.
+func (c *Client) Inspect(ctx context.Context, ref string) (*model.Version, error) {
+	_, _, v, err := c.Version(ctx, ref)
+	return v, err
+}
+
+// List lists a model repository's versions, newest first, with their
+// stages: from the model API on modelreg serve, else through tags.
+func (c *Client) List(ctx context.Context, repository string) (*catalog.Listing, error) {
+	r, repo, err := c.Repository(repository)
+	if err != nil {
+		return nil, err
+	}
+	if r.Reference != "" {
+		return nil, usage(fmt.Errorf("list takes a repository without tag or digest, e.g. %s/%s", r.Registry, r.Repository))
+	}
+	if api, err := c.Server(ctx, r.Registry); err == nil {
+		rows, err := api.Versions(ctx, r.Repository)
+		if err != nil {
+			return nil, err
+		}
+		return listingOf(r.Registry+"/"+r.Repository, rows), nil
+	}
+	return catalog.List(ctx, repo, r)
+}
+
+// listingOf turns the model API's rows into a listing: one row per
+// version tag, newest first, as catalog.List gives.
+func listingOf(repo string, rows []wire.VersionRow) *catalog.Listing {
+	l := &catalog.Listing{Repository: repo, Versions: []catalog.VersionSummary{}, Stages: map[string]string{}}
+	for _, r := range rows {
+		created, _ := parseTime(r.Created)
+		for _, s := range r.Stages {
+			l.Stages[s] = r.Digest
+		}
+		for _, v := range r.Versions {
+			l.Versions = append(l.Versions, catalog.VersionSummary{Tag: v, Digest: r.Digest, Created: created, Size: r.Size, Files: r.Files, Stages: r.Stages})
+		}
+	}
+	return l
+}
+
+// Search runs a query (docs/api.md) on host, which must be modelreg serve.
+func (c *Client) Search(ctx context.Context, host, query, orderBy string, limit, offset int) ([]wire.VersionRow, error) {
+	api, err := c.Server(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	return api.Search(ctx, query, orderBy, limit, offset)
+}

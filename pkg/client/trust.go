@@ -1,0 +1,223 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+
+	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/policy"
+	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/signature"
+	"github.com/modelreg/modelreg/pkg/tag"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
+)
+
+// Signed is what Sign stored.
+type Signed struct {
+	Digest    string         `json:"digest"`
+	Key       string         `json:"key"`
+	Format    signature.Form `json:"format"`
+	Signature string         `json:"signature"`
+}
+
+// Sign signs the manifest digest of the version ref with priv and stores
+// the signature in the registry, in form (a sigstore bundle by default).
+func (c *Client) Sign(ctx context.Context, ref string, priv key.Private, form signature.Form) (*Signed, error) {
+	if form == "" {
+		form = signature.FormBundle
+	}
+	if form != signature.FormBundle && form != signature.FormLegacy {
+		return nil, usage(fmt.Errorf("signature format %q: expected bundle or legacy", form))
+	}
+	r, repo, v, err := c.Version(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := signature.Sign(ctx, repo, r, v.Descriptor, priv, signature.SignOptions{Form: form})
+	if err != nil {
+		return nil, fmt.Errorf("storing the signature: %w", err)
+	}
+	return &Signed{Digest: v.Descriptor.Digest.String(), Key: priv.Fingerprint, Format: form, Signature: desc.Digest.String()}, nil
+}
+
+// Verdict is what Verify found: every signature and the policy's decision
+// for each stage asked.
+type Verdict struct {
+	Digest        string              `json:"digest"`
+	Signatures    []signature.Found   `json:"signatures"`
+	Lineage       any                 `json:"lineage"`
+	Evaluations   any                 `json:"evaluations"`
+	Decisions     []policy.Decision   `json:"decisions"`
+	SignatureNote string              `json:"signatureNote,omitempty"`
+	OK            bool                `json:"ok"`
+	Descriptor    ocispec.Descriptor  `json:"-"`
+	Repository    string              `json:"-"`
+	Evidence      policy.Evidence     `json:"-"`
+	Policy        *policy.Policy      `json:"-"`
+}
+
+// Verify finds the version's signatures (in the three cosign forms) and
+// evaluates the policy for stage, or for every stage it names when stage
+// is "". OK is true when that stage's rule holds, or (no stage) when at
+// least one signature by a policy key is valid.
+func (c *Client) Verify(ctx context.Context, ref string, pol *policy.Policy, stage string) (*Verdict, error) {
+	if pol == nil {
+		return nil, usage(fmt.Errorf("no trust policy: a policy names the keys to check (see docs/policy.md)"))
+	}
+	r, repo, v, err := c.Version(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := pol.Gather(ctx, repo, v.Descriptor)
+	if err != nil {
+		return nil, err
+	}
+	vd := &Verdict{Digest: v.Descriptor.Digest.String(), Signatures: ev.Signatures, Lineage: ev.Lineage, Evaluations: ev.Evaluations,
+		SignatureNote: ev.SignatureNote, Descriptor: v.Descriptor, Repository: r.Repository, Evidence: ev, Policy: pol}
+	if vd.Signatures == nil {
+		vd.Signatures = []signature.Found{}
+	}
+	stages := []string{stage}
+	if stage == "" {
+		stages = slices.Sorted(maps.Keys(pol.Stages))
+	}
+	for _, s := range stages {
+		vd.Decisions = append(vd.Decisions, pol.Evaluate(s, ev))
+	}
+	if stage != "" {
+		vd.OK = vd.Decisions[0].Allowed
+	} else {
+		for _, f := range vd.Signatures {
+			vd.OK = vd.OK || f.Valid
+		}
+	}
+	return vd, nil
+}
+
+// MoveOptions are the choices of a promotion or rollback.
+type MoveOptions struct {
+	// Policy decides on the client; nil leaves every stage unprotected
+	// here (modelreg serve applies its own policy whatever the client).
+	Policy *policy.Policy
+	// Reason goes into the record; Actor too ("" is the Client's actor).
+	Reason, Actor string
+}
+
+// Promote moves stage to the version ref after checking the policy, and
+// returns the record of the move. On modelreg serve the server checks its
+// own policy and writes the record; elsewhere the client writes it.
+func (c *Client) Promote(ctx context.Context, ref, stage string, o MoveOptions) (*promotion.Result, error) {
+	r, repo, v, err := c.Version(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := c.moveOptions(ctx, r, o, false)
+	if err != nil {
+		return nil, err
+	}
+	return promotion.Promote(ctx, repo, r, v.Descriptor, stage, opts)
+}
+
+// Rollback moves stage back to the version it held before the current
+// one, as the history tells (the server's signed history on modelreg
+// serve), checking the policy for it.
+func (c *Client) Rollback(ctx context.Context, repository, stage string, o MoveOptions) (*promotion.Result, error) {
+	r, repo, err := c.Repository(repository)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := c.moveOptions(ctx, r, o, true)
+	if err != nil {
+		return nil, err
+	}
+	return promotion.Rollback(ctx, repo, r, stage, opts)
+}
+
+// moveOptions builds the promotion options; against modelreg serve the tag
+// move carries the reason and actor as headers for the server's record,
+// and a rollback reads the server's signed history.
+func (c *Client) moveOptions(ctx context.Context, r registry.Reference, o MoveOptions, rollback bool) (promotion.Options, error) {
+	actor := o.Actor
+	if actor == "" {
+		actor = c.opts.Actor
+	}
+	opts := promotion.Options{Policy: o.Policy, Actor: actor, Reason: o.Reason}
+	api, err := c.Server(ctx, r.Registry)
+	if err != nil {
+		return opts, nil // a plain registry: the client records
+	}
+	opts.ServerRecords = true
+	ro := c.opts.Remote
+	ro.Header = http.Header{}
+	ro.Header.Set(mediatypes.HeaderActor, actor)
+	if o.Reason != "" {
+		ro.Header.Set(mediatypes.HeaderReason, o.Reason)
+	}
+	if rollback {
+		ro.Header.Set(mediatypes.HeaderRollback, "true")
+	}
+	tagger, err := ro.Repository(r)
+	if err != nil {
+		return opts, err
+	}
+	opts.Tagger = tagger
+	opts.History = func(ctx context.Context, stage string) ([]promotion.Record, error) {
+		return api.History(ctx, r.Repository, stage)
+	}
+	return opts, nil
+}
+
+// History returns a stage's records, newest first: on modelreg serve the
+// server's signed history, elsewhere every record found in the registry.
+func (c *Client) History(ctx context.Context, repository, stage string) ([]promotion.Record, error) {
+	if err := tag.ValidateStage(stage); err != nil {
+		return nil, usage(err)
+	}
+	r, repo, err := c.Repository(repository)
+	if err != nil {
+		return nil, err
+	}
+	if r.Reference != "" {
+		return nil, usage(fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", r.Registry, r.Repository))
+	}
+	var records []promotion.Record
+	if api, aerr := c.Server(ctx, r.Registry); aerr == nil {
+		records, err = api.History(ctx, r.Repository, stage)
+	} else {
+		records, err = promotion.History(ctx, repo, r, stage)
+	}
+	if records == nil && err == nil {
+		records = []promotion.Record{}
+	}
+	return records, err
+}
+
+// VerifyHistory checks a stage's signed hash chain on modelreg serve
+// against storage (promotion.VerifyChain). pub pins the server's key; nil
+// trusts the key the server publishes.
+func (c *Client) VerifyHistory(ctx context.Context, repository, stage string, pub ed25519.PublicKey) (*promotion.ChainReport, error) {
+	r, repo, err := c.Repository(repository)
+	if err != nil {
+		return nil, err
+	}
+	api, err := c.Server(ctx, r.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("verifying a history needs modelreg serve, which signs its records; %s is another registry, whose records clients write", r.Registry)
+	}
+	records, err := api.History(ctx, r.Repository, stage)
+	if err != nil {
+		return nil, err
+	}
+	if pub == nil {
+		if pub, err = api.ServerKey(ctx); err != nil {
+			return nil, fmt.Errorf("reading the registry's key: %w", err)
+		}
+	}
+	return promotion.VerifyChain(ctx, repo, stage, records, pub)
+}
