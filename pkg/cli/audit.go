@@ -1,17 +1,12 @@
 package cli
 
 import (
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 
-	"github.com/modelreg/modelreg/pkg/audit"
-	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/policy"
-	"github.com/modelreg/modelreg/pkg/transfer"
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
@@ -37,25 +32,7 @@ policy (--policy, else .modelreg/policy.yaml).`,
 			if err != nil {
 				return err
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			var only digest.Digest
-			if ref.Reference != "" {
-				v, err := transfer.Fetch(c.Context(), repo, ref)
-				if err != nil {
-					return err
-				}
-				only = v.Descriptor.Digest
-			}
-			var serverKey ed25519.PublicKey
-			if api, err := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry); err == nil {
-				if serverKey, err = api.ServerKey(c.Context()); err != nil {
-					return fmt.Errorf("reading the registry's record key: %w", err)
-				}
-			}
-			report, err := audit.Build(c.Context(), repo, ref, only, pol.Trusted(), serverKey)
+			report, err := a.client(c, true).Audit(c.Context(), args[0], pol.Trusted())
 			if err != nil {
 				return err
 			}

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"time"
 
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
@@ -47,19 +47,17 @@ object with a "metrics" member of that form.`,
 					return usageError{err}
 				}
 			}
-			ref, repo, v, err := a.version(c, args[0])
-			if err != nil {
-				return err
+			o := client.DefaultOptions()
+			o.Remote = a.remoteOptions(c)
+			if actor != "" {
+				o.Actor = actor
 			}
-			if actor == "" {
-				actor = defaultActor()
-			}
-			d, err := evaluation.Write(c.Context(), repo, v.Descriptor, evaluation.Record{Metrics: values, Dataset: dataset, Actor: actor, Time: time.Now().UTC()})
+			d, err := client.New(o).Evaluate(c.Context(), args[0], values, dataset)
 			if err != nil {
 				return fmt.Errorf("writing the evaluation: %w", err)
 			}
-			fmt.Fprintf(a.io.Err, "evaluation recorded for %s@%s\n", ref.Repository, v.Descriptor.Digest)
-			fmt.Fprintln(a.io.Out, d.Digest)
+			fmt.Fprintf(a.io.Err, "evaluation recorded for %s\n", args[0])
+			fmt.Fprintln(a.io.Out, d)
 			return nil
 		},
 	}

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/modelreg/modelreg/pkg/catalog"
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/spf13/cobra"
 )
@@ -30,11 +29,7 @@ stages alike. REF may name a version, a stage or a digest.`,
 			if err != nil {
 				return err
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			in, err := catalog.Inspect(c.Context(), repo, ref)
+			in, err := a.client(c, true).Inspect(c.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -1,25 +1,16 @@
 package cli
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
-	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/key"
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
-	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/remote"
-	"github.com/modelreg/modelreg/pkg/signature"
-	"github.com/modelreg/modelreg/pkg/transfer"
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
-	"oras.land/oras-go/v2/registry"
 )
 
 // lineageFlags are the inputs a lineage record names.
@@ -71,88 +62,18 @@ func (f *lineageFlags) empty() bool {
 	return len(f.datasets) == 0 && f.baseModel == "" && f.code == "" && f.run == "" && len(f.params) == 0
 }
 
-// predicate resolves the flags into a lineage predicate; the base model is
-// looked up in its registry so the record names its digest.
-func (a *app) predicate(ctx context.Context, c *cobra.Command, f *lineageFlags) (lineage.Predicate, error) {
-	var p lineage.Predicate
-	for _, d := range f.datasets {
-		in, err := lineage.ParseDataset(d)
-		if err != nil {
-			return p, usageError{err}
-		}
-		p.Inputs = append(p.Inputs, in)
-	}
-	if f.baseModel != "" {
-		ref, err := remote.ParseReference(f.baseModel)
-		if err != nil {
-			return p, usageError{fmt.Errorf("--base-model: %w", err)}
-		}
-		repo, err := a.remoteOptions(c).Repository(ref)
-		if err != nil {
-			return p, err
-		}
-		v, err := transfer.Fetch(ctx, repo, ref)
-		if err != nil {
-			return p, fmt.Errorf("--base-model: %w", err)
-		}
-		p.Inputs = append(p.Inputs, lineage.ModelInput(ref.Registry+"/"+ref.Repository, v.Descriptor.Digest))
-	}
-	if f.code != "" {
-		in, err := lineage.ParseCode(f.code)
-		if err != nil {
-			return p, usageError{err}
-		}
-		p.Inputs = append(p.Inputs, in)
-	}
-	if f.run != "" {
-		p.Run = &lineage.Run{URL: f.run}
-	}
+// options turns the flags into the library's lineage options; the key
+// for --sign is loaded here (its password from COSIGN_PASSWORD).
+func (f *lineageFlags) options() (*client.LineageOptions, error) {
+	o := &client.LineageOptions{Datasets: f.datasets, BaseModel: f.baseModel, Code: f.code, Run: f.run}
 	if len(f.params) > 0 {
 		params, err := model.ParseKeyValues("--param", f.params)
 		if err != nil {
-			return p, usageError{err}
+			return nil, usageError{err}
 		}
-		p.Parameters = params
+		o.Params = params
 	}
-	return p, nil
-}
-
-// attachLineage writes a lineage record about subject.
-func (a *app) attachLineage(ctx context.Context, c *cobra.Command, ref registry.Reference, repo registry.Repository, subject digest.Digest, f *lineageFlags) (string, error) {
-	p, err := a.predicate(ctx, c, f)
-	if err != nil {
-		return "", err
-	}
-	desc, err := repo.Resolve(ctx, subject.String())
-	if err != nil {
-		return "", remote.Explain(err, ref.String())
-	}
-	st := lineage.New(ref.Registry+"/"+ref.Repository, subject, p)
-	var d ocispec.Descriptor
-	if f.signKey != "" {
-		pw, err := a.password(false)
-		if err != nil {
-			return "", err
-		}
-		priv, err := key.LoadPrivate(f.signKey, pw)
-		if err != nil {
-			return "", err
-		}
-		blob, err := json.Marshal(st)
-		if err != nil {
-			return "", err
-		}
-		d, err = signature.Attest(ctx, repo, desc, priv, mediatypes.PredicateLineage, blob, time.Time{})
-		if err != nil {
-			return "", fmt.Errorf("writing the lineage attestation: %w", remote.Explain(err, ref.String()))
-		}
-		return d.Digest.String(), nil
-	}
-	d, err = lineage.Write(ctx, repo, desc, st)
-	if err != nil {
-		return "", fmt.Errorf("writing the lineage record: %w", remote.Explain(err, ref.String()))
-	}
-	return d.Digest.String(), nil
+	return o, nil
 }
 
 func (a *app) lineageCmd() *cobra.Command {
@@ -178,15 +99,26 @@ each adds to what is known.`,
 			if err := f.validate(); err != nil {
 				return err
 			}
-			ref, repo, v, err := a.version(c, args[0])
+			o, err := f.options()
 			if err != nil {
 				return err
 			}
-			d, err := a.attachLineage(c.Context(), c, ref, repo, v.Descriptor.Digest, &f)
+			if f.signKey != "" {
+				pw, err := a.password(false)
+				if err != nil {
+					return err
+				}
+				priv, err := key.LoadPrivate(f.signKey, pw)
+				if err != nil {
+					return err
+				}
+				o.SignWith = &priv
+			}
+			d, err := a.client(c, true).AddLineage(c.Context(), args[0], *o)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.io.Err, "lineage recorded for %s@%s\n", ref.Repository, v.Descriptor.Digest)
+			fmt.Fprintf(a.io.Err, "lineage recorded for %s\n", args[0])
 			fmt.Fprintln(a.io.Out, d)
 			return nil
 		},
@@ -235,6 +167,8 @@ Subcommand: lineage add records lineage.`
 			return usageError{fmt.Errorf("--format %q: expected tree, json, dot or mermaid", format)}
 		}
 		var root *lineage.Node
+		var err error
+		cl := a.client(c, true)
 		switch {
 		case up:
 			if len(args) != 1 {
@@ -244,53 +178,21 @@ Subcommand: lineage add records lineage.`
 			if err != nil {
 				return err
 			}
-			ref, _, v, err := a.version(c, args[0])
-			if err != nil {
-				return err
-			}
-			ro := a.remoteOptions(c)
-			open := func(r registry.Reference) (registry.Repository, error) { return ro.Repository(r) }
-			w := &lineage.Walker{Open: open, Trusted: pol.Trusted(), MaxDepth: depth}
-			if root, err = w.Up(c.Context(), ref, v.Descriptor.Digest.String()); err != nil {
+			if root, err = cl.LineageUp(c.Context(), args[0], pol.Trusted(), depth); err != nil {
 				return err
 			}
 		default:
-			if len(args) == 1 {
-				ref, _, v, err := a.version(c, args[0])
-				if err != nil {
-					return err
-				}
-				host = ref.Registry
-				root = &lineage.Node{Kind: lineage.KindModel, Ref: ref.Registry + "/" + ref.Repository + "@" + v.Descriptor.Digest.String(), Digest: v.Descriptor.Digest.String()}
-			} else if of != "" && host != "" {
-				root = &lineage.Node{Kind: lineage.KindDataset, Ref: of}
-			} else {
+			ref := ""
+			switch {
+			case len(args) == 1:
+				ref = args[0]
+			case of != "" && host != "":
+			default:
 				return usageError{errors.New("--down needs a REF, or --of URI-or-DIGEST with --registry HOST")}
 			}
-			client, err := modelapi.New(c.Context(), a.remoteOptions(c), host)
-			if errors.Is(err, modelapi.ErrNoServer) {
-				return fmt.Errorf("--down needs modelreg serve: %s is a plain OCI registry, which cannot tell what was made from a model (--up works anywhere)", host)
-			}
-			if err != nil {
-				return err
-			}
-			err = lineage.Down(c.Context(), root, func(ctx context.Context, of string) ([]*lineage.Node, error) {
-				edges, err := client.Descendants(ctx, of)
-				if err != nil {
-					return nil, err
-				}
-				var out []*lineage.Node
-				seen := map[string]bool{}
-				for _, e := range edges {
-					ref := host + "/" + e.Repo + "@" + e.Digest
-					if !seen[ref] {
-						seen[ref] = true
-						out = append(out, &lineage.Node{Kind: lineage.KindModel, Ref: ref, Digest: e.Digest})
-					}
-				}
-				return out, nil
-			}, depth)
-			if err != nil {
+			if root, err = cl.LineageDown(c.Context(), ref, of, host, depth); errors.Is(err, client.ErrNoServer) {
+				return fmt.Errorf("--down needs modelreg serve (--up works anywhere): %w", err)
+			} else if err != nil {
 				return err
 			}
 		}

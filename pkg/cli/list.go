@@ -6,10 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/modelreg/modelreg/pkg/catalog"
-	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/progress"
-	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -29,21 +26,8 @@ versions but hold something other than a model are reported as skipped.`,
 			if err != nil {
 				return err
 			}
-			ref, repo, err := a.repository(c, args[0])
+			l, err := a.client(c, true).List(c.Context(), args[0])
 			if err != nil {
-				return err
-			}
-			if ref.Reference != "" {
-				return usageError{fmt.Errorf("list takes a repository without tag or digest, e.g. %s/%s", ref.Registry, ref.Repository)}
-			}
-			var l *catalog.Listing
-			if client, err := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry); err == nil {
-				rows, err := client.Versions(c.Context(), ref.Repository)
-				if err != nil {
-					return err
-				}
-				l = listingOf(ref.Registry+"/"+ref.Repository, rows)
-			} else if l, err = catalog.List(c.Context(), repo, ref); err != nil {
 				return err
 			}
 			if jsonOut {
@@ -72,22 +56,6 @@ versions but hold something other than a model are reported as skipped.`,
 	}
 	a.addOutputFlag(c)
 	return c
-}
-
-// listingOf turns the model API's rows into a listing: one row per
-// version tag, newest first, as catalog.List gives.
-func listingOf(repo string, rows []wire.VersionRow) *catalog.Listing {
-	l := &catalog.Listing{Repository: repo, Versions: []catalog.VersionSummary{}, Stages: map[string]string{}}
-	for _, r := range rows {
-		created, _ := time.Parse(time.RFC3339, r.Created)
-		for _, s := range r.Stages {
-			l.Stages[s] = r.Digest
-		}
-		for _, v := range r.Versions {
-			l.Versions = append(l.Versions, catalog.VersionSummary{Tag: v, Digest: r.Digest, Created: created, Size: r.Size, Files: r.Files, Stages: r.Stages})
-		}
-	}
-	return l
 }
 
 func orDash(s string) string {

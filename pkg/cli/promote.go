@@ -1,42 +1,25 @@
 package cli
 
 import (
-	"context"
 	"crypto/ed25519"
 	"fmt"
 	"maps"
-	"net/http"
 	"os"
-	"os/user"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/modelreg/modelreg/mediatypes"
-	"github.com/modelreg/modelreg/pkg/modelapi"
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/tag"
-	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/registry"
 )
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
-
-// defaultActor names who promotes: MODELREG_ACTOR, else user@host.
-func defaultActor() string {
-	if a := os.Getenv("MODELREG_ACTOR"); a != "" {
-		return a
-	}
-	name := "unknown"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	host, _ := os.Hostname()
-	return name + "@" + host
-}
 
 type moveFlags struct {
 	reason, policyPath, actor string
@@ -48,43 +31,14 @@ func (f *moveFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.actor, "actor", "", "who is promoting, for the record (default $MODELREG_ACTOR, else user@host)")
 }
 
-// options builds the promotion options; against modelreg serve the tag
-// move carries the reason and actor as headers for the server's record.
-func (a *app) moveOptions(c *cobra.Command, f *moveFlags, ref registry.Reference, rollback bool) (promotion.Options, error) {
+// options turns the flags into the library's move options: the policy
+// (--policy, else the default file when present), reason and actor.
+func (f *moveFlags) options() (client.MoveOptions, error) {
 	pol, err := policy.LoadDefault(f.policyPath)
 	if err != nil {
-		return promotion.Options{}, err
+		return client.MoveOptions{}, err
 	}
-	actor := f.actor
-	if actor == "" {
-		actor = defaultActor()
-	}
-	opts := promotion.Options{Policy: pol, Actor: actor, Reason: f.reason}
-	ro := a.remoteOptions(c)
-	if ro.HasModelregExtension(c.Context(), ref.Registry) {
-		opts.ServerRecords = true
-		ro.Header = http.Header{}
-		ro.Header.Set(mediatypes.HeaderActor, actor)
-		if f.reason != "" {
-			ro.Header.Set(mediatypes.HeaderReason, f.reason)
-		}
-		if rollback {
-			ro.Header.Set(mediatypes.HeaderRollback, "true")
-		}
-		tagger, err := ro.Repository(ref)
-		if err != nil {
-			return opts, err
-		}
-		opts.Tagger = tagger
-		api, err := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry)
-		if err != nil {
-			return opts, err
-		}
-		opts.History = func(ctx context.Context, stage string) ([]promotion.Record, error) {
-			return api.History(ctx, ref.Repository, stage)
-		}
-	}
-	return opts, nil
+	return client.MoveOptions{Policy: pol, Reason: f.reason, Actor: f.actor}, nil
 }
 
 func (a *app) report(res *promotion.Result, err error, jsonOut bool, what string) error {
@@ -149,19 +103,11 @@ conflict (docs/promotion.md); modelreg serve serializes promotions itself.`,
 			if err := tag.ValidateStage(to); err != nil {
 				return usageError{fmt.Errorf("--to: %w", err)}
 			}
-			ref, repo, err := a.repository(c, args[0])
+			mo, err := mf.options()
 			if err != nil {
 				return err
 			}
-			opts, err := a.moveOptions(c, &mf, ref, false)
-			if err != nil {
-				return err
-			}
-			v, err := transfer.Fetch(c.Context(), repo, ref)
-			if err != nil {
-				return err
-			}
-			res, err := promotion.Promote(c.Context(), repo, ref, v.Descriptor, to, opts)
+			res, err := a.client(c, true).Promote(c.Context(), args[0], to, mo)
 			return a.report(res, err, jsonOut, "promoted")
 		},
 	}
@@ -191,18 +137,18 @@ current version was the first to enter the stage.`,
 			if err := tag.ValidateStage(stage); err != nil {
 				return usageError{fmt.Errorf("--stage: %w", err)}
 			}
-			ref, repo, err := a.repository(c, args[0])
+			ref, err := remote.ParseReference(args[0])
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			if err := repoOnly(ref); err != nil {
 				return err
 			}
-			opts, err := a.moveOptions(c, &mf, ref, true)
+			mo, err := mf.options()
 			if err != nil {
 				return err
 			}
-			res, err := promotion.Rollback(c.Context(), repo, ref, stage, opts)
+			res, err := a.client(c, true).Rollback(c.Context(), args[0], stage, mo)
 			return a.report(res, err, jsonOut, "rolled back")
 		},
 	}
@@ -263,26 +209,14 @@ cannot be verified this way.`,
 					when = when.Add(time.Second - time.Nanosecond)
 				}
 			}
-			ref, repo, err := a.repository(c, args[0])
+			ref, err := remote.ParseReference(args[0])
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			if err := repoOnly(ref); err != nil {
 				return err
 			}
-			var records []promotion.Record
-			api, apiErr := modelapi.New(c.Context(), a.remoteOptions(c), ref.Registry)
-			switch {
-			case apiErr == nil:
-				records, err = api.History(c.Context(), ref.Repository, stage)
-			case verify:
-				return fmt.Errorf("--verify needs modelreg serve, which signs its records; %s is another registry, whose records clients write", ref.Registry)
-			default:
-				records, err = promotion.History(c.Context(), repo, ref, stage)
-			}
-			if err != nil {
-				return err
-			}
+			cl := a.client(c, true)
 			if verify {
 				var pub ed25519.PublicKey
 				if serverKey != "" {
@@ -293,10 +227,8 @@ cannot be verified this way.`,
 					if pub, err = promotion.ParsePublicPEM(b); err != nil {
 						return usageError{fmt.Errorf("--server-key %s: %w", serverKey, err)}
 					}
-				} else if pub, err = api.ServerKey(c.Context()); err != nil {
-					return fmt.Errorf("reading the registry's key: %w", err)
 				}
-				rep, err := promotion.VerifyChain(c.Context(), repo, stage, records, pub)
+				rep, err := cl.VerifyHistory(c.Context(), args[0], stage, pub)
 				if err != nil {
 					return err
 				}
@@ -306,6 +238,10 @@ cannot be verified this way.`,
 				fmt.Fprintf(a.io.Out, "stage %s: %d chained records verified (%d older records adopted by an anchor), signed by %s; the stage holds %s\n",
 					stage, rep.Records, rep.Adopted, rep.KeyID, orDash(rep.Holds))
 				return nil
+			}
+			records, err := cl.History(c.Context(), args[0], stage)
+			if err != nil {
+				return err
 			}
 			if at != "" {
 				r := promotion.At(records, when)

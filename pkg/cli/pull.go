@@ -61,12 +61,8 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 					return usageError{fmt.Errorf("%s %d: give a positive bound, or 0 for none", b.flag, b.v)}
 				}
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			res, err := transfer.Pull(c.Context(), repo, ref, dir, transfer.PullOptions{
-				Concurrency: concurrency, Progress: a.reporter(jsonOut),
+			res, err := a.client(c, jsonOut).Pull(c.Context(), args[0], dir, transfer.PullOptions{
+				Concurrency:    concurrency,
 				MaxExpandRatio: noneIfZero(ratio), MaxExpandBytes: noneIfZero(int64(expand)), MaxEntries: noneIfZero(entries),
 			})
 			if err != nil {

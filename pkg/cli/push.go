@@ -6,11 +6,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/progress"
-	"github.com/modelreg/modelreg/pkg/remote"
-	"github.com/modelreg/modelreg/pkg/transfer"
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 )
 
@@ -80,49 +78,15 @@ names like staging or production are stages, moved only by promotion.`,
 			if err != nil {
 				return usageError{err}
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
-			}
-			files, err := model.Collect(args[1:], rules)
-			if err != nil {
-				return err
-			}
+			po := client.PushOptions{Metadata: meta, Rules: rules, BaseModel: lf.baseModel, Concurrency: concurrency, ChunkSize: chunkMiB << 20, NoCache: noCache}
 			if !lf.empty() {
-				if _, err := a.predicate(c.Context(), c, &lf); err != nil {
-					return err // a bad lineage flag fails before anything is uploaded
+				if po.Lineage, err = lf.options(); err != nil {
+					return err
 				}
 			}
-			opts := transfer.PushOptions{Metadata: meta, Concurrency: concurrency, Progress: a.reporter(jsonOut)}
-			ro := a.remoteOptions(c)
-			client, err := ro.Client(ref.Registry)
+			res, err := a.client(c, jsonOut).Push(c.Context(), args[0], args[1:], po)
 			if err != nil {
 				return err
-			}
-			cache := cacheDir()
-			opts.Streamer = &transfer.Streamer{Client: client, Base: ro.Scheme(ref.Registry) + "://" + ref.Registry + "/v2/" + ref.Repository,
-				StateDir: filepath.Join(cache, "uploads"), Chunk: chunkMiB << 20}
-			if !noCache {
-				opts.Cache = transfer.OpenDigestCache(filepath.Join(cache, "digests.json"))
-			}
-			if b, err := remote.ParseReference(lf.baseModel); lf.baseModel != "" && err == nil && b.Registry == ref.Registry {
-				if brepo, err := ro.Repository(b); err == nil {
-					if bv, err := transfer.Fetch(c.Context(), brepo, b); err == nil {
-						opts.MountFrom = append(opts.MountFrom, b.Registry+"/"+b.Repository)
-						for _, f := range bv.Files {
-							opts.BaseLayers = append(opts.BaseLayers, f.Descriptor)
-						}
-					}
-				}
-			}
-			res, err := transfer.Push(c.Context(), repo, ref, files, opts)
-			if err != nil {
-				return err
-			}
-			if !lf.empty() && !res.Unchanged {
-				if _, err := a.attachLineage(c.Context(), c, ref, repo, digest.Digest(res.Digest), &lf); err != nil {
-					return fmt.Errorf("%s was pushed, but %w; add it with `modelreg lineage add`", res.Digest, err)
-				}
 			}
 			if jsonOut {
 				return a.json(res)

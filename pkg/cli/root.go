@@ -12,14 +12,11 @@ import (
 	"runtime/pprof"
 	"strings"
 
-	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/modelreg/modelreg/pkg/remote"
-	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"oras.land/oras-go/v2/registry"
-	orasremote "oras.land/oras-go/v2/registry/remote"
 )
 
 // Version is set at build time with -ldflags "-X .../pkg/cli.Version=...".
@@ -66,7 +63,7 @@ func Execute(ctx context.Context, args []string, stdio IO) int {
 	}
 	fmt.Fprintf(stdio.Err, "modelreg: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || errors.Is(err, client.ErrUsage) {
 		return 2
 	}
 	return 1
@@ -115,25 +112,13 @@ func (a *app) remoteOptions(c *cobra.Command) remote.Options {
 	return o
 }
 
-// repository parses s and connects to its repository.
-func (a *app) repository(c *cobra.Command, s string) (registry.Reference, *orasremote.Repository, error) {
-	ref, err := remote.ParseReference(s)
-	if err != nil {
-		return ref, nil, usageError{err}
-	}
-	repo, err := a.remoteOptions(c).Repository(ref)
-	return ref, repo, err
-}
-
-// version parses s, connects to its repository and reads the model
-// version it names (manifest digest verified).
-func (a *app) version(c *cobra.Command, s string) (registry.Reference, *orasremote.Repository, *model.Version, error) {
-	ref, repo, err := a.repository(c, s)
-	if err != nil {
-		return ref, nil, nil, err
-	}
-	v, err := transfer.Fetch(c.Context(), repo, ref)
-	return ref, repo, v, err
+// client is the library client, configured by the global flags; quiet
+// turns progress off (for --output json).
+func (a *app) client(c *cobra.Command, quiet bool) *client.Client {
+	o := client.DefaultOptions()
+	o.Remote = a.remoteOptions(c)
+	o.Progress = a.reporter(quiet)
+	return client.New(o)
 }
 
 // addOutputFlag adds --output to c.

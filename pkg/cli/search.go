@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/modelapi"
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/spf13/cobra"
@@ -46,14 +47,10 @@ registry has no index to query.`,
 			if len(args) == 1 {
 				q = args[0]
 			}
-			client, err := modelapi.New(c.Context(), a.remoteOptions(c), host)
-			if errors.Is(err, modelapi.ErrNoServer) {
+			rows, err := a.client(c, true).Search(c.Context(), host, q, orderBy, limit, offset)
+			if errors.Is(err, client.ErrNoServer) {
 				return fmt.Errorf("search needs modelreg serve: %s is a plain OCI registry without the model index (list one repository with `modelreg list`)", host)
 			}
-			if err != nil {
-				return err
-			}
-			rows, err := client.Search(c.Context(), q, orderBy, limit, offset)
 			var qe *modelapi.QueryError
 			if errors.As(err, &qe) {
 				return usageError{fmt.Errorf("%s\n  %s\n  %s^", qe.Message, q, strings.Repeat(" ", qe.Position))}

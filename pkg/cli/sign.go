@@ -9,8 +9,8 @@ import (
 
 	"github.com/modelreg/modelreg/pkg/key"
 	"github.com/modelreg/modelreg/pkg/policy"
+	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
-	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -128,9 +128,8 @@ signature covers the digest, so moving tags cannot transfer it.`,
 			if form != signature.FormBundle && form != signature.FormLegacy {
 				return usageError{fmt.Errorf("--format %q: expected bundle or legacy", format)}
 			}
-			ref, repo, err := a.repository(c, args[0])
-			if err != nil {
-				return err
+			if _, err := remote.ParseReference(args[0]); err != nil {
+				return usageError{err} // before asking for a password
 			}
 			pw, err := a.password(false)
 			if err != nil {
@@ -140,18 +139,14 @@ signature covers the digest, so moving tags cannot transfer it.`,
 			if err != nil {
 				return err
 			}
-			v, err := transfer.Fetch(c.Context(), repo, ref)
+			s, err := a.client(c, true).Sign(c.Context(), args[0], priv, form)
 			if err != nil {
 				return err
 			}
-			desc, err := signature.Sign(c.Context(), repo, ref, v.Descriptor, priv, signature.SignOptions{Form: form})
-			if err != nil {
-				return fmt.Errorf("storing the signature: %w", err)
-			}
 			if jsonOut {
-				return a.json(map[string]string{"digest": v.Descriptor.Digest.String(), "key": priv.Fingerprint, "format": string(form), "signature": desc.Digest.String()})
+				return a.json(s)
 			}
-			fmt.Fprintf(a.io.Err, "signed %s@%s with key %s (%s signature %s)\n", ref.Repository, v.Descriptor.Digest, priv.Fingerprint, form, shortDigest(desc.Digest.String()))
+			fmt.Fprintf(a.io.Err, "signed %s@%s with key %s (%s signature %s)\n", args[0], s.Digest, s.Key, s.Format, shortDigest(s.Signature))
 			return nil
 		},
 	}
@@ -194,40 +189,13 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			if _, ok := pol.Stage(stage); stage != "" && !ok && !allowUnprotected {
 				return usageError{unprotectedStage(pol, stage)}
 			}
-			ref, repo, v, err := a.version(c, args[0])
+			vd, err := a.client(c, true).Verify(c.Context(), args[0], pol, stage)
 			if err != nil {
 				return err
 			}
-			ev, err := pol.Gather(c.Context(), repo, v.Descriptor)
-			if err != nil {
-				return err
-			}
-			found := ev.Signatures
-			stages := []string{stage}
-			if stage == "" {
-				stages = sortedKeys(pol.Stages)
-			}
-			var decisions []policy.Decision
-			for _, s := range stages {
-				decisions = append(decisions, pol.Evaluate(s, ev))
-			}
-			ok := false
-			if stage != "" {
-				ok = decisions[0].Allowed
-			} else {
-				for _, f := range found {
-					ok = ok || f.Valid
-				}
-			}
-			if found == nil {
-				found = []signature.Found{}
-			}
+			found, decisions, ok, ev := vd.Signatures, vd.Decisions, vd.OK, vd.Evidence
 			if jsonOut {
-				out := map[string]any{"digest": v.Descriptor.Digest.String(), "signatures": found, "lineage": ev.Lineage, "evaluations": ev.Evaluations, "decisions": decisions, "ok": ok}
-				if ev.SignatureNote != "" {
-					out["signatureNote"] = ev.SignatureNote
-				}
-				if err := a.json(out); err != nil {
+				if err := a.json(vd); err != nil {
 					return err
 				}
 			} else {
@@ -235,7 +203,7 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 				for n, k := range pol.Keys {
 					names[k.Fingerprint] = n
 				}
-				fmt.Fprintf(a.io.Out, "%s@%s\n\n", ref.Repository, v.Descriptor.Digest)
+				fmt.Fprintf(a.io.Out, "%s@%s\n\n", vd.Repository, vd.Digest)
 				w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "FORM\tKEY\tVALID\tSOURCE / PROBLEM")
 				for _, f := range found {

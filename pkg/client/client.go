@@ -92,10 +92,16 @@ func New(opts Options) *Client {
 }
 
 // ErrUsage marks an error in what the caller asked (a malformed reference,
-// a bad option), as opposed to a failure talking to a registry.
-var ErrUsage = errors.New("usage")
+// a bad option), as opposed to a failure talking to a registry: the CLI
+// exits 2 for it. Test with errors.Is.
+var ErrUsage = errors.New("usage error")
 
-func usage(err error) error { return fmt.Errorf("%w: %w", ErrUsage, err) }
+type usageError struct{ error }
+
+func (usageError) Is(target error) bool { return target == ErrUsage }
+func (e usageError) Unwrap() error      { return e.error }
+
+func usage(err error) error { return usageError{err} }
 
 // ErrNoServer means a verb needs modelreg serve and the registry is another.
 var ErrNoServer = modelapi.ErrNoServer

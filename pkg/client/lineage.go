@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -147,8 +148,11 @@ func (c *Client) LineageDown(ctx context.Context, ref, of, host string, depth in
 		root = &lineage.Node{Kind: lineage.KindDataset, Ref: of}
 	}
 	api, err := c.Server(ctx, host)
+	if errors.Is(err, ErrNoServer) {
+		return nil, fmt.Errorf("%w: %s is a plain OCI registry, which cannot tell what was made from a model (walking ancestors works anywhere)", ErrNoServer, host)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("walking descendants needs modelreg serve: %s is a plain OCI registry, which cannot tell what was made from a model (walking ancestors works anywhere): %w", host, err)
+		return nil, err
 	}
 	err = lineage.Down(ctx, root, func(ctx context.Context, of string) ([]*lineage.Node, error) {
 		edges, err := api.Descendants(ctx, of)

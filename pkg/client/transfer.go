@@ -115,10 +115,14 @@ func (c *Client) Pull(ctx context.Context, ref, dir string, o transfer.PullOptio
 	return transfer.Pull(ctx, repo, r, dir, o)
 }
 
-// Inspect reads the version ref: files, metadata, format.
-func (c *Client) Inspect(ctx context.Context, ref string) (*model.Version, error) {
-	_, _, v, err := c.Version(ctx, ref)
-	return v, err
+// Inspect reads the version ref: files, metadata, format, the tags on it
+// and its evaluations.
+func (c *Client) Inspect(ctx context.Context, ref string) (*catalog.Inspection, error) {
+	r, repo, err := c.Repository(ref)
+	if err != nil {
+		return nil, err
+	}
+	return catalog.Inspect(ctx, repo, r)
 }
 
 // List lists a model repository's versions, newest first, with their

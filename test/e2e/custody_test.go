@@ -385,21 +385,28 @@ func TestPolicyReloaded(t *testing.T) {
 	path := filepath.Join(e.dir, "policy.yaml")
 	writeFile(t, path, policyYAML+"  demo:\n    signatures: {keys: [alice], threshold: 1}\n", 0o644)
 	pushVersion(t, e, repo+":2.0.0", "two")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, _ := put(t, reg.Addr, "team/reload", "demo", ocispec.MediaTypeImageManifest, fetchManifest(t, "http://"+reg.Addr+"/v2/team/reload/manifests/2.0.0"))
-		if code == http.StatusForbidden {
-			break
+	waitStages := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var st struct {
+				ProtectedStages []string `json:"protectedStages"`
+			}
+			apiGet(t, reg.Addr, "status", &st)
+			if strings.Join(st.ProtectedStages, ",") == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("protected stages %v 20 s after the policy file changed, want %s", st.ProtectedStages, want)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("demo still unprotected 20 s after the policy file changed (last answer %d)", code)
-		}
-		// The move went through under the old policy: put 1.0.0 back.
-		e.ok("promote", repo+":1.0.0", "--to", "demo")
-		time.Sleep(500 * time.Millisecond)
 	}
+	waitStages("canary,demo,production,staging")
+	code, body := put(t, reg.Addr, "team/reload", "demo", ocispec.MediaTypeImageManifest, fetchManifest(t, "http://"+reg.Addr+"/v2/team/reload/manifests/2.0.0"))
+	wantDenied(t, "demo after the policy file protected it", code, body, "required signatures")
 	writeFile(t, path, "version: 1\nstages: [broken\n", 0o644)
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var st struct {
 			Policy          json.RawMessage `json:"policy"`
@@ -414,7 +421,7 @@ func TestPolicyReloaded(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	code, body := put(t, reg.Addr, "team/reload", "demo", ocispec.MediaTypeImageManifest, fetchManifest(t, "http://"+reg.Addr+"/v2/team/reload/manifests/2.0.0"))
+	code, body = put(t, reg.Addr, "team/reload", "demo", ocispec.MediaTypeImageManifest, fetchManifest(t, "http://"+reg.Addr+"/v2/team/reload/manifests/2.0.0"))
 	wantDenied(t, "demo under the old policy kept in force", code, body)
 }
 
