@@ -382,6 +382,10 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 			r.Stages = append(r.Stages, t)
 		}
 	}
+	if err := tq.Err(); err != nil {
+		tq.Close()
+		return err
+	}
 	tq.Close()
 	mq, err := x.db.QueryContext(ctx, `SELECT repo, digest, key, value FROM version_metrics WHERE `+in, keys...)
 	if err != nil {
@@ -395,6 +399,10 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 			return err
 		}
 		at[repo+"@"+dg].Metrics[k] = v
+	}
+	if err := mq.Err(); err != nil {
+		mq.Close()
+		return err
 	}
 	mq.Close()
 	pq, err := x.db.QueryContext(ctx, `SELECT repo, digest, kind, key, value FROM version_props WHERE `+in, keys...)
@@ -438,6 +446,10 @@ func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow
 		}
 		m.Stages = map[string]string{}
 		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return nil, err
 	}
 	rows.Close()
 	if len(out) == 0 {
