@@ -158,6 +158,76 @@ current version was the first to enter the stage.`,
 	return c
 }
 
+// verifyHistory runs `history --verify`: the chain checked against
+// storage, with the registry's key pinned by --server-key or published.
+func (a *app) verifyHistory(c *cobra.Command, cl *client.Client, repo, stage, serverKey string, jsonOut bool) error {
+	var pub ed25519.PublicKey
+	if serverKey != "" {
+		b, err := os.ReadFile(serverKey)
+		if err != nil {
+			return usageError{fmt.Errorf("--server-key: %w", err)}
+		}
+		if pub, err = promotion.ParsePublicPEM(b); err != nil {
+			return usageError{fmt.Errorf("--server-key %s: %w", serverKey, err)}
+		}
+	}
+	rep, err := cl.VerifyHistory(c.Context(), repo, stage, pub)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return a.json(rep)
+	}
+	fmt.Fprintf(a.io.Out, "stage %s: %d chained records verified (%d older records adopted by an anchor), signed by %s; the stage holds %s\n",
+		stage, rep.Records, rep.Adopted, rep.KeyID, orDash(rep.Holds))
+	return nil
+}
+
+// printAt answers `history --at`: the record in force then, or that the
+// stage held nothing (empty, or emptied by then).
+func (a *app) printAt(records []promotion.Record, stage string, when time.Time, jsonOut bool) error {
+	r := promotion.At(records, when)
+	if r != nil && r.Digest == "" {
+		r = nil
+	}
+	if jsonOut {
+		return a.json(map[string]any{"stage": stage, "at": when, "record": r})
+	}
+	if r == nil {
+		fmt.Fprintf(a.io.Out, "stage %s held no version at %s\n", stage, when.Format(time.RFC3339))
+		return nil
+	}
+	fmt.Fprintf(a.io.Out, "at %s, %s held %s (%s), since %s, put there by %s", when.Format(time.RFC3339), stage, r.Digest,
+		orDash(strings.Join(r.Version, ",")), r.Time.Format(time.RFC3339), r.Actor)
+	if r.Reason != "" {
+		fmt.Fprintf(a.io.Out, ": %q", r.Reason)
+	}
+	fmt.Fprintln(a.io.Out)
+	return nil
+}
+
+// printHistory prints a stage's records, newest first.
+func (a *app) printHistory(records []promotion.Record, stage string, jsonOut bool) error {
+	if jsonOut {
+		return a.json(records)
+	}
+	if len(records) == 0 {
+		fmt.Fprintf(a.io.Err, "stage %s has no promotion records\n", stage)
+		return nil
+	}
+	w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TIME\tVERSION\tDIGEST\tPREVIOUS\tACTOR\tKIND\tREASON")
+	for _, r := range records {
+		kind := r.Kind
+		if r.Rollback {
+			kind = promotion.KindRollback
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), orDash(strings.Join(r.Version, ",")), shortDigest(r.Digest),
+			shortOrNone(r.Previous), r.Actor, orDash(kind), r.Reason)
+	}
+	return w.Flush()
+}
+
 func repoOnly(ref registry.Reference) error {
 	if ref.Reference != "" {
 		return usageError{fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", ref.Registry, ref.Repository)}
@@ -218,75 +288,16 @@ cannot be verified this way.`,
 			}
 			cl := a.client(c, true)
 			if verify {
-				var pub ed25519.PublicKey
-				if serverKey != "" {
-					b, err := os.ReadFile(serverKey)
-					if err != nil {
-						return usageError{fmt.Errorf("--server-key: %w", err)}
-					}
-					if pub, err = promotion.ParsePublicPEM(b); err != nil {
-						return usageError{fmt.Errorf("--server-key %s: %w", serverKey, err)}
-					}
-				}
-				rep, err := cl.VerifyHistory(c.Context(), args[0], stage, pub)
-				if err != nil {
-					return err
-				}
-				if jsonOut {
-					return a.json(rep)
-				}
-				fmt.Fprintf(a.io.Out, "stage %s: %d chained records verified (%d older records adopted by an anchor), signed by %s; the stage holds %s\n",
-					stage, rep.Records, rep.Adopted, rep.KeyID, orDash(rep.Holds))
-				return nil
+				return a.verifyHistory(c, cl, args[0], stage, serverKey, jsonOut)
 			}
 			records, err := cl.History(c.Context(), args[0], stage)
 			if err != nil {
 				return err
 			}
 			if at != "" {
-				r := promotion.At(records, when)
-				if r != nil && r.Digest == "" {
-					r = nil // the stage had been emptied
-				}
-				if jsonOut {
-					return a.json(map[string]any{"stage": stage, "at": when, "record": r})
-				}
-				if r == nil {
-					fmt.Fprintf(a.io.Out, "stage %s held no version at %s\n", stage, when.Format(time.RFC3339))
-					return nil
-				}
-				fmt.Fprintf(a.io.Out, "at %s, %s held %s (%s), since %s, put there by %s", when.Format(time.RFC3339), stage, r.Digest,
-					orDash(strings.Join(r.Version, ",")), r.Time.Format(time.RFC3339), r.Actor)
-				if r.Reason != "" {
-					fmt.Fprintf(a.io.Out, ": %q", r.Reason)
-				}
-				fmt.Fprintln(a.io.Out)
-				return nil
+				return a.printAt(records, stage, when, jsonOut)
 			}
-			if records == nil {
-				records = []promotion.Record{}
-			}
-			if jsonOut {
-				return a.json(records)
-			}
-			if len(records) == 0 {
-				fmt.Fprintf(a.io.Err, "stage %s has no promotion records\n", stage)
-				return nil
-			}
-			w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "TIME\tVERSION\tDIGEST\tPREVIOUS\tACTOR\tROLLBACK\tREASON")
-			for _, r := range records {
-				rb := ""
-				switch {
-				case r.Rollback:
-					rb = "rollback"
-				case r.Kind == promotion.KindRemoval, r.Kind == promotion.KindAnchor:
-					rb = r.Kind
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), orDash(strings.Join(r.Version, ",")), shortDigest(r.Digest),
-					shortOrNone(r.Previous), r.Actor, orDash(rb), r.Reason)
-			}
-			return w.Flush()
+			return a.printHistory(records, stage, jsonOut)
 		},
 	}
 	c.Flags().StringVar(&stage, "stage", "", "the stage (required)")

@@ -12,15 +12,56 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// pushFlags are push's flags, turned into the library's options by options.
+type pushFlags struct {
+	metrics, params, labels, layerTypes []string
+	framework, description, created     string
+	concurrency                         int
+	chunkMiB                            int64
+	noCache                             bool
+	lf                                  lineageFlags
+}
+
+// options checks every flag before any request is made.
+func (f *pushFlags) options() (client.PushOptions, error) {
+	var err error
+	meta := model.Metadata{Framework: f.framework, Description: f.description, Datasets: f.lf.datasets}
+	if meta.Metrics, err = model.ParseMetrics(f.metrics); err != nil {
+		return client.PushOptions{}, usageError{err}
+	}
+	if meta.Params, err = model.ParseKeyValues("--param", f.params); err != nil {
+		return client.PushOptions{}, usageError{err}
+	}
+	if meta.Labels, err = model.ParseKeyValues("--label", f.labels); err != nil {
+		return client.PushOptions{}, usageError{err}
+	}
+	meta.Created = time.Now().UTC().Truncate(time.Second)
+	if f.created != "" {
+		if meta.Created, err = time.Parse(time.RFC3339, f.created); err != nil {
+			return client.PushOptions{}, usageError{fmt.Errorf("--created %q: expected an RFC 3339 time, e.g. 2026-03-03T14:00:00Z", f.created)}
+		}
+	}
+	if f.chunkMiB < 1 {
+		return client.PushOptions{}, usageError{fmt.Errorf("--chunk-size %d: give at least 1 (MiB)", f.chunkMiB)}
+	}
+	if err := f.lf.validate(); err != nil {
+		return client.PushOptions{}, err
+	}
+	rules, err := model.ParseRules(f.layerTypes)
+	if err != nil {
+		return client.PushOptions{}, usageError{err}
+	}
+	po := client.PushOptions{Metadata: meta, Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
+	if !f.lf.empty() {
+		if po.Lineage, err = f.lf.options(); err != nil {
+			return client.PushOptions{}, err
+		}
+	}
+	return po, nil
+}
+
 func (a *app) pushCmd() *cobra.Command {
-	var (
-		metrics, params, labels, layerTypes []string
-		framework, description, created     string
-		concurrency                         int
-		chunkMiB                            int64
-		noCache                             bool
-		lf                                  lineageFlags
-	)
+	var pf pushFlags
 	c := &cobra.Command{
 		Use:   "push REF PATH...",
 		Short: "Push model files as an immutable version",
@@ -52,37 +93,9 @@ names like staging or production are stages, moved only by promotion.`,
 			if err != nil {
 				return err
 			}
-			meta := model.Metadata{Framework: framework, Description: description, Datasets: lf.datasets}
-			if meta.Metrics, err = model.ParseMetrics(metrics); err != nil {
-				return usageError{err}
-			}
-			if meta.Params, err = model.ParseKeyValues("--param", params); err != nil {
-				return usageError{err}
-			}
-			if meta.Labels, err = model.ParseKeyValues("--label", labels); err != nil {
-				return usageError{err}
-			}
-			meta.Created = time.Now().UTC().Truncate(time.Second)
-			if created != "" {
-				if meta.Created, err = time.Parse(time.RFC3339, created); err != nil {
-					return usageError{fmt.Errorf("--created %q: expected an RFC 3339 time, e.g. 2026-03-03T14:00:00Z", created)}
-				}
-			}
-			if chunkMiB < 1 {
-				return usageError{fmt.Errorf("--chunk-size %d: give at least 1 (MiB)", chunkMiB)}
-			}
-			if err := lf.validate(); err != nil {
-				return err
-			}
-			rules, err := model.ParseRules(layerTypes)
+			po, err := pf.options()
 			if err != nil {
-				return usageError{err}
-			}
-			po := client.PushOptions{Metadata: meta, Rules: rules, BaseModel: lf.baseModel, Concurrency: concurrency, ChunkSize: chunkMiB << 20, NoCache: noCache}
-			if !lf.empty() {
-				if po.Lineage, err = lf.options(); err != nil {
-					return err
-				}
+				return err
 			}
 			res, err := a.client(c, jsonOut).Push(c.Context(), args[0], args[1:], po)
 			if err != nil {
@@ -102,17 +115,17 @@ names like staging or production are stages, moved only by promotion.`,
 		},
 	}
 	f := c.Flags()
-	f.StringArrayVar(&metrics, "metric", nil, "numeric metric KEY=NUMBER (repeatable)")
-	f.StringArrayVar(&params, "param", nil, "hyperparameter KEY=VALUE (repeatable)")
-	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
-	lf.add(c, true)
-	f.StringVar(&framework, "framework", "", "training framework, e.g. pytorch, sklearn, xgboost")
-	f.StringVar(&description, "description", "", "human-readable description of this version")
-	f.StringVar(&created, "created", "", "creation time, RFC 3339 (default: now); fix it to make the digest reproducible")
-	f.StringArrayVar(&layerTypes, "layer-type", nil, "override a file's kind: PATTERN=KIND, KIND one of weight, config, doc, code, dataset (repeatable)")
-	f.IntVar(&concurrency, "concurrency", 0, "files hashed and uploaded at once (default: 2 per CPU, at least 4)")
-	f.Int64Var(&chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
-	f.BoolVar(&noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
+	f.StringArrayVar(&pf.metrics, "metric", nil, "numeric metric KEY=NUMBER (repeatable)")
+	f.StringArrayVar(&pf.params, "param", nil, "hyperparameter KEY=VALUE (repeatable)")
+	f.StringArrayVar(&pf.labels, "label", nil, "label KEY=VALUE (repeatable)")
+	pf.lf.add(c, true)
+	f.StringVar(&pf.framework, "framework", "", "training framework, e.g. pytorch, sklearn, xgboost")
+	f.StringVar(&pf.description, "description", "", "human-readable description of this version")
+	f.StringVar(&pf.created, "created", "", "creation time, RFC 3339 (default: now); fix it to make the digest reproducible")
+	f.StringArrayVar(&pf.layerTypes, "layer-type", nil, "override a file's kind: PATTERN=KIND, KIND one of weight, config, doc, code, dataset (repeatable)")
+	f.IntVar(&pf.concurrency, "concurrency", 0, "files hashed and uploaded at once (default: 2 per CPU, at least 4)")
+	f.Int64Var(&pf.chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
+	f.BoolVar(&pf.noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c
 }

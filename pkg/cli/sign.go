@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/modelreg/modelreg/pkg/client"
 	"github.com/modelreg/modelreg/pkg/key"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/remote"
@@ -193,55 +194,14 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			if err != nil {
 				return err
 			}
-			found, decisions, ok, ev := vd.Signatures, vd.Decisions, vd.OK, vd.Evidence
 			if jsonOut {
 				if err := a.json(vd); err != nil {
 					return err
 				}
 			} else {
-				names := map[string]string{}
-				for n, k := range pol.Keys {
-					names[k.Fingerprint] = n
-				}
-				fmt.Fprintf(a.io.Out, "%s@%s\n\n", vd.Repository, vd.Digest)
-				w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "FORM\tKEY\tVALID\tSOURCE / PROBLEM")
-				for _, f := range found {
-					k := "-"
-					if f.Key != "" {
-						k = names[f.Key] + " " + shortDigest(f.Key)
-					} else if f.Claimed != "" {
-						k = "? " + shortDigest(f.Claimed)
-					}
-					detail := f.Source
-					if f.Problem != "" {
-						detail += ": " + f.Problem
-					}
-					fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", f.Form, k, f.Valid, detail)
-				}
-				w.Flush()
-				if len(found) == 0 {
-					fmt.Fprintln(a.io.Out, "(no signatures)")
-				}
-				if ev.SignatureNote != "" {
-					fmt.Fprintln(a.io.Out, ev.SignatureNote)
-				}
-				fmt.Fprintln(a.io.Out)
-				for _, d := range decisions {
-					switch {
-					case !d.Protected:
-						fmt.Fprintf(a.io.Out, "stage %s: not protected by the policy\n", d.Stage)
-					case d.Allowed:
-						var who []string
-						for _, ap := range d.Approvers {
-							who = append(who, ap.Name)
-						}
-						fmt.Fprintf(a.io.Out, "stage %s: satisfied (%d of %d: %s)\n", d.Stage, len(d.Approvers), d.Required, strings.Join(who, ", "))
-					default:
-						fmt.Fprintf(a.io.Out, "stage %s: NOT satisfied: %s\n", d.Stage, strings.Join(d.Missing, "; "))
-					}
-				}
+				a.printVerdict(vd)
 			}
+			ok, decisions := vd.OK, vd.Decisions
 			if !ok {
 				if stage != "" {
 					return decisions[0].Err()
@@ -260,6 +220,53 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 
 // unprotectedStage explains a --stage the policy does not protect: most
 // often a typo, which must not pass for "not protected, nothing to check".
+// printVerdict shows each signature with the policy key it matched, then
+// each stage's decision.
+func (a *app) printVerdict(vd *client.Verdict) {
+	names := map[string]string{}
+	for n, k := range vd.Policy.Keys {
+		names[k.Fingerprint] = n
+	}
+	fmt.Fprintf(a.io.Out, "%s@%s\n\n", vd.Repository, vd.Digest)
+	w := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FORM\tKEY\tVALID\tSOURCE / PROBLEM")
+	for _, f := range vd.Signatures {
+		k := "-"
+		if f.Key != "" {
+			k = names[f.Key] + " " + shortDigest(f.Key)
+		} else if f.Claimed != "" {
+			k = "? " + shortDigest(f.Claimed)
+		}
+		detail := f.Source
+		if f.Problem != "" {
+			detail += ": " + f.Problem
+		}
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", f.Form, k, f.Valid, detail)
+	}
+	w.Flush()
+	if len(vd.Signatures) == 0 {
+		fmt.Fprintln(a.io.Out, "(no signatures)")
+	}
+	if vd.SignatureNote != "" {
+		fmt.Fprintln(a.io.Out, vd.SignatureNote)
+	}
+	fmt.Fprintln(a.io.Out)
+	for _, d := range vd.Decisions {
+		switch {
+		case !d.Protected:
+			fmt.Fprintf(a.io.Out, "stage %s: not protected by the policy\n", d.Stage)
+		case d.Allowed:
+			var who []string
+			for _, ap := range d.Approvers {
+				who = append(who, ap.Name)
+			}
+			fmt.Fprintf(a.io.Out, "stage %s: satisfied (%d of %d: %s)\n", d.Stage, len(d.Approvers), d.Required, strings.Join(who, ", "))
+		default:
+			fmt.Fprintf(a.io.Out, "stage %s: NOT satisfied: %s\n", d.Stage, strings.Join(d.Missing, "; "))
+		}
+	}
+}
+
 func unprotectedStage(pol *policy.Policy, stage string) error {
 	names := sortedKeys(pol.Stages)
 	msg := fmt.Sprintf("--stage %q: the policy %s does not protect this stage", stage, pol.Source)
