@@ -43,7 +43,7 @@ define go-install
 	mkdir -p $(1) && mv $(1).tmp/$(3) $(1)/$(3) && rm -rf $(1).tmp
 endef
 
-.PHONY: all build run test vet fmt-check tools bench clean
+.PHONY: all build run test cross vet fmt-check tools bench clean
 
 all: build
 
@@ -53,8 +53,16 @@ build:
 run: build
 	./bin/modelreg serve --addr $(ADDR) --data $(DATA)
 
-test: fmt-check vet tools
+test: fmt-check vet cross tools
 	$(TOOL_ENV) $(GO) test -count=1 -timeout 30m ./...
+
+# cross: everything but bench/ builds for Windows and macOS. bench/ measures
+# Linux processes (SysProcAttr.Pdeathsig, Rusage.Maxrss) and does not build
+# elsewhere yet.
+CROSS_PKGS = $$($(GO) list -f '{{if .GoFiles}}{{.ImportPath}}{{end}}' ./... | grep -v '/bench$$')
+cross:
+	GOOS=windows GOARCH=amd64 $(GO) build $(CROSS_PKGS)
+	GOOS=darwin GOARCH=arm64 $(GO) build $(CROSS_PKGS)
 
 vet:
 	$(GO) vet ./...

@@ -39,11 +39,7 @@ func New(ctx context.Context, o remote.Options, host string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	scheme := "https"
-	if o.PlainHTTP != nil && *o.PlainHTTP || o.PlainHTTP == nil && remote.IsLocalhost(host) {
-		scheme = "http"
-	}
-	return &Client{base: scheme + "://" + host + wire.Prefix, http: c}, nil
+	return &Client{base: o.Scheme(host) + "://" + host + wire.Prefix, http: c}, nil
 }
 
 // QueryError is the server's answer to a malformed query.

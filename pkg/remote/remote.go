@@ -1,7 +1,8 @@
 // Package remote connects to OCI registries the way modelreg's users expect:
 // credentials from the docker/oras credential store, plain HTTP for
-// localhost, retries with backoff on 5xx and connection resets, and errors
-// that say what went wrong and how to fix it.
+// localhost, one retry policy (RetryPolicy) for 5xx answers and broken
+// connections, token caches reused across calls, and errors that say what
+// went wrong and how to fix it.
 package remote
 
 import (
@@ -10,9 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"oras.land/oras-go/v2/errdef"
@@ -20,7 +24,6 @@ import (
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
 // Options configures how a registry is reached. The zero value reads
@@ -38,6 +41,16 @@ type Options struct {
 	UserAgent string
 	// Header is added to every request.
 	Header http.Header
+	// Retry is the retry policy of every request; the zero value is
+	// DefaultRetryPolicy.
+	Retry RetryPolicy
+}
+
+// withDefaults fills the zero fields of o that have a default other than
+// their zero value.
+func (o Options) withDefaults() Options {
+	o.Retry = o.Retry.withDefaults()
+	return o
 }
 
 // ParseReference parses REGISTRY/REPOSITORY[:TAG|@DIGEST] and explains the
@@ -66,35 +79,94 @@ func IsLocalhost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Scheme is "http" or "https" for a registry host.
+// Scheme is "http" or "https" for a registry host: HTTP when PlainHTTP
+// says so, or, when it is nil, for localhost and loopback addresses. It is
+// the one place that decides; everything that builds a registry URL or an
+// oras-go client asks it.
 func (o Options) Scheme(host string) string {
-	if o.plainHTTP(host) {
+	if o.PlainHTTP != nil && *o.PlainHTTP || o.PlainHTTP == nil && IsLocalhost(host) {
 		return "http"
 	}
 	return "https"
 }
 
-func (o Options) plainHTTP(host string) bool {
-	if o.PlainHTTP != nil {
-		return *o.PlainHTTP
-	}
-	return IsLocalhost(host)
-}
+// plainHTTP is Scheme as oras-go's PlainHTTP flag.
+func (o Options) plainHTTP(host string) bool { return o.Scheme(host) == "http" }
 
-// transport is shared so connections are reused across repositories.
-var transport = func() http.RoundTripper {
+// baseTransport is shared so connections are reused across repositories
+// and registries.
+var baseTransport = func() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 32
 	t.WriteBufferSize = 1 << 20
 	t.ReadBufferSize = 1 << 20
 	t.ResponseHeaderTimeout = 5 * time.Minute
-	return retry.NewTransport(t)
+	return t
 }()
 
+// clients holds one auth.Client per registry host and Options value, for
+// the life of the process, so that a token fetched for one call (a
+// bearer token for a repository scope, the host's auth scheme) serves the
+// next ones instead of being fetched again. Options is a value that
+// callers copy and rebuild (the CLI builds one per call), so a client is
+// found by the settings it was made from, not by the copy's address.
+var clients = struct {
+	sync.Mutex
+	m map[clientKey]*auth.Client
+}{m: map[clientKey]*auth.Client{}}
+
+// clientKey is every setting an auth.Client depends on.
+type clientKey struct {
+	host, configPath, username, password, userAgent, header string
+	retry                                                   RetryPolicy
+}
+
+func (o Options) clientKey(host string) clientKey {
+	var h strings.Builder
+	keys := slices.Sorted(maps.Keys(o.Header))
+	for _, k := range keys {
+		for _, v := range o.Header[k] {
+			fmt.Fprintf(&h, "%s: %s\n", k, v)
+		}
+	}
+	return clientKey{host: host, configPath: o.ConfigPath, username: o.Username, password: o.Password,
+		userAgent: o.UserAgent, header: h.String(), retry: o.Retry}
+}
+
 // Client returns the authenticating, retrying HTTP client for a registry.
+// Calls with the same host and equal options return the same client, and
+// so share its token cache.
 func (o Options) Client(host string) (*auth.Client, error) {
+	o = o.withDefaults()
+	key := o.clientKey(host)
+	clients.Lock()
+	defer clients.Unlock()
+	if c, ok := clients.m[key]; ok {
+		return c, nil
+	}
+	c, err := o.newClient(host)
+	if err != nil {
+		return nil, err
+	}
+	clients.m[key] = c
+	return c, nil
+}
+
+// forget drops the cached clients of host, whose credentials changed.
+func forget(host string) {
+	clients.Lock()
+	defer clients.Unlock()
+	for k := range clients.m {
+		if k.host == host {
+			delete(clients.m, k)
+		}
+	}
+}
+
+// newClient makes an auth.Client with an empty token cache.
+func (o Options) newClient(host string) (*auth.Client, error) {
 	c := &auth.Client{
-		Client: &http.Client{Transport: transport},
+		Client: &http.Client{Transport: o.Retry.transport(baseTransport)},
 		Cache:  auth.NewCache(),
 		Header: http.Header{},
 	}
@@ -171,6 +243,11 @@ func (o Options) Login(ctx context.Context, host, username, password string) err
 	if err != nil {
 		return err
 	}
+	// A client of its own: credentials.Login shares the client's token
+	// cache, which must not keep what rejected credentials left in it.
+	if reg.Client, err = o.withDefaults().newClient(host); err != nil {
+		return err
+	}
 	store, err := o.Store()
 	if err != nil {
 		return err
@@ -178,6 +255,7 @@ func (o Options) Login(ctx context.Context, host, username, password string) err
 	if err := credentials.Login(ctx, store, reg, auth.Credential{Username: username, Password: password}); err != nil {
 		return Explain(err, host)
 	}
+	forget(host)
 	return nil
 }
 
@@ -187,6 +265,7 @@ func (o Options) Logout(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
+	defer forget(host)
 	return credentials.Logout(ctx, store, host)
 }
 
@@ -198,11 +277,7 @@ func (o Options) HasModelregExtension(ctx context.Context, host string) bool {
 	if err != nil {
 		return false
 	}
-	scheme := "https"
-	if o.plainHTTP(host) {
-		scheme = "http"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/_oci/ext/discover", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.Scheme(host)+"://"+host+"/v2/_oci/ext/discover", nil)
 	if err != nil {
 		return false
 	}

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -38,13 +37,6 @@ func OpenDigestCache(path string) *DigestCache {
 		json.Unmarshal(b, &c.m)
 	}
 	return c
-}
-
-func inode(info os.FileInfo) uint64 {
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		return st.Ino
-	}
-	return 0
 }
 
 func (c *DigestCache) lookup(abs string, info os.FileInfo) (cacheEntry, bool) {
@@ -93,7 +85,9 @@ func (c *DigestCache) Put(abs string, info os.FileInfo, d digest.Digest, repo st
 	c.m[abs] = e
 }
 
-// Save writes the cache atomically.
+// Save writes the cache atomically. Push reports its error as a warning:
+// a cache that was not saved costs the next push a read of every file,
+// nothing else.
 func (c *DigestCache) Save() error {
 	if c == nil {
 		return nil
@@ -111,13 +105,15 @@ func (c *DigestCache) Save() error {
 	if err != nil {
 		return err
 	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), c.path)
+	}
+	if err != nil {
 		os.Remove(tmp.Name())
-		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), c.path)
+	return err
 }

@@ -27,13 +27,17 @@ import (
 	"oras.land/oras-go/v2/registry"
 )
 
-// PullOptions tunes Pull. The zero value is usable.
+// PullOptions tunes Pull. The zero value is usable: a zero field takes its
+// value from DefaultPullOptions.
 type PullOptions struct {
-	// Concurrency is how many files are downloaded at once; 0 picks a default.
+	// Concurrency is how many files are downloaded at once.
 	Concurrency int
-	// Attempts is how many times one blob is tried; 0 means 4.
-	Attempts int
-	// Progress reports each file; nil reports nothing.
+	// Retry is how the manifest and each blob are retried: a blob is
+	// streamed into its file, which the transport cannot replay, so each
+	// attempt fetches it again, and one blob's retries never restart the
+	// others.
+	Retry remote.RetryPolicy
+	// Progress reports each file.
 	Progress progress.Reporter
 
 	// MaxExpandRatio bounds what a tar layer may unpack to, in multiples
@@ -83,6 +87,41 @@ const (
 	maxZstdWindow = 128 << 20
 )
 
+// DefaultPullOptions fill the zero fields of the PullOptions given to
+// Pull: one file at once per CPU (at least 4), remote.DefaultRetryPolicy,
+// no progress reports, and the default decompression bounds.
+var DefaultPullOptions = PullOptions{
+	Concurrency:    max(4, runtime.NumCPU()),
+	Retry:          remote.DefaultRetryPolicy,
+	Progress:       progress.Discard(),
+	MaxExpandRatio: DefaultMaxExpandRatio,
+	MaxExpandBytes: DefaultMaxExpandBytes,
+	MaxEntries:     DefaultMaxEntries,
+}
+
+// withDefaults returns o with its zero fields taken from DefaultPullOptions.
+func (o PullOptions) withDefaults() PullOptions {
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultPullOptions.Concurrency
+	}
+	if o.Retry == (remote.RetryPolicy{}) {
+		o.Retry = DefaultPullOptions.Retry
+	}
+	if o.Progress == nil {
+		o.Progress = DefaultPullOptions.Progress
+	}
+	if o.MaxExpandRatio == 0 {
+		o.MaxExpandRatio = DefaultPullOptions.MaxExpandRatio
+	}
+	if o.MaxExpandBytes == 0 {
+		o.MaxExpandBytes = DefaultPullOptions.MaxExpandBytes
+	}
+	if o.MaxEntries == 0 {
+		o.MaxEntries = DefaultPullOptions.MaxEntries
+	}
+	return o
+}
+
 // PullResult is what a pull did.
 type PullResult struct {
 	Reference string `json:"reference"`
@@ -93,13 +132,19 @@ type PullResult struct {
 }
 
 // Fetch resolves ref and reads its manifest as a model version, verifying
-// the manifest's digest and size. A transient failure is retried.
+// the manifest's digest and size. A transient failure, a body cut short
+// included, is retried under remote.DefaultRetryPolicy.
 func Fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Reference) (*model.Version, error) {
+	return fetch(ctx, repo, ref, remote.DefaultRetryPolicy)
+}
+
+// fetch is Fetch under the retry policy retry.
+func fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Reference, retry remote.RetryPolicy) (*model.Version, error) {
 	var (
 		desc ocispec.Descriptor
 		raw  []byte
 	)
-	err := retry(ctx, 4, func() error {
+	err := retry.Do(ctx, func(ctx context.Context) error {
 		d, rc, err := repo.FetchReference(ctx, ref.Reference)
 		if err != nil {
 			return err
@@ -132,28 +177,11 @@ func Fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Ref
 // entries), and no path may be written by two layers, or twice by one tar:
 // such a version is refused, whatever order its layers arrive in.
 func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference, dir string, opts PullOptions) (*PullResult, error) {
-	if opts.Concurrency <= 0 {
-		opts.Concurrency = max(4, runtime.NumCPU())
-	}
-	if opts.Attempts <= 0 {
-		opts.Attempts = 4
-	}
-	if opts.Progress == nil {
-		opts.Progress = progress.Discard()
-	}
-	if opts.MaxExpandRatio == 0 {
-		opts.MaxExpandRatio = DefaultMaxExpandRatio
-	}
-	if opts.MaxExpandBytes == 0 {
-		opts.MaxExpandBytes = DefaultMaxExpandBytes
-	}
-	if opts.MaxEntries == 0 {
-		opts.MaxEntries = DefaultMaxEntries
-	}
+	opts = opts.withDefaults()
 	if err := checkDest(dir); err != nil {
 		return nil, err
 	}
-	v, err := Fetch(ctx, repo, ref)
+	v, err := fetch(ctx, repo, ref, opts.Retry)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +209,7 @@ func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	}
 	defer root.Close()
 
-	if err := retry(ctx, opts.Attempts, func() error { return fetchVerified(ctx, repo, v.Config, io.Discard) }); err != nil {
+	if err := opts.Retry.Do(ctx, func(ctx context.Context) error { return fetchVerified(ctx, repo, v.Config, io.Discard) }); err != nil {
 		return nil, fmt.Errorf("%s: config blob: %w", ref, err)
 	}
 	p := &puller{repo: repo, root: root, opts: opts, tree: tree}
@@ -190,7 +218,7 @@ func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference,
 	for i, f := range v.Files {
 		g.Go(func() error {
 			t := opts.Progress.Track("pulled", f.Path, f.Descriptor.Size)
-			err := retry(gctx, opts.Attempts, func() error { return p.pullFile(gctx, i, f, t) })
+			err := opts.Retry.Do(gctx, func(ctx context.Context) error { return p.pullFile(ctx, i, f, t) })
 			if err != nil {
 				name := f.Path
 				if name == "" {

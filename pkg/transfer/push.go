@@ -26,16 +26,19 @@ import (
 	"oras.land/oras-go/v2/registry"
 )
 
-// PushOptions tunes Push. The zero value is usable.
+// PushOptions tunes Push. The zero value is usable: a zero field takes its
+// value from DefaultPushOptions.
 type PushOptions struct {
 	// Metadata goes into the manifest's annotations.
 	Metadata model.Metadata
-	// Concurrency is how many files are hashed or uploaded at once;
-	// 0 picks a default from the number of CPUs.
+	// Concurrency is how many files are hashed or uploaded at once.
 	Concurrency int
-	// Attempts is how many times one blob is tried; 0 means 4.
-	Attempts int
-	// Progress reports each file; nil reports nothing.
+	// Retry is how a file's upload is retried: each attempt reads the file
+	// again, and one file's retries never restart the others. The config
+	// blob and the manifest are retried by the registry client's transport
+	// (remote.Options.Retry), which can replay them.
+	Retry remote.RetryPolicy
+	// Progress reports each file.
 	Progress progress.Reporter
 	// Streamer, when set, uploads files in one read, resumably; without it
 	// files are hashed, then sent.
@@ -50,6 +53,30 @@ type PushOptions struct {
 	// whose size matches one is hashed before upload, so that it can be
 	// mounted instead of sent when it is the same.
 	BaseLayers []ocispec.Descriptor
+}
+
+// DefaultPushOptions fill the zero fields of the PushOptions given to Push:
+// 2 files at once per CPU (at least 4), since a push alternates reading,
+// hashing and waiting on the network; remote.DefaultRetryPolicy; no
+// progress reports.
+var DefaultPushOptions = PushOptions{
+	Concurrency: max(4, 2*runtime.NumCPU()),
+	Retry:       remote.DefaultRetryPolicy,
+	Progress:    progress.Discard(),
+}
+
+// withDefaults returns o with its zero fields taken from DefaultPushOptions.
+func (o PushOptions) withDefaults() PushOptions {
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultPushOptions.Concurrency
+	}
+	if o.Retry == (remote.RetryPolicy{}) {
+		o.Retry = DefaultPushOptions.Retry
+	}
+	if o.Progress == nil {
+		o.Progress = DefaultPushOptions.Progress
+	}
+	return o
 }
 
 // PushResult is what a push did, for people and for scripts.
@@ -68,50 +95,90 @@ type PushResult struct {
 	Mounted  int64 `json:"mounted"`
 	// Unchanged is true when the tag already named this exact version.
 	Unchanged bool `json:"unchanged"`
+	// Warnings are problems that did not fail the push but that the user
+	// should hear of, such as a digest cache that could not be saved (the
+	// next push then hashes the files again).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
-func (o *PushOptions) defaults() {
-	if o.Concurrency <= 0 {
-		o.Concurrency = max(4, 2*runtime.NumCPU())
-	}
-	if o.Attempts <= 0 {
-		o.Attempts = 4
-	}
-	if o.Progress == nil {
-		o.Progress = progress.Discard()
-	}
-}
-
-// Push stores files as version tag of repo. It hashes every file first,
-// uploads only the blobs the registry lacks, and tags the manifest last, so
-// a failed push leaves no tag behind. An existing tag is never moved:
-// versions are immutable, and pushing identical content again succeeds
-// without change.
+// Push stores files as version tag of repo. It uploads only the blobs the
+// registry lacks, and tags the manifest last, so a failed push leaves no
+// tag behind. An existing tag is never moved: versions are immutable, and
+// pushing identical content again succeeds without change.
+//
+// It runs four steps: plan (what is known, what must be hashed first),
+// hash, upload (skipped when the tag exists), commit (the config and the
+// tagged manifest, or the comparison with the existing tag).
 func Push(ctx context.Context, repo registry.Repository, ref registry.Reference, files []model.File, opts PushOptions) (*PushResult, error) {
-	opts.defaults()
+	p, err := planPush(ctx, repo, ref, files, opts.withDefaults())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.hash(ctx); err != nil {
+		return nil, err
+	}
+	if p.existing == nil {
+		err = p.upload(ctx)
+	}
+	p.saveCache()
+	if err != nil {
+		return nil, err
+	}
+	return p.commit(ctx)
+}
+
+// pusher is one push in progress: the plan, then what each step found.
+type pusher struct {
+	repo     registry.Repository
+	ref      registry.Reference
+	repoName string // REGISTRY/REPO, as the digest cache records it
+	opts     PushOptions
+	files    []model.File
+	abs      []string      // absolute path of file i, the digest cache's key
+	infos    []os.FileInfo // what the digest cache checks file i against
+	// known is file i's digest once known: from the cache, from hashing
+	// first, or from its upload.
+	known []digest.Digest
+	// hashFirst marks the files read for their digest before anything is
+	// sent.
+	hashFirst []bool
+	// existing is the manifest the version tag already names, if any.
+	existing *ocispec.Descriptor
+
+	uploaded, skipped, mounted atomic.Int64
+	warnings                   []string
+}
+
+// planPush checks the reference, finds whether the version tag exists,
+// checks every file against its collected size, and decides which files
+// are hashed before anything is sent: the files the digest cache does not
+// know, when there is no streaming uploader or the tag exists (the new
+// manifest is compared with it before anything is sent), and files the
+// size of a base model's layer (they may be mounted). The other unknown
+// files are hashed while they upload.
+func planPush(ctx context.Context, repo registry.Repository, ref registry.Reference, files []model.File, opts PushOptions) (*pusher, error) {
 	if err := tag.ValidateVersion(ref.Reference); err != nil {
 		return nil, err
 	}
 	if _, err := ref.Digest(); err == nil {
 		return nil, fmt.Errorf("push needs a version tag, not a digest: use %s/%s:VERSION", ref.Registry, ref.Repository)
 	}
+	p := &pusher{
+		repo: repo, ref: ref, repoName: ref.Registry + "/" + ref.Repository, opts: opts, files: files,
+		abs: make([]string, len(files)), infos: make([]os.FileInfo, len(files)),
+		known: make([]digest.Digest, len(files)), hashFirst: make([]bool, len(files)),
+	}
 	existing, err := repo.Resolve(ctx, ref.Reference)
-	tagExists := err == nil
-	if err != nil && !remote.IsNotFound(err) {
+	switch {
+	case err == nil:
+		p.existing = &existing
+	case !remote.IsNotFound(err):
 		return nil, remote.Explain(err, ref.String())
 	}
-	repoName := ref.Registry + "/" + ref.Repository
-
-	// Digests the cache knows are not read again.
-	known := make([]digest.Digest, len(files))
-	abs := make([]string, len(files))
-	infos := make([]os.FileInfo, len(files))
 	baseSizes := map[int64]bool{}
 	for _, l := range opts.BaseLayers {
 		baseSizes[l.Size] = true
 	}
-	var toHash int64
-	mustHash := make([]bool, len(files))
 	for i, f := range files {
 		info, err := os.Stat(f.Source)
 		if err != nil {
@@ -120,149 +187,167 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		if info.Size() != f.Size {
 			return nil, fmt.Errorf("%s changed size while it was being pushed; push again once it is complete", f.Source)
 		}
-		abs[i], _ = filepath.Abs(f.Source)
-		infos[i] = info
-		if d, ok := opts.Cache.Get(abs[i], info); ok {
-			known[i] = d
+		p.abs[i], _ = filepath.Abs(f.Source)
+		p.infos[i] = info
+		if d, ok := opts.Cache.Get(p.abs[i], info); ok {
+			p.known[i] = d
 		} else {
-			toHash += f.Size
-			mustHash[i] = opts.Streamer == nil || tagExists || baseSizes[f.Size]
+			p.hashFirst[i] = opts.Streamer == nil || p.existing != nil || baseSizes[f.Size]
 		}
 	}
-	// Without a streaming uploader, or when the tag exists (the new manifest
-	// must be compared with it before anything is sent), the unknown files
-	// are hashed first, and so are files the size of a base model's layer
-	// (they may be mounted); the others are hashed while they upload.
-	var hashBytes int64
-	for i, f := range files {
-		if mustHash[i] {
-			hashBytes += f.Size
-		}
-	}
-	if hashBytes > 0 {
-		hashing := opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(files)), hashBytes)
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(opts.Concurrency)
-		for i, f := range files {
-			if !mustHash[i] {
-				continue
-			}
-			g.Go(func() error {
-				d, err := hashFile(gctx, f, hashing)
-				if err != nil {
-					return err
-				}
-				known[i] = d
-				opts.Cache.Put(abs[i], infos[i], d, "")
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			hashing.Fail(err)
-			opts.Progress.Wait()
-			return nil, err
-		}
-		hashing.Done("hashed")
-	}
-	if tagExists {
-		layers := make([]ocispec.Descriptor, len(files))
-		for i, f := range files {
-			layers[i] = model.LayerDescriptor(f, known[i])
-		}
-		_, manifest, err := model.Pack(opts.Metadata, layers)
-		if err != nil {
-			return nil, err
-		}
-		if d := digest.FromBytes(manifest); d != existing.Digest {
-			return nil, fmt.Errorf("version %s already exists with digest %s; versions are immutable: push under a new version tag", ref, existing.Digest)
-		}
-		res := &PushResult{Reference: ref.String(), Digest: existing.Digest.String(), MediaType: existing.MediaType, Files: len(files), Unchanged: true}
-		for _, f := range files {
-			res.Size += f.Size
-		}
-		res.Skipped = res.Size
-		opts.Cache.Save()
-		return res, nil
-	}
+	return p, nil
+}
 
-	var uploaded, skipped, mounted atomic.Int64
-	layers := make([]ocispec.Descriptor, len(files))
+// hash reads the files the plan marked for hashing first, concurrently,
+// and records their digests in the cache.
+func (p *pusher) hash(ctx context.Context) error {
+	var bytes int64
+	for i, f := range p.files {
+		if p.hashFirst[i] {
+			bytes += f.Size
+		}
+	}
+	if bytes == 0 {
+		return nil
+	}
+	hashing := p.opts.Progress.Track("hashed", fmt.Sprintf("%d files", len(p.files)), bytes)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Concurrency)
+	g.SetLimit(p.opts.Concurrency)
+	for i, f := range p.files {
+		if !p.hashFirst[i] {
+			continue
+		}
+		g.Go(func() error {
+			d, err := hashFile(gctx, f, hashing)
+			if err != nil {
+				return err
+			}
+			p.known[i] = d
+			p.opts.Cache.Put(p.abs[i], p.infos[i], d, "")
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		hashing.Fail(err)
+		p.opts.Progress.Wait()
+		return err
+	}
+	hashing.Done("hashed")
+	return nil
+}
+
+// upload puts every file's blob in the repository, concurrently: each one
+// is skipped when the registry has it, mounted when another repository of
+// the registry has it, or sent (pushFile). A file with the same content as
+// an earlier one of this push is counted as skipped, not sent twice.
+func (p *pusher) upload(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Concurrency)
 	first := map[digest.Digest]bool{}
-	for i, f := range files {
-		if d := known[i]; d != "" {
-			layers[i] = model.LayerDescriptor(f, d)
+	for i, f := range p.files {
+		if d := p.known[i]; d != "" {
 			if first[d] {
-				skipped.Add(f.Size) // same content as another file of this push
+				p.skipped.Add(f.Size)
 				continue
 			}
 			first[d] = true
 		}
 		g.Go(func() error {
-			var mountFrom []string
-			for _, r := range append(slices.Clone(opts.MountFrom), opts.Cache.Repos(abs[i], infos[i])...) {
-				if name, ok := strings.CutPrefix(r, ref.Registry+"/"); ok && r != repoName && !slices.Contains(mountFrom, name) {
-					mountFrom = append(mountFrom, name)
-				}
-			}
-			d, how, sent, err := pushFile(gctx, repo, f, known[i], mountFrom, opts)
+			d, how, sent, err := pushFile(gctx, p.repo, f, p.known[i], p.mountFrom(i), p.opts)
 			if err != nil {
-				return remote.Explain(err, ref.String())
+				return remote.Explain(err, p.ref.String())
 			}
-			layers[i] = model.LayerDescriptor(f, d)
-			opts.Cache.Put(abs[i], infos[i], d, repoName)
-			uploaded.Add(sent)
+			p.known[i] = d
+			p.opts.Cache.Put(p.abs[i], p.infos[i], d, p.repoName)
+			p.uploaded.Add(sent)
 			switch how {
 			case "exists":
-				skipped.Add(f.Size)
+				p.skipped.Add(f.Size)
 			case "mounted":
-				mounted.Add(f.Size)
+				p.mounted.Add(f.Size)
 			}
 			return nil
 		})
 	}
-	err = g.Wait()
-	opts.Progress.Wait()
-	opts.Cache.Save()
-	if err != nil {
-		return nil, err
-	}
+	err := g.Wait()
+	p.opts.Progress.Wait()
+	return err
+}
 
-	config, manifest, err := model.Pack(opts.Metadata, layers)
+// mountFrom lists the repositories of the push's registry that file i may
+// be mounted from: the base model's, then those the cache saw it pushed to.
+func (p *pusher) mountFrom(i int) []string {
+	var names []string
+	for _, r := range append(slices.Clone(p.opts.MountFrom), p.opts.Cache.Repos(p.abs[i], p.infos[i])...) {
+		if name, ok := strings.CutPrefix(r, p.ref.Registry+"/"); ok && r != p.repoName && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// saveCache writes the digest cache. A cache that cannot be written is a
+// warning, not a failure: the version is in the registry all the same,
+// and the next push hashes the files again.
+func (p *pusher) saveCache() {
+	if err := p.opts.Cache.Save(); err != nil {
+		p.warnings = append(p.warnings, fmt.Sprintf("the digest cache was not saved, so the next push reads every file again: %v", err))
+	}
+}
+
+// commit finishes the push. When the tag exists, it compares the manifest
+// these files make with the tag's: the same is a no-op, a different one is
+// refused (versions are immutable). Otherwise it uploads the config blob,
+// then the manifest with the tag: the version appears only now.
+func (p *pusher) commit(ctx context.Context) (*PushResult, error) {
+	layers := make([]ocispec.Descriptor, len(p.files))
+	for i, f := range p.files {
+		layers[i] = model.LayerDescriptor(f, p.known[i])
+	}
+	config, manifest, err := model.Pack(p.opts.Metadata, layers)
 	if err != nil {
 		return nil, err
 	}
 	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest)), ArtifactType: mediatypes.ArtifactTypeModel}
-	res := &PushResult{Reference: ref.String(), Digest: mdesc.Digest.String(), MediaType: mdesc.MediaType, Files: len(files), Size: int64(len(config))}
+	if e := p.existing; e != nil {
+		if mdesc.Digest != e.Digest {
+			return nil, fmt.Errorf("version %s already exists with digest %s; versions are immutable: push under a new version tag", p.ref, e.Digest)
+		}
+		res := &PushResult{Reference: p.ref.String(), Digest: e.Digest.String(), MediaType: e.MediaType, Files: len(p.files), Unchanged: true, Warnings: p.warnings}
+		for _, f := range p.files {
+			res.Size += f.Size
+		}
+		res.Skipped = res.Size
+		return res, nil
+	}
+	cdesc := ocispec.Descriptor{MediaType: mediatypes.ModelConfig, Digest: digest.FromBytes(config), Size: int64(len(config))}
+	sent, err := pushBytes(ctx, p.repo, cdesc, config)
+	if err != nil {
+		return nil, remote.Explain(err, p.ref.String())
+	}
+	if sent {
+		p.uploaded.Add(cdesc.Size)
+	} else {
+		p.skipped.Add(cdesc.Size)
+	}
+	if err := p.repo.PushReference(ctx, mdesc, bytes.NewReader(manifest), p.ref.Reference); err != nil {
+		return nil, remote.Explain(err, p.ref.String())
+	}
+	res := &PushResult{Reference: p.ref.String(), Digest: mdesc.Digest.String(), MediaType: mdesc.MediaType, Files: len(p.files), Size: int64(len(config)),
+		Uploaded: p.uploaded.Load(), Skipped: p.skipped.Load(), Mounted: p.mounted.Load(), Warnings: p.warnings}
 	for _, l := range layers {
 		res.Size += l.Size
 	}
-	cdesc := ocispec.Descriptor{MediaType: mediatypes.ModelConfig, Digest: digest.FromBytes(config), Size: int64(len(config))}
-	sent, err := pushBytes(ctx, repo, cdesc, config, opts.Attempts)
-	if err != nil {
-		return nil, remote.Explain(err, ref.String())
-	}
-	if sent {
-		uploaded.Add(cdesc.Size)
-	} else {
-		skipped.Add(cdesc.Size)
-	}
-	err = retry(ctx, opts.Attempts, func() error {
-		return repo.PushReference(ctx, mdesc, bytes.NewReader(manifest), ref.Reference)
-	})
-	if err != nil {
-		return nil, remote.Explain(err, ref.String())
-	}
-	res.Uploaded, res.Skipped, res.Mounted = uploaded.Load(), skipped.Load(), mounted.Load()
 	return res, nil
 }
 
-func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descriptor, b []byte, attempts int) (sent bool, err error) {
+// pushBytes uploads a small blob held in memory unless the registry has
+// it. Its body can be replayed, so the transport retries it.
+func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descriptor, b []byte) (sent bool, err error) {
 	if ok, err := repo.Exists(ctx, desc); err == nil && ok {
 		return false, nil
 	}
-	err = retry(ctx, attempts, func() error { return repo.Push(ctx, desc, bytes.NewReader(b)) })
+	err = repo.Push(ctx, desc, bytes.NewReader(b))
 	return err == nil, err
 }
 
@@ -300,8 +385,10 @@ func pushFile(ctx context.Context, repo registry.Repository, f model.File, known
 			}
 		}
 	}
+	// The file is read into the request as it is sent: the transport
+	// cannot replay that body, so the whole upload is retried here.
 	if opts.Streamer != nil {
-		err = retry(ctx, opts.Attempts, func() error {
+		err = opts.Retry.Do(ctx, func(ctx context.Context) error {
 			var n int64
 			d, n, err = opts.Streamer.Upload(ctx, f.Source, t)
 			sent += n
@@ -313,7 +400,7 @@ func pushFile(ctx context.Context, repo registry.Repository, f model.File, known
 		return d, "pushed", sent, err
 	}
 	desc := model.LayerDescriptor(f, known)
-	err = retry(ctx, opts.Attempts, func() error {
+	err = opts.Retry.Do(ctx, func(ctx context.Context) error {
 		fh, err := os.Open(f.Source)
 		if err != nil {
 			return err

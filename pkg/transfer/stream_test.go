@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/modelreg/modelreg/pkg/progress"
+	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -313,7 +314,7 @@ func TestResumeRegistryDownKeepsState(t *testing.T) {
 	f.mu.Lock()
 	f.fail503 = true
 	f.mu.Unlock()
-	if _, _, err := s.Upload(context.Background(), path, progress.Discard().Track("", "", 0)); err == nil || !retryable(err) {
+	if _, _, err := s.Upload(context.Background(), path, progress.Discard().Track("", "", 0)); err == nil || !remote.Transient(err) {
 		t.Fatalf("upload against a 503 registry: err %v, want a retryable error", err)
 	}
 	f.mu.Lock()
