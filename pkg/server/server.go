@@ -100,18 +100,7 @@ type Server struct {
 // New prepares a registry over opts.DataDir and binds its listener, so the
 // address is known (and taken) before Serve runs.
 func New(ctx context.Context, opts Options) (*Server, error) {
-	if opts.Addr == "" {
-		opts.Addr = "127.0.0.1:5000"
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	if opts.MaxCatalogEntries <= 0 {
-		opts.MaxCatalogEntries = 1000
-	}
-	if opts.MaxTags <= 0 {
-		opts.MaxTags = 1000
-	}
+	opts = opts.withDefaults()
 	if opts.DataDir == "" {
 		return nil, errors.New("a data directory is required")
 	}
@@ -134,25 +123,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 
-	// Kept with the data, so uploads in progress survive a restart.
-	secret, err := httpSecret(filepath.Join(data, "modelreg", "http-secret"), rand.Reader)
+	cfg, err := distributionConfig(data, opts)
 	if err != nil {
 		return nil, err
 	}
-	cfg := &configuration.Configuration{
-		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters{"rootdirectory": data},
-			"delete":     configuration.Parameters{"enabled": true},
-			"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
-		},
-		Catalog: configuration.Catalog{MaxEntries: opts.MaxCatalogEntries},
-		Tags:    configuration.Tags{MaxTags: opts.MaxTags},
-	}
-	cfg.HTTP.Secret = hex.EncodeToString(secret)
-	// Accept non-distributable layers' URLs (any http or https URL), as the
-	// OCI spec allows; distribution refuses them unless told.
-	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
-	cfg.Log.AccessLog.Disabled = true
 
 	s := &Server{opts: opts, log: opts.Logger}
 	var h http.Handler
@@ -181,6 +155,70 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// withDefaults fills in what Options leaves at zero.
+func (o Options) withDefaults() Options {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:5000"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if o.MaxCatalogEntries <= 0 {
+		o.MaxCatalogEntries = 1000
+	}
+	if o.MaxTags <= 0 {
+		o.MaxTags = 1000
+	}
+	return o
+}
+
+// distributionConfig is what the embedded distribution is told: storage
+// under data, deletes (gated by the extension), page bounds, and the
+// upload-state secret kept with the data so uploads survive a restart.
+func distributionConfig(data string, opts Options) (*configuration.Configuration, error) {
+	secret, err := httpSecret(filepath.Join(data, "modelreg", "http-secret"), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &configuration.Configuration{
+		Storage: configuration.Storage{
+			"filesystem": configuration.Parameters{"rootdirectory": data},
+			"delete":     configuration.Parameters{"enabled": true},
+			"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
+		},
+		Catalog: configuration.Catalog{MaxEntries: opts.MaxCatalogEntries},
+		Tags:    configuration.Tags{MaxTags: opts.MaxTags},
+	}
+	cfg.HTTP.Secret = hex.EncodeToString(secret)
+	// Accept non-distributable layers' URLs (any http or https URL), as the
+	// OCI spec allows; distribution refuses them unless told.
+	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
+	cfg.Log.AccessLog.Disabled = true
+	return cfg, nil
+}
+
+// openPolicy returns the policy in force: fixed (Options.Policy), or
+// watched from Options.PolicyFile, else from DefaultPolicyPath(data) when
+// that file exists.
+func (s *Server) openPolicy(data string) (func() *policy.Policy, error) {
+	path := s.opts.PolicyFile
+	if path == "" && s.opts.Policy == nil {
+		if _, err := os.Stat(DefaultPolicyPath(data)); err == nil {
+			path = DefaultPolicyPath(data)
+		}
+	}
+	if path == "" {
+		p := s.opts.Policy
+		return func() *policy.Policy { return p }, nil
+	}
+	w, err := policy.NewWatcher(path, s.opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s.watcher = w
+	return w.Current, nil
+}
+
 // openExtension opens the policy, the server key, the storage and the
 // index, brings the index in line with storage (all of it when it is new,
 // of another schema, or a rebuild was cut short; otherwise the
@@ -188,20 +226,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 // moves a crash cut short.
 func (s *Server) openExtension(ctx context.Context, data string) error {
 	opts := s.opts
-	policyFn := func() *policy.Policy { return opts.Policy }
-	path := opts.PolicyFile
-	if path == "" && opts.Policy == nil {
-		if _, err := os.Stat(DefaultPolicyPath(data)); err == nil {
-			path = DefaultPolicyPath(data)
-		}
-	}
-	if path != "" {
-		w, err := policy.NewWatcher(path, opts.Logger)
-		if err != nil {
-			return err
-		}
-		s.watcher = w
-		policyFn = w.Current
+	policyFn, err := s.openPolicy(data)
+	if err != nil {
+		return err
 	}
 	dir := filepath.Join(data, "modelreg")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
