@@ -84,6 +84,22 @@ func NewWatcher(path string, log *slog.Logger) (*Watcher, error) {
 	return w, nil
 }
 
+// NewOptionalWatcher watches a policy file that may not exist yet (a
+// server's default policy place): until it appears there is no policy, and
+// it is taken within a second of appearing. Once a policy was loaded, the
+// file going away keeps it in force, as with NewWatcher.
+func NewOptionalWatcher(path string, log *slog.Logger) (*Watcher, error) {
+	if _, err := os.Stat(path); err == nil {
+		return NewWatcher(path, log)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	w := &Watcher{path: path, log: log, interval: time.Second}
+	w.checked.Store(time.Now().UnixNano())
+	return w, nil
+}
+
 // load reads the file once, between two stats that must agree, so a file
 // being written in place is not taken half-written.
 func (w *Watcher) load() (*Policy, os.FileInfo, error) {
@@ -138,6 +154,8 @@ func (w *Watcher) check() {
 	defer w.mu.Unlock()
 	info, err := os.Stat(w.path)
 	switch {
+	case err != nil && w.cur.Load() == nil:
+		// An optional policy that does not exist yet: nothing to keep.
 	case err != nil:
 		w.fail(fmt.Errorf("policy: %w", err))
 	case changed(w.stat, info):
@@ -168,6 +186,10 @@ func (w *Watcher) reloadLocked(why string) error {
 	w.cur.Store(p)
 	w.stat, w.loadedAt, w.lastErr = info, time.Now(), nil
 	stages := slices.Sorted(maps.Keys(p.Stages))
+	if old == nil {
+		w.log.Info("policy loaded", "path", w.path, "digest", p.Digest, "stages", stages, "why", why)
+		return nil
+	}
 	if old.Digest == p.Digest {
 		w.log.Info("policy re-read, unchanged", "path", w.path, "digest", p.Digest, "why", why)
 		return nil
@@ -186,6 +208,11 @@ func (w *Watcher) reloadLocked(why string) error {
 func (w *Watcher) fail(err error) {
 	if w.lastErr == nil || w.lastErr.Error() != err.Error() {
 		cur := w.cur.Load()
+		if cur == nil {
+			w.log.Error("POLICY NOT LOADED: the policy file cannot be used; no stage is protected until it is fixed", "path", w.path, "err", err)
+			w.lastErr, w.errAt = err, time.Now()
+			return
+		}
 		w.log.Error("POLICY NOT RELOADED: the policy file cannot be used; the policy loaded before stays in force until the file is fixed",
 			"path", w.path, "err", err, "in_force", cur.Digest, "in_force_since", w.loadedAt.Format(time.RFC3339),
 			"protected_stages", slices.Sorted(maps.Keys(cur.Stages)))
@@ -197,10 +224,9 @@ func (w *Watcher) fail(err error) {
 func (w *Watcher) Status() WatchStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	cur := w.cur.Load()
-	s := WatchStatus{Path: w.path, Digest: cur.Digest, LoadedAt: w.loadedAt, Stages: slices.Sorted(maps.Keys(cur.Stages))}
-	if s.Stages == nil {
-		s.Stages = []string{}
+	s := WatchStatus{Path: w.path, Stages: []string{}}
+	if cur := w.cur.Load(); cur != nil {
+		s.Digest, s.LoadedAt, s.Stages = cur.Digest, w.loadedAt, slices.Sorted(maps.Keys(cur.Stages))
 	}
 	if w.lastErr != nil {
 		at := w.errAt

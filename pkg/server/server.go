@@ -63,8 +63,9 @@ type Options struct {
 	// PolicyFile is a trust policy file, re-read when it changes and on
 	// Reload (SIGHUP); an invalid new version keeps the old one in force
 	// and is reported in the log and on the status endpoint. When neither
-	// Policy nor PolicyFile is set, DefaultPolicyPath(DataDir) is used if
-	// it exists, so a registry's gate does not depend on how it was started.
+	// Policy nor PolicyFile is set, DefaultPolicyPath(DataDir) is watched
+	// (taken when it appears), so a registry's gate does not depend on how
+	// it was started.
 	PolicyFile string
 	// RecordClientAddress puts the client's address in the actor of
 	// records of anonymous moves ("anonymous@10.0.0.7"); off by default,
@@ -198,20 +199,20 @@ func distributionConfig(data string, opts Options) (*configuration.Configuration
 }
 
 // openPolicy returns the policy in force: fixed (Options.Policy), or
-// watched from Options.PolicyFile, else from DefaultPolicyPath(data) when
-// that file exists.
+// watched from Options.PolicyFile, else from DefaultPolicyPath(data),
+// which is taken within a second of being created.
 func (s *Server) openPolicy(data string) (func() *policy.Policy, error) {
-	path := s.opts.PolicyFile
-	if path == "" && s.opts.Policy == nil {
-		if _, err := os.Stat(DefaultPolicyPath(data)); err == nil {
-			path = DefaultPolicyPath(data)
-		}
-	}
-	if path == "" {
+	if s.opts.PolicyFile == "" && s.opts.Policy != nil {
 		p := s.opts.Policy
 		return func() *policy.Policy { return p }, nil
 	}
-	w, err := policy.NewWatcher(path, s.opts.Logger)
+	var w *policy.Watcher
+	var err error
+	if s.opts.PolicyFile != "" {
+		w, err = policy.NewWatcher(s.opts.PolicyFile, s.opts.Logger)
+	} else {
+		w, err = policy.NewOptionalWatcher(DefaultPolicyPath(data), s.opts.Logger)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -678,3 +678,36 @@ func TestRollbackIgnoresForgedRecords(t *testing.T) {
 		t.Errorf("rollback went to %s, want %s (the forged record names %s)", got, v1, evil)
 	}
 }
+
+// A policy written into the data directory while the server runs is
+// taken within seconds: the README walkthrough's order.
+func TestDefaultPolicyCreatedLater(t *testing.T) {
+	e := newEnv(t)
+	signers(t, e)
+	data := t.TempDir()
+	reg := startServeAt(t, data, "127.0.0.1:0").reg
+	repo := reg.Addr + "/team/later"
+	pushVersion(t, e, repo+":1.0.0", "one")
+	pol := strings.ReplaceAll(policyYAML, ": alice.pub", ": "+filepath.Join(e.dir, "alice.pub"))
+	pol = strings.ReplaceAll(pol, ": bob.pub", ": "+filepath.Join(e.dir, "bob.pub"))
+	pol = strings.ReplaceAll(pol, ": carol.pub", ": "+filepath.Join(e.dir, "carol.pub"))
+	writeFile(t, filepath.Join(data, "modelreg", "policy.yaml"), pol, 0o644)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st struct {
+			ProtectedStages []string `json:"protectedStages"`
+		}
+		apiGet(t, reg.Addr, "status", &st)
+		if strings.Join(st.ProtectedStages, ",") == "canary,production,staging" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the policy written into the data directory is not in force after 20 s: %v", st.ProtectedStages)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := e.exec("", nil, orasBin, "tag", "--plain-http", repo+":1.0.0", "production")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "required signatures") {
+		t.Errorf("oras tag to production after the policy appeared: exit %d\n%s", r.Code, r.Stderr)
+	}
+}
