@@ -11,6 +11,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -100,6 +101,28 @@ func (c *Client) baseLayers(ctx context.Context, r registry.Reference, base stri
 	for _, f := range bv.Files {
 		opts.BaseLayers = append(opts.BaseLayers, f.Descriptor)
 	}
+}
+
+// PushTo stores files as version tag of target: any oras Target, such as
+// an OCI layout directory (oras.land/oras-go/v2/content/oci), for a model
+// built where no registry is reachable. No cache or resumable upload is
+// used; lineage is not recorded (it needs a referrer-capable registry).
+func (c *Client) PushTo(ctx context.Context, target oras.Target, tag string, paths []string, o PushOptions) (*transfer.PushResult, error) {
+	files, err := model.Collect(paths, o.Rules)
+	if err != nil {
+		return nil, err
+	}
+	opts := transfer.PushOptions{Metadata: o.Metadata, Concurrency: o.Concurrency, Progress: c.opts.Progress}
+	return transfer.Push(ctx, target, registry.Reference{Registry: "oci-layout", Repository: "model", Reference: tag}, files, opts)
+}
+
+// PullFrom downloads the version ref (a tag or digest) of target, any
+// oras ReadOnlyTarget (an OCI layout directory), into dir, verified.
+func (c *Client) PullFrom(ctx context.Context, target oras.ReadOnlyTarget, ref, dir string, o transfer.PullOptions) (*transfer.PullResult, error) {
+	if o.Progress == nil {
+		o.Progress = c.opts.Progress
+	}
+	return transfer.Pull(ctx, target, registry.Reference{Registry: "oci-layout", Repository: "model", Reference: ref}, dir, o)
 }
 
 // Pull downloads the version ref into dir (which must not exist or be

@@ -23,6 +23,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/remote"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 )
@@ -134,18 +135,18 @@ type PullResult struct {
 // Fetch resolves ref and reads its manifest as a model version, verifying
 // the manifest's digest and size. A transient failure, a body cut short
 // included, is retried under remote.DefaultRetryPolicy.
-func Fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Reference) (*model.Version, error) {
+func Fetch(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference) (*model.Version, error) {
 	return fetch(ctx, repo, ref, remote.DefaultRetryPolicy)
 }
 
 // fetch is Fetch under the retry policy retry.
-func fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Reference, retry remote.RetryPolicy) (*model.Version, error) {
+func fetch(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference, retry remote.RetryPolicy) (*model.Version, error) {
 	var (
 		desc ocispec.Descriptor
 		raw  []byte
 	)
 	err := retry.Do(ctx, func(ctx context.Context) error {
-		d, rc, err := repo.FetchReference(ctx, ref.Reference)
+		d, rc, err := fetchReference(ctx, repo, ref.Reference)
 		if err != nil {
 			return err
 		}
@@ -167,6 +168,20 @@ func fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Ref
 	return v, nil
 }
 
+// fetchReference resolves and opens ref in one request where the target
+// can (a registry), else in two (an OCI layout).
+func fetchReference(ctx context.Context, target oras.ReadOnlyTarget, ref string) (ocispec.Descriptor, io.ReadCloser, error) {
+	if rf, ok := target.(registry.ReferenceFetcher); ok {
+		return rf.FetchReference(ctx, ref)
+	}
+	d, err := target.Resolve(ctx, ref)
+	if err != nil {
+		return d, nil, err
+	}
+	rc, err := target.Fetch(ctx, d)
+	return d, rc, err
+}
+
 // Pull downloads the version ref into dir. Every blob is verified against
 // its digest while it is written. Files go into a temporary directory beside
 // dir that is renamed into place only when everything is verified, so a
@@ -176,7 +191,7 @@ func fetch(ctx context.Context, repo registry.ReferenceFetcher, ref registry.Ref
 // Tar layers are unpacked under the bounds of opts (decompressed bytes,
 // entries), and no path may be written by two layers, or twice by one tar:
 // such a version is refused, whatever order its layers arrive in.
-func Pull(ctx context.Context, repo registry.Repository, ref registry.Reference, dir string, opts PullOptions) (*PullResult, error) {
+func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference, dir string, opts PullOptions) (*PullResult, error) {
 	opts = opts.withDefaults()
 	if err := checkDest(dir); err != nil {
 		return nil, err
@@ -268,8 +283,8 @@ func checkDest(dir string) error {
 	return nil
 }
 
-func fetchVerified(ctx context.Context, repo registry.Repository, desc ocispec.Descriptor, w io.Writer) error {
-	rc, err := repo.Blobs().Fetch(ctx, desc)
+func fetchVerified(ctx context.Context, repo content.Fetcher, desc ocispec.Descriptor, w io.Writer) error {
+	rc, err := repo.Fetch(ctx, desc)
 	if err != nil {
 		return err
 	}
@@ -294,7 +309,7 @@ func verifyErr(err error, desc ocispec.Descriptor) error {
 // puller is one pull in progress: where files go, the bounds tar layers
 // are unpacked under, and the paths already claimed by the pull's layers.
 type puller struct {
-	repo registry.Repository
+	repo oras.ReadOnlyTarget
 	root *os.Root
 	opts PullOptions
 	tree *treeClaims
@@ -303,7 +318,7 @@ type puller struct {
 // pullFile writes layer i (f) into the tree. It may run again after a
 // transient failure: it then writes the same files over.
 func (p *puller) pullFile(ctx context.Context, i int, f model.FileEntry, t progress.Tracker) error {
-	rc, err := p.repo.Blobs().Fetch(ctx, f.Descriptor)
+	rc, err := p.repo.Fetch(ctx, f.Descriptor)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +24,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -101,7 +105,9 @@ type PushResult struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Push stores files as version tag of repo. It uploads only the blobs the
+// Push stores files as version tag of repo: a registry, or any oras
+// Target (an OCI layout directory); a registry's optional capabilities
+// (mounting, pushing a manifest with its tag) are used when it has them. It uploads only the blobs the
 // registry lacks, and tags the manifest last, so a failed push leaves no
 // tag behind. An existing tag is never moved: versions are immutable, and
 // pushing identical content again succeeds without change.
@@ -109,7 +115,7 @@ type PushResult struct {
 // It runs four steps: plan (what is known, what must be hashed first),
 // hash, upload (skipped when the tag exists), commit (the config and the
 // tagged manifest, or the comparison with the existing tag).
-func Push(ctx context.Context, repo registry.Repository, ref registry.Reference, files []model.File, opts PushOptions) (*PushResult, error) {
+func Push(ctx context.Context, repo oras.Target, ref registry.Reference, files []model.File, opts PushOptions) (*PushResult, error) {
 	p, err := planPush(ctx, repo, ref, files, opts.withDefaults())
 	if err != nil {
 		return nil, err
@@ -129,7 +135,7 @@ func Push(ctx context.Context, repo registry.Repository, ref registry.Reference,
 
 // pusher is one push in progress: the plan, then what each step found.
 type pusher struct {
-	repo     registry.Repository
+	repo     oras.Target
 	ref      registry.Reference
 	repoName string // REGISTRY/REPO, as the digest cache records it
 	opts     PushOptions
@@ -156,7 +162,7 @@ type pusher struct {
 // manifest is compared with it before anything is sent), and files the
 // size of a base model's layer (they may be mounted). The other unknown
 // files are hashed while they upload.
-func planPush(ctx context.Context, repo registry.Repository, ref registry.Reference, files []model.File, opts PushOptions) (*pusher, error) {
+func planPush(ctx context.Context, repo oras.Target, ref registry.Reference, files []model.File, opts PushOptions) (*pusher, error) {
 	if err := tag.ValidateVersion(ref.Reference); err != nil {
 		return nil, err
 	}
@@ -330,7 +336,7 @@ func (p *pusher) commit(ctx context.Context) (*PushResult, error) {
 	} else {
 		p.skipped.Add(cdesc.Size)
 	}
-	if err := p.repo.PushReference(ctx, mdesc, bytes.NewReader(manifest), p.ref.Reference); err != nil {
+	if err := pushTagged(ctx, p.repo, mdesc, manifest, p.ref.Reference); err != nil {
 		return nil, remote.Explain(err, p.ref.String())
 	}
 	res := &PushResult{Reference: p.ref.String(), Digest: mdesc.Digest.String(), MediaType: mdesc.MediaType, Files: len(p.files), Size: int64(len(config)),
@@ -341,9 +347,21 @@ func (p *pusher) commit(ctx context.Context) (*PushResult, error) {
 	return res, nil
 }
 
+// pushTagged stores a manifest under a tag: in one request where the
+// target can (a registry), else as a push then a tag (an OCI layout).
+func pushTagged(ctx context.Context, target oras.Target, desc ocispec.Descriptor, manifest []byte, tag string) error {
+	if rp, ok := target.(registry.ReferencePusher); ok {
+		return rp.PushReference(ctx, desc, bytes.NewReader(manifest), tag)
+	}
+	if err := target.Push(ctx, desc, bytes.NewReader(manifest)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return err
+	}
+	return target.Tag(ctx, desc, tag)
+}
+
 // pushBytes uploads a small blob held in memory unless the registry has
 // it. Its body can be replayed, so the transport retries it.
-func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descriptor, b []byte) (sent bool, err error) {
+func pushBytes(ctx context.Context, repo content.Storage, desc ocispec.Descriptor, b []byte) (sent bool, err error) {
 	if ok, err := repo.Exists(ctx, desc); err == nil && ok {
 		return false, nil
 	}
@@ -356,7 +374,7 @@ func pushBytes(ctx context.Context, repo registry.Repository, desc ocispec.Descr
 // by uploading it (streamed and hashed in one read when a Streamer is set).
 // known is its digest when already known. how is "exists", "mounted" or
 // "pushed"; sent counts the bytes that went over the wire.
-func pushFile(ctx context.Context, repo registry.Repository, f model.File, known digest.Digest, mountFrom []string, opts PushOptions) (d digest.Digest, how string, sent int64, err error) {
+func pushFile(ctx context.Context, repo content.Storage, f model.File, known digest.Digest, mountFrom []string, opts PushOptions) (d digest.Digest, how string, sent int64, err error) {
 	t := opts.Progress.Track("pushed", f.Path, f.Size)
 	defer func() {
 		switch {
