@@ -6,6 +6,7 @@ package evaluation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -13,9 +14,10 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
-	"github.com/modelreg/modelreg/pkg/signature"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
 )
 
 // Record is one evaluation.
@@ -73,35 +75,47 @@ func ReadFile(path string) (map[string]float64, error) {
 }
 
 // Write attaches an evaluation to the version subject.
-func Write(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, r Record) (ocispec.Descriptor, error) {
+func Write(ctx context.Context, target content.Pusher, subject ocispec.Descriptor, r Record) (ocispec.Descriptor, error) {
 	r.Subject = subject.Digest.String()
 	r.Record, r.Problem = "", ""
 	blob, err := json.Marshal(r)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	return signature.PushReferrer(ctx, repo, subject, mediatypes.ArtifactTypeEvaluation, mediatypes.ArtifactTypeEvaluation, blob,
+	return referrers.Push(ctx, target, subject, mediatypes.ArtifactTypeEvaluation, mediatypes.ArtifactTypeEvaluation, blob,
 		map[string]string{mediatypes.AnnotationCreated: r.Time.UTC().Format(time.RFC3339Nano)})
 }
 
 // Of lists the evaluations attached to subject, oldest first. Records that
-// name another digest are returned with their Problem set.
-func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) ([]Record, error) {
-	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypeEvaluation)
+// name another digest are returned with their Problem set; malformed ones
+// are left out. It lists only evaluation referrers; From reads a listing
+// already made.
+func Of(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor) ([]Record, error) {
+	l, err := referrers.List(ctx, target, subject, referrers.ListOptions{ArtifactType: mediatypes.ArtifactTypeEvaluation})
 	if err != nil {
 		return nil, err
 	}
+	return From(ctx, l)
+}
+
+// From reads the evaluations of a listing of the subject's referrers,
+// oldest first.
+func From(ctx context.Context, l *referrers.Listing) ([]Record, error) {
 	out := []Record{}
-	for _, ref := range refs {
-		if ref.Malformed {
+	for _, it := range l.Of(referrers.KindEvaluation) {
+		blob, err := it.Blob(ctx)
+		if errors.Is(err, referrers.ErrMalformed) {
 			continue
 		}
+		if err != nil {
+			return nil, err
+		}
 		var r Record
-		if err := json.Unmarshal(ref.Blob, &r); err != nil {
+		if err := json.Unmarshal(blob, &r); err != nil {
 			r.Problem = "not valid JSON"
 		}
-		r.Record = ref.Descriptor.Digest.String()
-		if r.Problem == "" && r.Subject != subject.Digest.String() {
+		r.Record = it.Descriptor.Digest.String()
+		if r.Problem == "" && r.Subject != l.Subject.Digest.String() {
 			r.Problem = fmt.Sprintf("the record evaluates %s, not this version", orNone(r.Subject))
 		}
 		out = append(out, r)

@@ -3,14 +3,16 @@ package lineage
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2"
 )
 
 // Source is one statement of a version's lineage: an unsigned record, or
@@ -31,28 +33,40 @@ type Source struct {
 
 // Gather reads every lineage statement about subject. Attestations are
 // checked against trusted; one no trusted key verifies is returned with
-// Signed false and its Problem, and its inputs are still shown.
-func Gather(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, trusted []key.Public) ([]Source, error) {
-	out := []Source{}
-	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypeLineage)
+// Signed false and its Problem, and its inputs are still shown. It lists
+// subject's referrers; GatherFrom reads a listing already made.
+func Gather(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor, trusted []key.Public) ([]Source, error) {
+	l, err := referrers.List(ctx, target, subject, referrers.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
-	for _, ref := range refs {
-		s := Source{Kind: "record", PredicateType: mediatypes.PredicateLineage, Where: ref.Descriptor.Digest.String()}
-		if ref.Malformed {
+	return GatherFrom(ctx, l, trusted)
+}
+
+// GatherFrom is Gather over a listing of the subject's referrers: its
+// lineage records, and the lineage and SLSA provenance attestations
+// (signature.AttestationsFrom).
+func GatherFrom(ctx context.Context, l *referrers.Listing, trusted []key.Public) ([]Source, error) {
+	out := []Source{}
+	for _, it := range l.Of(referrers.KindLineage) {
+		s := Source{Kind: "record", PredicateType: mediatypes.PredicateLineage, Where: it.Descriptor.Digest.String()}
+		blob, err := it.Blob(ctx)
+		if errors.Is(err, referrers.ErrMalformed) {
 			s.Problem = "malformed lineage record"
 			out = append(out, s)
 			continue
 		}
-		st, err := Parse(ref.Blob, subject.Digest)
+		if err != nil {
+			return nil, err
+		}
+		st, err := Parse(blob, l.Subject.Digest)
 		if err != nil {
 			s.Problem = err.Error()
 		}
 		s.Predicate = st.Predicate
 		out = append(out, s)
 	}
-	atts, err := signature.Attestations(ctx, repo, subject, trusted, mediatypes.PredicateLineage, mediatypes.PredicateSLSAProvenanceV1)
+	atts, err := signature.AttestationsFrom(ctx, l, trusted, mediatypes.PredicateLineage, mediatypes.PredicateSLSAProvenanceV1)
 	if err != nil {
 		return nil, err
 	}

@@ -20,11 +20,12 @@ import (
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/key"
 	"github.com/modelreg/modelreg/pkg/lineage"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/tag"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.yaml.in/yaml/v3"
-	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2"
 )
 
 // DefaultPath is where the policy is looked for when --policy is not given.
@@ -346,24 +347,26 @@ type Evidence struct {
 }
 
 // Gather reads the signatures, lineage and evaluations of subject, checked
-// against the policy's keys. The subject's referrers are listed once and
-// the listing shared by the three readers, and the signatures examined are
-// capped (signature.Search), so the time a gate holds a stage's lock does
-// not grow with junk referrers.
-func (p *Policy) Gather(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) (Evidence, error) {
+// against the policy's keys. The subject's referrers are listed once
+// (referrers.List) and the listing shared by the three readers, and the
+// signatures examined are capped (signature.SearchFrom), so the time a
+// gate holds a stage's lock does not grow with junk referrers.
+func (p *Policy) Gather(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor) (Evidence, error) {
 	var ev Evidence
-	var err error
 	trusted := p.Trusted()
-	repo = shareReferrers(repo, subject)
-	found, err := signature.Search(ctx, repo, subject, trusted, signature.MaxSignatureReferrers)
+	l, err := referrers.List(ctx, target, subject, referrers.ListOptions{})
+	if err != nil {
+		return ev, err
+	}
+	found, err := signature.SearchFrom(ctx, l, trusted, signature.MaxSignatureReferrers)
 	if err != nil {
 		return ev, err
 	}
 	ev.Signatures, ev.SignatureNote = found.Found, found.Note()
-	if ev.Lineage, err = lineage.Gather(ctx, repo, subject, trusted); err != nil {
+	if ev.Lineage, err = lineage.GatherFrom(ctx, l, trusted); err != nil {
 		return ev, err
 	}
-	if ev.Evaluations, err = evaluation.Of(ctx, repo, subject); err != nil {
+	if ev.Evaluations, err = evaluation.From(ctx, l); err != nil {
 		return ev, err
 	}
 	if ev.Signatures == nil {

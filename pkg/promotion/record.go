@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,11 +15,13 @@ import (
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/catalog"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -74,24 +77,38 @@ func Write(ctx context.Context, repo registry.Repository, subject ocispec.Descri
 }
 
 // Of lists the promotion records of one version (any stage).
-func Of(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor) ([]Record, error) {
-	return OfSigned(ctx, repo, subject, nil)
+func Of(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor) ([]Record, error) {
+	return OfSigned(ctx, target, subject, nil)
 }
 
 // OfSigned is Of, marking Trusted the records signed by pub (the key of
-// the modelreg serve that wrote them).
-func OfSigned(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, pub ed25519.PublicKey) ([]Record, error) {
-	refs, err := signature.ReadReferrers(ctx, repo, subject, mediatypes.ArtifactTypePromotion)
+// the modelreg serve that wrote them). It lists only promotion referrers;
+// From reads a listing already made.
+func OfSigned(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor, pub ed25519.PublicKey) ([]Record, error) {
+	l, err := referrers.List(ctx, target, subject, referrers.ListOptions{ArtifactType: mediatypes.ArtifactTypePromotion})
 	if err != nil {
 		return nil, err
 	}
+	return From(ctx, l, pub)
+}
+
+// From reads the promotion records of a listing of the subject's
+// referrers, marking Trusted those signed by pub. A malformed record is an
+// error, not skipped: it may be a move of a stage, which History would
+// otherwise leave out without a word.
+func From(ctx context.Context, l *referrers.Listing, pub ed25519.PublicKey) ([]Record, error) {
 	var out []Record
-	for _, ref := range refs {
-		d := ref.Descriptor
-		if ref.Malformed {
+	for _, it := range l.Of(referrers.KindPromotion) {
+		d := it.Descriptor
+		blob, err := it.Blob(ctx)
+		if errors.Is(err, referrers.ErrMalformed) {
 			return nil, fmt.Errorf("promotion record %s is malformed", d.Digest)
 		}
-		payload, signed, err := Unseal(ref.Manifest.Layers[0].MediaType, ref.Blob, mediatypes.ArtifactTypePromotion, pub)
+		if err != nil {
+			return nil, err
+		}
+		m, _ := it.Manifest(ctx) // read by Blob
+		payload, signed, err := Unseal(m.Layers[0].MediaType, blob, mediatypes.ArtifactTypePromotion, pub)
 		if err != nil {
 			return nil, fmt.Errorf("promotion record %s: %w", d.Digest, err)
 		}
@@ -99,7 +116,7 @@ func OfSigned(ctx context.Context, repo registry.Repository, subject ocispec.Des
 		if err := json.Unmarshal(payload, &r); err != nil {
 			return nil, fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
 		}
-		if ref.Manifest.Subject == nil || ref.Manifest.Subject.Digest.String() != r.Digest && r.Kind != KindRemoval {
+		if m.Subject == nil || m.Subject.Digest.String() != r.Digest && r.Kind != KindRemoval {
 			return nil, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
 		}
 		r.Record, r.Trusted = d.Digest.String(), signed

@@ -2,19 +2,20 @@ package signature
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"oras.land/oras-go/v2"
 )
 
 // Attestation is a signed in-toto statement about a version, in either
@@ -40,27 +41,43 @@ func LegacyAttestationTag(d digest.Digest) string {
 }
 
 // Attestations finds the attestations of subject whose predicate type is
-// one of predicateTypes, and checks each against the trusted keys.
-func Attestations(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, trusted []key.Public, predicateTypes ...string) ([]Attestation, error) {
+// one of predicateTypes, and checks each against the trusted keys. It
+// lists subject's referrers; AttestationsFrom reads a listing already made.
+func Attestations(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor, trusted []key.Public, predicateTypes ...string) ([]Attestation, error) {
+	l, err := referrers.List(ctx, target, subject, referrers.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return AttestationsFrom(ctx, l, trusted, predicateTypes...)
+}
+
+// AttestationsFrom checks the attestations of l's subject: the DSSE layers
+// of the legacy .att tag (read from l's target) and the bundle referrers
+// of the listing. Bundles the listing labels with another predicate
+// (signatures, mostly) are skipped unread; the rest are bounded like
+// signatures (MaxSignatureReferrers, newest first), an entry with a
+// Problem saying how many were left out.
+func AttestationsFrom(ctx context.Context, l *referrers.Listing, trusted []key.Public, predicateTypes ...string) ([]Attestation, error) {
 	var out []Attestation
+	subject := l.Subject
 	tag := LegacyAttestationTag(subject.Digest)
-	m, err := fetchManifest(ctx, repo, tag)
+	_, m, err := referrers.FetchManifest(ctx, l.Target(), tag)
 	switch {
 	case err == nil:
-		for i, l := range m.Layers {
-			if l.MediaType != mediatypes.DSSEEnvelope || !slices.Contains(predicateTypes, l.Annotations["predicateType"]) {
+		for i, layer := range m.Layers {
+			if layer.MediaType != mediatypes.DSSEEnvelope || !slices.Contains(predicateTypes, layer.Annotations["predicateType"]) {
 				continue
 			}
-			a := Attestation{Form: FormLegacy, Source: fmt.Sprintf("%s layer %d", tag, i), PredicateType: l.Annotations["predicateType"]}
-			blob, err := fetchBlob(ctx, repo, l)
+			a := Attestation{Form: FormLegacy, Source: fmt.Sprintf("%s layer %d", tag, i), PredicateType: layer.Annotations["predicateType"]}
+			blob, err := referrers.FetchBlob(ctx, l.Target(), layer)
 			if err != nil {
 				a.Problem = err.Error()
 			} else {
-				var env envelope
+				var env dsse.Envelope
 				if err := json.Unmarshal(blob, &env); err != nil {
 					a.Problem = "not a DSSE envelope"
 				} else {
-					checkEnvelope(&a, &env, subject, trusted)
+					checkEnvelope(ctx, &a, &env, subject, trusted)
 				}
 			}
 			out = append(out, a)
@@ -68,39 +85,33 @@ func Attestations(ctx context.Context, repo registry.Repository, subject ocispec
 	case !remote.IsNotFound(err):
 		return nil, fmt.Errorf("reading %s: %w", tag, err)
 	}
-	var refs []ocispec.Descriptor
-	err = repo.Referrers(ctx, subject, mediatypes.SigstoreBundle, func(page []ocispec.Descriptor) error {
-		for _, r := range page {
-			// The listing carries the bundle's predicate label: bundles
-			// labelled with another predicate (signatures, mostly) are
-			// skipped unread.
-			if pt, ok := r.Annotations[mediatypes.AnnotationBundlePredicateType]; r.ArtifactType == mediatypes.SigstoreBundle && (!ok || slices.Contains(predicateTypes, pt)) {
-				refs = append(refs, r)
-			}
+
+	var items []*referrers.Item
+	for _, it := range l.Of(referrers.KindAttestation, referrers.KindBundle) {
+		if pt := it.Descriptor.Annotations[mediatypes.AnnotationBundlePredicateType]; pt == "" || slices.Contains(predicateTypes, pt) {
+			items = append(items, it)
 		}
-		return nil
-	})
-	if err != nil && !remote.IsNotFound(err) {
-		return nil, fmt.Errorf("listing referrers of %s: %w", subject.Digest, err)
 	}
-	// Bounded like signatures (MaxSignatureReferrers), newest first.
-	newestFirst(refs, time.Now())
-	if n := len(refs) - MaxSignatureReferrers; n > 0 {
-		refs = refs[:MaxSignatureReferrers]
+	referrers.SortNewestFirst(items, time.Now())
+	if n := len(items) - MaxSignatureReferrers; n > 0 {
+		items = items[:MaxSignatureReferrers]
 		out = append(out, Attestation{Form: FormBundle, Source: "referrers of " + subject.Digest.String(),
 			Problem: fmt.Sprintf("%d more attestation referrers were not examined: at most %d are, newest first (docs/signing.md)", n, MaxSignatureReferrers)})
 	}
-	for _, r := range refs {
-		m, err := fetchManifest(ctx, repo, r.Digest.String())
+	for _, it := range items {
+		m, err := it.Manifest(ctx)
 		if err != nil {
+			if errors.Is(err, referrers.ErrMalformed) {
+				continue // junk: nothing an attestation can be read from
+			}
 			return nil, err
 		}
 		pt := m.Annotations[mediatypes.AnnotationBundlePredicateType]
 		if len(m.Layers) != 1 || !slices.Contains(predicateTypes, pt) {
 			continue
 		}
-		a := Attestation{Form: FormBundle, Source: "referrer " + r.Digest.String(), PredicateType: pt}
-		blob, err := fetchBlob(ctx, repo, m.Layers[0])
+		a := Attestation{Form: FormBundle, Source: "referrer " + it.Descriptor.Digest.String(), PredicateType: pt}
+		blob, err := it.Fetch(ctx, m.Layers[0])
 		var b bundle
 		switch {
 		case err != nil:
@@ -111,7 +122,7 @@ func Attestations(ctx context.Context, repo registry.Repository, subject ocispec
 			if b.VerificationMaterial.PublicKey != nil {
 				a.Claimed, _ = key.FingerprintFromHint(b.VerificationMaterial.PublicKey.Hint)
 			}
-			checkEnvelope(&a, b.DSSEEnvelope, subject, trusted)
+			checkEnvelope(ctx, &a, b.DSSEEnvelope, subject, trusted)
 		}
 		out = append(out, a)
 	}
@@ -119,26 +130,14 @@ func Attestations(ctx context.Context, repo registry.Repository, subject ocispec
 }
 
 // checkEnvelope verifies a DSSE envelope and its statement's subject.
-func checkEnvelope(a *Attestation, env *envelope, subject ocispec.Descriptor, trusted []key.Public) {
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+func checkEnvelope(ctx context.Context, a *Attestation, env *dsse.Envelope, subject ocispec.Descriptor, trusted []key.Public) {
+	payload, err := env.DecodeB64Payload()
 	if err != nil || len(env.Signatures) == 0 {
 		a.Problem = "the envelope has no payload or no signature"
 		return
 	}
 	a.Statement = payload
-	pae := PAE(env.PayloadType, payload)
-	for _, s := range env.Signatures {
-		sig, err := base64.StdEncoding.DecodeString(s.Sig)
-		if err != nil {
-			continue
-		}
-		for _, k := range trusted {
-			if k.Verify(pae, sig) {
-				a.Key = k.Fingerprint
-			}
-		}
-	}
-	if a.Key == "" {
+	if a.Key = verifyEnvelope(ctx, env, trusted); a.Key == "" {
 		if a.Claimed != "" {
 			a.Problem = fmt.Sprintf("signed by key %s, which is not trusted here, or altered", a.Claimed)
 		} else {
@@ -156,17 +155,9 @@ func checkEnvelope(a *Attestation, env *envelope, subject ocispec.Descriptor, tr
 		return
 	}
 	a.PredicateType = st.PredicateType
-	for _, s := range st.Subject {
-		if s.Digest[subject.Digest.Algorithm().String()] == subject.Digest.Encoded() {
-			a.Valid = true
-			return
-		}
+	if st.about(subject) {
+		a.Valid = true
+		return
 	}
-	var names []string
-	for _, s := range st.Subject {
-		for alg, hex := range s.Digest {
-			names = append(names, alg+":"+hex)
-		}
-	}
-	a.Problem = fmt.Sprintf("the statement is about %s, not this version", strings.Join(names, ", "))
+	a.Problem = fmt.Sprintf("the statement is about %s, not this version", st.subjects())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,9 +12,10 @@ import (
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/remote"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2"
 )
 
 // Found is one signature of a version and what checking it showed.
@@ -68,31 +70,42 @@ func (r Result) Note() string {
 // (see Search, which also says how many were left out). A signature no
 // trusted key verifies is listed with its problem, so a refusal can say
 // what was found.
-func Find(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, trusted []key.Public) ([]Found, error) {
-	r, err := Search(ctx, repo, subject, trusted, MaxSignatureReferrers)
+func Find(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor, trusted []key.Public) ([]Found, error) {
+	r, err := Search(ctx, target, subject, trusted, MaxSignatureReferrers)
 	return r.Found, err
 }
 
 // Search is Find with the cap given (0 or less: MaxSignatureReferrers).
-// Signature referrers are examined newest first by their
-// org.opencontainers.image.created annotation (a time more than a day
-// ahead counts as none: it cannot push real signatures out), then by
-// digest; legacy layers last-appended first. Bundle referrers whose
-// listing already says they are attestations are skipped unread and do
-// not count.
-func Search(ctx context.Context, repo registry.Repository, subject ocispec.Descriptor, trusted []key.Public, limit int) (Result, error) {
+// It lists subject's referrers; SearchFrom reads a listing already made.
+func Search(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.Descriptor, trusted []key.Public, limit int) (Result, error) {
+	l, err := referrers.List(ctx, target, subject, referrers.ListOptions{})
+	if err != nil {
+		return Result{}, err
+	}
+	return SearchFrom(ctx, l, trusted, limit)
+}
+
+// SearchFrom checks the signatures of l's subject: the layers of the
+// legacy .sig tag (read from l's target), last appended first, and the
+// signature referrers of the listing, newest first by their
+// org.opencontainers.image.created annotation (see
+// referrers.SortNewestFirst), at most limit of each. Bundle referrers
+// whose listing already says they are attestations are skipped unread and
+// do not count.
+func SearchFrom(ctx context.Context, l *referrers.Listing, trusted []key.Public, limit int) (Result, error) {
 	if limit <= 0 {
 		limit = MaxSignatureReferrers
 	}
 	var res Result
+	subject := l.Subject
 	tag := LegacyTag(subject.Digest)
-	m, err := fetchManifest(ctx, repo, tag)
+	_, m, err := referrers.FetchManifest(ctx, l.Target(), tag)
 	switch {
 	case err == nil:
 		examined := 0
 		for i := len(m.Layers) - 1; i >= 0; i-- {
-			l := m.Layers[i]
-			if l.MediaType != mediatypes.CosignSimpleSigning {
+			layer := m.Layers[i]
+			if layer.MediaType != mediatypes.CosignSimpleSigning {
 				continue
 			}
 			if examined == limit {
@@ -100,98 +113,62 @@ func Search(ctx context.Context, repo registry.Repository, subject ocispec.Descr
 				continue
 			}
 			examined++
-			res.Found = append(res.Found, checkSimple(ctx, repo, l, subject, trusted, FormLegacy, fmt.Sprintf("%s layer %d", tag, i)))
+			payload, err := referrers.FetchBlob(ctx, l.Target(), layer)
+			res.Found = append(res.Found, checkSimple(payload, err, layer, subject, trusted, FormLegacy, fmt.Sprintf("%s layer %d", tag, i)))
 		}
 	case !remote.IsNotFound(err):
 		return res, fmt.Errorf("reading %s: %w", tag, err)
 	}
 
-	var refs []ocispec.Descriptor
-	err = repo.Referrers(ctx, subject, "", func(page []ocispec.Descriptor) error {
-		for _, r := range page {
-			if isSignatureReferrer(r) {
-				refs = append(refs, r)
-			}
+	items := l.Of(referrers.KindSignature, referrers.KindBundle)
+	referrers.SortNewestFirst(items, time.Now())
+	if len(items) > limit {
+		res.NotExamined += len(items) - limit
+		items = items[:limit]
+	}
+	for _, it := range items {
+		source := "referrer " + it.Descriptor.Digest.String()
+		m, err := it.Manifest(ctx)
+		if errors.Is(err, referrers.ErrMalformed) {
+			res.Found = append(res.Found, Found{Form: formOf(it), Source: source, Problem: "the referrer's manifest is not valid JSON"})
+			continue
 		}
-		return nil
-	})
-	if err != nil && !remote.IsNotFound(err) {
-		return res, fmt.Errorf("listing referrers of %s: %w", subject.Digest, err)
-	}
-	newestFirst(refs, time.Now())
-	if len(refs) > limit {
-		res.NotExamined += len(refs) - limit
-		refs = refs[:limit]
-	}
-	for _, r := range refs {
-		switch r.ArtifactType {
+		if err != nil {
+			return res, err
+		}
+		switch it.Descriptor.ArtifactType {
 		case mediatypes.ArtifactTypeCosignSignature:
-			m, err := fetchManifest(ctx, repo, r.Digest.String())
-			if err != nil {
-				return res, err
-			}
-			for i, l := range m.Layers {
-				if l.MediaType == mediatypes.CosignSimpleSigning {
-					res.Found = append(res.Found, checkSimple(ctx, repo, l, subject, trusted, FormReferrer, fmt.Sprintf("referrer %s layer %d", r.Digest, i)))
+			for i, layer := range m.Layers {
+				if layer.MediaType == mediatypes.CosignSimpleSigning {
+					payload, err := it.Fetch(ctx, layer)
+					res.Found = append(res.Found, checkSimple(payload, err, layer, subject, trusted, FormReferrer, fmt.Sprintf("%s layer %d", source, i)))
 				}
 			}
 		case mediatypes.SigstoreBundle:
-			m, err := fetchManifest(ctx, repo, r.Digest.String())
-			if err != nil {
-				return res, err
-			}
 			if len(m.Layers) != 1 || !strings.HasPrefix(m.Layers[0].MediaType, "application/vnd.dev.sigstore.bundle") {
 				continue
 			}
 			if pt := m.Annotations[mediatypes.AnnotationBundlePredicateType]; pt != "" && pt != mediatypes.PredicateCosignSign {
 				continue // an attestation (lineage, provenance), not a signature
 			}
-			res.Found = append(res.Found, checkBundle(ctx, repo, m.Layers[0], subject, trusted, "referrer "+r.Digest.String()))
+			blob, err := it.Fetch(ctx, m.Layers[0])
+			res.Found = append(res.Found, checkBundle(ctx, blob, err, subject, trusted, source))
 		}
 	}
 	return res, nil
 }
 
-// isSignatureReferrer tells, from the listing alone, the referrers that
-// may be signatures: cosign's signature referrers, and bundles not labelled
-// as an attestation (a bundle without the label is read to find out).
-func isSignatureReferrer(d ocispec.Descriptor) bool {
-	switch d.ArtifactType {
-	case mediatypes.ArtifactTypeCosignSignature:
-		return true
-	case mediatypes.SigstoreBundle:
-		pt := d.Annotations[mediatypes.AnnotationBundlePredicateType]
-		return pt == "" || pt == mediatypes.PredicateCosignSign
+func formOf(it *referrers.Item) Form {
+	if it.Descriptor.ArtifactType == mediatypes.SigstoreBundle {
+		return FormBundle
 	}
-	return false
+	return FormReferrer
 }
 
-// futureSkew is how far ahead of now a creation time may be and still be
-// believed.
-const futureSkew = 24 * time.Hour
-
-// newestFirst orders referrers by their creation annotation, newest first;
-// those without one, with an unreadable one or one too far in the future
-// come last; ties by digest, so the order does not depend on the registry.
-func newestFirst(refs []ocispec.Descriptor, now time.Time) {
-	created := func(d ocispec.Descriptor) time.Time {
-		t, err := time.Parse(time.RFC3339Nano, d.Annotations[mediatypes.AnnotationCreated])
-		if err != nil || t.After(now.Add(futureSkew)) {
-			return time.Time{}
-		}
-		return t
-	}
-	slices.SortStableFunc(refs, func(a, b ocispec.Descriptor) int {
-		if c := created(b).Compare(created(a)); c != 0 {
-			return c
-		}
-		return strings.Compare(string(a.Digest), string(b.Digest))
-	})
-}
-
-func checkSimple(ctx context.Context, repo registry.Repository, l ocispec.Descriptor, subject ocispec.Descriptor, trusted []key.Public, form Form, source string) Found {
+// checkSimple checks a simple-signing payload (read with err) against the
+// signature in its layer's annotation.
+func checkSimple(payload []byte, err error, l ocispec.Descriptor, subject ocispec.Descriptor, trusted []key.Public, form Form, source string) Found {
 	f := Found{Form: form, Source: source}
-	payload, err := fetchBlob(ctx, repo, l)
 	if err != nil {
 		f.Problem = fmt.Sprintf("cannot read the signed payload: %v", err)
 		return f
@@ -224,9 +201,11 @@ func checkSimple(ctx context.Context, repo registry.Repository, l ocispec.Descri
 	return f
 }
 
-func checkBundle(ctx context.Context, repo registry.Repository, l ocispec.Descriptor, subject ocispec.Descriptor, trusted []key.Public, source string) Found {
+// checkBundle checks a sigstore bundle (read with err): its DSSE envelope's
+// one signature, by the key it names, over a cosign signature statement
+// about subject.
+func checkBundle(ctx context.Context, blob []byte, err error, subject ocispec.Descriptor, trusted []key.Public, source string) Found {
 	f := Found{Form: FormBundle, Source: source}
-	blob, err := fetchBlob(ctx, repo, l)
 	if err != nil {
 		f.Problem = fmt.Sprintf("cannot read the bundle: %v", err)
 		return f
@@ -248,8 +227,8 @@ func checkBundle(ctx context.Context, repo registry.Repository, l ocispec.Descri
 		f.Problem = fmt.Sprintf("the envelope has %d signatures, expected exactly 1", len(env.Signatures))
 		return f
 	}
-	payload, err1 := base64.StdEncoding.DecodeString(env.Payload)
-	sig, err2 := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	payload, err1 := env.DecodeB64Payload()
+	_, err2 := decodeSig(env.Signatures[0].Sig)
 	if err1 != nil || err2 != nil {
 		f.Problem = "the envelope's payload or signature is not base64"
 		return f
@@ -266,13 +245,7 @@ func checkBundle(ctx context.Context, repo registry.Repository, l ocispec.Descri
 			}
 		}
 	}
-	pae := PAE(env.PayloadType, payload)
-	for _, k := range candidates {
-		if k.Verify(pae, sig) {
-			f.Key = k.Fingerprint
-			break
-		}
-	}
+	f.Key = verifyEnvelope(ctx, env, candidates)
 	if f.Key == "" {
 		switch {
 		case f.Claimed != "" && !slices.ContainsFunc(trusted, func(k key.Public) bool { return k.Fingerprint == f.Claimed }):
@@ -297,18 +270,10 @@ func checkBundle(ctx context.Context, repo registry.Repository, l ocispec.Descri
 		f.Problem = fmt.Sprintf("an attestation (predicate %s), not a signature", st.PredicateType)
 		return f
 	}
-	for _, s := range st.Subject {
-		if s.Digest[subject.Digest.Algorithm().String()] == subject.Digest.Encoded() {
-			f.Valid = true
-			return f
-		}
+	if st.about(subject) {
+		f.Valid = true
+		return f
 	}
-	var names []string
-	for _, s := range st.Subject {
-		for alg, hex := range s.Digest {
-			names = append(names, alg+":"+hex)
-		}
-	}
-	f.Problem = fmt.Sprintf("the signed statement is for %s, not for this version", strings.Join(names, ", "))
+	f.Problem = fmt.Sprintf("the signed statement is for %s, not for this version", st.subjects())
 	return f
 }
