@@ -17,6 +17,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/tag"
@@ -63,34 +64,17 @@ type Event struct {
 // Build reads the report. only, when set, limits it to one version's
 // digest. serverKey, when set (the registry is modelreg serve), keeps only
 // the promotion records that registry signed: a record a client pushed is
-// not history.
+// not history. It runs in three steps: find the versions, read each one's
+// referrers once (signatures, lineage, evaluations, records), then place
+// every stage move on the versions it entered and left.
 func Build(ctx context.Context, repo registry.Repository, ref registry.Reference, only digest.Digest, trusted []key.Public, serverKey ed25519.PublicKey) (*Report, error) {
 	r := &Report{Repository: ref.Registry + "/" + ref.Repository, Generated: time.Now().UTC(), KeysTrusted: []string{}, Versions: []Version{}}
 	for _, k := range trusted {
 		r.KeysTrusted = append(r.KeysTrusted, k.Fingerprint)
 	}
-	tags, err := catalog.Tags(ctx, repo)
+	byDigest, err := versionTags(ctx, repo, r.Repository, only)
 	if err != nil {
-		return nil, remote.Explain(err, r.Repository)
-	}
-	var wanted []string
-	for _, t := range tags {
-		if k := tag.Classify(t); k == tag.Version || k == tag.Stage {
-			wanted = append(wanted, t)
-		}
-	}
-	digests, err := catalog.Resolve(ctx, repo, wanted)
-	if err != nil {
-		return nil, remote.Explain(err, r.Repository)
-	}
-	byDigest := map[digest.Digest][]string{}
-	for t, d := range digests {
-		byDigest[d] = append(byDigest[d], t)
-	}
-	if only != "" {
-		if _, ok := byDigest[only]; !ok {
-			byDigest[only] = nil
-		}
+		return nil, err
 	}
 	// Every promotion record of every version: a version left a stage when
 	// another version's record names it as previous.
@@ -103,49 +87,17 @@ func Build(ctx context.Context, repo registry.Repository, ref registry.Reference
 		if err != nil {
 			continue // not a model (or gone): not part of the report
 		}
-		recs, err := promotion.OfSigned(ctx, repo, v.Descriptor, serverKey)
+		ver, recs, err := readVersion(ctx, repo, v, ts, trusted, serverKey)
 		if err != nil {
 			return nil, err
 		}
-		for _, rec := range recs {
-			if serverKey == nil || rec.Trusted {
-				records = append(records, rec)
-			}
+		records = append(records, recs...)
+		if only == "" || d == only {
+			versions = append(versions, *ver)
 		}
-		if only != "" && d != only {
-			continue
-		}
-		slices.Sort(ts)
-		if ts == nil {
-			ts = []string{}
-		}
-		ver := Version{Digest: d.String(), Tags: ts, Metadata: v.Metadata}
-		if ver.Lineage, err = lineage.Gather(ctx, repo, v.Descriptor, trusted); err != nil {
-			return nil, err
-		}
-		if ver.Evaluations, err = evaluation.Of(ctx, repo, v.Descriptor); err != nil {
-			return nil, err
-		}
-		if ver.Signatures, err = signature.Find(ctx, repo, v.Descriptor, trusted); err != nil {
-			return nil, err
-		}
-		if ver.Signatures == nil {
-			ver.Signatures = []signature.Found{}
-		}
-		versions = append(versions, ver)
 	}
 	for i := range versions {
-		v := &versions[i]
-		v.Stages = []Event{}
-		for _, rec := range records {
-			if rec.Digest == v.Digest {
-				v.Stages = append(v.Stages, Event{Stage: rec.Stage, Event: "entered", Time: rec.Time, Actor: rec.Actor, Reason: rec.Reason, Rollback: rec.Rollback, Other: rec.Previous, Record: rec.Record})
-			}
-			if rec.Previous == v.Digest {
-				v.Stages = append(v.Stages, Event{Stage: rec.Stage, Event: "left", Time: rec.Time, Actor: rec.Actor, Reason: rec.Reason, Rollback: rec.Rollback, Other: rec.Digest, Record: rec.Record})
-			}
-		}
-		slices.SortStableFunc(v.Stages, func(a, b Event) int { return a.Time.Compare(b.Time) })
+		versions[i].Stages = stageEvents(versions[i].Digest, records)
 	}
 	slices.SortFunc(versions, func(a, b Version) int {
 		if c := b.Metadata.Created.Compare(a.Metadata.Created); c != 0 {
@@ -155,4 +107,86 @@ func Build(ctx context.Context, repo registry.Repository, ref registry.Reference
 	})
 	r.Versions = versions
 	return r, nil
+}
+
+// versionTags maps each digest a version or stage tag names to its tags
+// (and only, when set, to none if no tag names it).
+func versionTags(ctx context.Context, repo registry.Repository, name string, only digest.Digest) (map[digest.Digest][]string, error) {
+	tags, err := catalog.Tags(ctx, repo)
+	if err != nil {
+		return nil, remote.Explain(err, name)
+	}
+	var wanted []string
+	for _, t := range tags {
+		if k := tag.Classify(t); k == tag.Version || k == tag.Stage {
+			wanted = append(wanted, t)
+		}
+	}
+	digests, err := catalog.Resolve(ctx, repo, wanted)
+	if err != nil {
+		return nil, remote.Explain(err, name)
+	}
+	byDigest := map[digest.Digest][]string{}
+	for t, d := range digests {
+		byDigest[d] = append(byDigest[d], t)
+	}
+	if _, ok := byDigest[only]; only != "" && !ok {
+		byDigest[only] = nil
+	}
+	return byDigest, nil
+}
+
+// readVersion reads one version's referrers once and everything the report
+// says of it; recs are its promotion records (signed by serverKey, when set).
+func readVersion(ctx context.Context, repo registry.Repository, v *model.Version, tags []string, trusted []key.Public, serverKey ed25519.PublicKey) (*Version, []promotion.Record, error) {
+	l, err := referrers.List(ctx, repo, v.Descriptor, referrers.ListOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := promotion.From(ctx, l, serverKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	var recs []promotion.Record
+	for _, rec := range all {
+		if serverKey == nil || rec.Trusted {
+			recs = append(recs, rec)
+		}
+	}
+	slices.Sort(tags)
+	if tags == nil {
+		tags = []string{}
+	}
+	ver := &Version{Digest: v.Descriptor.Digest.String(), Tags: tags, Metadata: v.Metadata}
+	if ver.Lineage, err = lineage.GatherFrom(ctx, l, trusted); err != nil {
+		return nil, nil, err
+	}
+	if ver.Evaluations, err = evaluation.From(ctx, l); err != nil {
+		return nil, nil, err
+	}
+	found, err := signature.SearchFrom(ctx, l, trusted, signature.MaxSignatureReferrers)
+	if err != nil {
+		return nil, nil, err
+	}
+	ver.Signatures = found.Found
+	if ver.Signatures == nil {
+		ver.Signatures = []signature.Found{}
+	}
+	return ver, recs, nil
+}
+
+// stageEvents lists, oldest first, the moves that brought the version d
+// into a stage or took it out.
+func stageEvents(d string, records []promotion.Record) []Event {
+	events := []Event{}
+	for _, rec := range records {
+		if rec.Digest == d {
+			events = append(events, Event{Stage: rec.Stage, Event: "entered", Time: rec.Time, Actor: rec.Actor, Reason: rec.Reason, Rollback: rec.Rollback, Other: rec.Previous, Record: rec.Record})
+		}
+		if rec.Previous == d {
+			events = append(events, Event{Stage: rec.Stage, Event: "left", Time: rec.Time, Actor: rec.Actor, Reason: rec.Reason, Rollback: rec.Rollback, Other: rec.Digest, Record: rec.Record})
+		}
+	}
+	slices.SortStableFunc(events, func(a, b Event) int { return a.Time.Compare(b.Time) })
+	return events
 }
