@@ -110,6 +110,9 @@ names like staging or production are stages, moved only by promotion.`,
 				fmt.Fprintf(a.io.Err, "pushed %s: %d files, %s (%s uploaded, %s already present, %s mounted)\n", res.Reference, res.Files,
 					progress.Size(res.Size), progress.Size(res.Uploaded), progress.Size(res.Skipped), progress.Size(res.Mounted))
 			}
+			for _, w := range res.Warnings {
+				fmt.Fprintln(a.io.Err, "warning:", w)
+			}
 			fmt.Fprintln(a.io.Out, res.Digest)
 			return nil
 		},

@@ -49,17 +49,17 @@ func (c *Client) Sign(ctx context.Context, ref string, priv key.Private, form si
 // Verdict is what Verify found: every signature and the policy's decision
 // for each stage asked.
 type Verdict struct {
-	Digest        string              `json:"digest"`
-	Signatures    []signature.Found   `json:"signatures"`
-	Lineage       any                 `json:"lineage"`
-	Evaluations   any                 `json:"evaluations"`
-	Decisions     []policy.Decision   `json:"decisions"`
-	SignatureNote string              `json:"signatureNote,omitempty"`
-	OK            bool                `json:"ok"`
-	Descriptor    ocispec.Descriptor  `json:"-"`
-	Repository    string              `json:"-"`
-	Evidence      policy.Evidence     `json:"-"`
-	Policy        *policy.Policy      `json:"-"`
+	Digest        string             `json:"digest"`
+	Signatures    []signature.Found  `json:"signatures"`
+	Lineage       any                `json:"lineage"`
+	Evaluations   any                `json:"evaluations"`
+	Decisions     []policy.Decision  `json:"decisions"`
+	SignatureNote string             `json:"signatureNote,omitempty"`
+	OK            bool               `json:"ok"`
+	Descriptor    ocispec.Descriptor `json:"-"`
+	Repository    string             `json:"-"`
+	Evidence      policy.Evidence    `json:"-"`
+	Policy        *policy.Policy     `json:"-"`
 }
 
 // Verify finds the version's signatures (in the three cosign forms) and
