@@ -640,7 +640,10 @@ func TestDeleteRacingPromotion(t *testing.T) {
 		e.ok("sign", repo+":"+v, "--key", "alice.key")
 		body := fetchManifest(t, "http://"+reg.Addr+"/v2/team/race/manifests/"+d)
 		done := make(chan int, 2)
-		go func() { code, _ := put(t, reg.Addr, "team/race", "staging", ocispec.MediaTypeImageManifest, body); done <- code }()
+		go func() {
+			code, _ := put(t, reg.Addr, "team/race", "staging", ocispec.MediaTypeImageManifest, body)
+			done <- code
+		}()
 		go func() { code, _ := del(t, reg.Addr, "team/race", d); done <- code }()
 		<-done
 		<-done
