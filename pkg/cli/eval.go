@@ -28,7 +28,7 @@ object with a "metrics" member of that form.`,
   modelreg eval add localhost:5000/team/fraud:1.4.0 --file results.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			values, err := model.ParseMetrics(metrics)
+			values, err := model.ParseMetrics("--metric", metrics)
 			if err != nil {
 				return usageError{err}
 			}
@@ -44,7 +44,7 @@ object with a "metrics" member of that form.`,
 			}
 			if dataset != "" {
 				if _, err := lineage.ParseDataset(dataset); err != nil {
-					return usageError{err}
+					return usageError{fmt.Errorf("--%w", err)}
 				}
 			}
 			o := client.DefaultOptions()

@@ -37,12 +37,12 @@ func (f *lineageFlags) add(c *cobra.Command, withDatasets bool) {
 func (f *lineageFlags) validate() error {
 	for _, d := range f.datasets {
 		if _, err := lineage.ParseDataset(d); err != nil {
-			return usageError{err}
+			return usageError{fmt.Errorf("--%w", err)}
 		}
 	}
 	if f.code != "" {
 		if _, err := lineage.ParseCode(f.code); err != nil {
-			return usageError{err}
+			return usageError{fmt.Errorf("--%w", err)}
 		}
 	}
 	if f.baseModel != "" {

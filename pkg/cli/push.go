@@ -26,7 +26,7 @@ type pushFlags struct {
 func (f *pushFlags) options() (client.PushOptions, error) {
 	var err error
 	meta := model.Metadata{Framework: f.framework, Description: f.description, Datasets: f.lf.datasets}
-	if meta.Metrics, err = model.ParseMetrics(f.metrics); err != nil {
+	if meta.Metrics, err = model.ParseMetrics("--metric", f.metrics); err != nil {
 		return client.PushOptions{}, usageError{err}
 	}
 	if meta.Params, err = model.ParseKeyValues("--param", f.params); err != nil {
@@ -49,7 +49,7 @@ func (f *pushFlags) options() (client.PushOptions, error) {
 	}
 	rules, err := model.ParseRules(f.layerTypes)
 	if err != nil {
-		return client.PushOptions{}, usageError{err}
+		return client.PushOptions{}, usageError{fmt.Errorf("--layer-type: %w", err)}
 	}
 	po := client.PushOptions{Metadata: meta, Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
 	if !f.lf.empty() {

@@ -72,12 +72,12 @@ func ParseDataset(s string) (Input, error) {
 	if i := strings.LastIndex(s, "@sha256:"); i > 0 {
 		d, err := digest.Parse(s[i+1:])
 		if err != nil {
-			return in, fmt.Errorf("--dataset %q: %v", s, err)
+			return in, fmt.Errorf("dataset %q: %v", s, err)
 		}
 		in.URI, in.Digest = s[:i], map[string]string{"sha256": d.Encoded()}
 	}
 	if in.URI == "" {
-		return in, fmt.Errorf("--dataset %q: expected URI[@sha256:HEX]", s)
+		return in, fmt.Errorf("dataset %q: expected URI[@sha256:HEX]", s)
 	}
 	return in, nil
 }
@@ -86,7 +86,7 @@ func ParseDataset(s string) (Input, error) {
 func ParseCode(s string) (Input, error) {
 	i := strings.LastIndex(s, "@")
 	if i <= 0 || i == len(s)-1 {
-		return Input{}, fmt.Errorf("--code %q: expected REPOSITORY@COMMIT, e.g. https://github.com/acme/train@4f2a9c1", s)
+		return Input{}, fmt.Errorf("code %q: expected REPOSITORY@COMMIT, e.g. https://github.com/acme/train@4f2a9c1", s)
 	}
 	return Input{Kind: KindCode, URI: s[:i], Revision: s[i+1:]}, nil
 }

@@ -99,10 +99,10 @@ func ParseRules(specs []string) ([]Rule, error) {
 			kind = KindWeightConfig
 		}
 		if !ok || pat == "" || !slices.Contains(Kinds, kind) {
-			return nil, fmt.Errorf("--layer-type %q: expected PATTERN=KIND with KIND one of %s, e.g. --layer-type '*.bin=dataset'", s, strings.Join(Kinds, ", "))
+			return nil, fmt.Errorf("layer type rule %q: expected PATTERN=KIND with KIND one of %s, e.g. '*.bin=dataset'", s, strings.Join(Kinds, ", "))
 		}
 		if _, err := path.Match(pat, ""); err != nil {
-			return nil, fmt.Errorf("--layer-type %q: bad pattern: %v", s, err)
+			return nil, fmt.Errorf("layer type rule %q: bad pattern: %v", s, err)
 		}
 		rules = append(rules, Rule{Pattern: pat, Kind: kind})
 	}

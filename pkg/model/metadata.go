@@ -130,9 +130,10 @@ func ParseKeyValues(what string, kvs []string) (map[string]string, error) {
 	return out, nil
 }
 
-// ParseMetrics parses repeated KEY=NUMBER flags.
-func ParseMetrics(kvs []string) (map[string]float64, error) {
-	raw, err := ParseKeyValues("--metric", kvs)
+// ParseMetrics parses repeated KEY=NUMBER values; what names them in errors
+// (the CLI passes its flag, "--metric").
+func ParseMetrics(what string, kvs []string) (map[string]float64, error) {
+	raw, err := ParseKeyValues(what, kvs)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +141,7 @@ func ParseMetrics(kvs []string) (map[string]float64, error) {
 	for k, v := range raw {
 		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("--metric %s=%s: a metric must be a finite number (not NaN or Inf), e.g. --metric accuracy=0.93", k, v)
+			return nil, fmt.Errorf("%s %s=%s: a metric must be a finite number (not NaN or Inf), e.g. %s accuracy=0.93", what, k, v, what)
 		}
 		out[k] = f
 	}
