@@ -268,7 +268,7 @@ func (g *gate) move(ctx context.Context, r *http.Request, repo, stage string, ve
 	}
 	rec.Record, rec.Trusted = recManifest.m.Digest.String(), true
 	body, _ := json.Marshal(rec)
-	p := index.Promotion{Stage: stage, Digest: rec.Digest, Time: rec.Time, Trusted: true, Seq: rec.Seq, PrevRecord: rec.PreviousRecord, Body: body}
+	p := index.Promotion{Stage: stage, Digest: rec.Digest, Time: rec.Time, Trusted: true, Seq: rec.Seq, PrevRecord: rec.PreviousRecord, Adopts: rec.Anchors, Body: body}
 	if err := g.idx.CommitMove(ctx, recManifest.move, version, stage, recManifest.m, p); err != nil {
 		g.log.Error("indexing a stage move; it is repaired at the next move of the stage or restart", "repo", repo, "stage", stage, "record", rec.Record, "err", err)
 	}

@@ -238,7 +238,8 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 
 // index brings the index up to date with a manifest storage now holds.
 // On failure the write stays pending (repaired at the next start or by
-// the repair loop) and is recorded as a failure, never silently skipped.
+// `serve --reindex`) and is recorded as a failure on the status endpoint,
+// never silently skipped.
 func (rt *router) index(ctx context.Context, m index.Manifest, t string) bool {
 	err := rt.idx.PutManifest(ctx, m, t)
 	if err == nil {

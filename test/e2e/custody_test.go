@@ -509,10 +509,18 @@ func TestKillDuringPromotions(t *testing.T) {
 func apiSnapshot(t *testing.T, addr string) string {
 	t.Helper()
 	var out []string
+	var versions struct {
+		Versions []struct{ Digest string }
+	}
+	apiGet(t, addr, "models/team/crash/versions", &versions)
 	for _, p := range []string{"models/team/crash/stages/production/history", "models/team/crash/versions"} {
 		var v any
 		apiGet(t, addr, p, &v)
 		b, _ := json.Marshal(v)
+		out = append(out, string(b))
+	}
+	for _, v := range versions.Versions {
+		b, _ := json.Marshal(referrersOf(t, addr, "team/crash", v.Digest, ""))
 		out = append(out, string(b))
 	}
 	return strings.Join(out, "\n")
@@ -713,4 +721,44 @@ func TestDefaultPolicyCreatedLater(t *testing.T) {
 	if r.Code == 0 || !strings.Contains(r.Stderr, "required signatures") {
 		t.Errorf("oras tag to production after the policy appeared: exit %d\n%s", r.Code, r.Stderr)
 	}
+}
+
+// Genesis: a registry whose stage history was written before the chain
+// (here: records written by modelreg promote on plain distribution, then
+// the same storage served by modelreg serve) gets one signed anchor per
+// stage, so `history --verify` passes; records pushed after the upgrade are
+// never adopted, even across restarts.
+func TestUpgradeAnchorsOlderHistory(t *testing.T) {
+	plain := startPlainRegistry(t)
+	e := newEnv(t)
+	repo := plain.Addr + "/team/old"
+	v1 := pushVersion(t, e, repo+":1.0.0", "one")
+	v2 := pushVersion(t, e, repo+":2.0.0", "two")
+	e.ok("promote", repo+":1.0.0", "--to", "demo")
+	e.ok("promote", repo+":2.0.0", "--to", "demo")
+
+	p := startServeAt(t, plain.Data, "127.0.0.1:0")
+	repo = p.reg.Addr + "/team/old"
+	hist := decode[[]promotion.Record](t, e.ok("history", repo, "--stage", "demo", "--output", "json").Stdout)
+	if len(hist) != 3 || hist[0].Kind != promotion.KindAnchor || len(hist[0].Anchors) != 2 || hist[1].Digest != v2 || hist[2].Digest != v1 {
+		t.Fatalf("history after the upgrade: %+v", hist)
+	}
+	e.ok("history", repo, "--stage", "demo", "--verify")
+
+	// After the upgrade, a client-written record for a stage without a
+	// chain is kept but never history, even after a restart.
+	forged, _ := json.Marshal(promotion.Record{Repository: "team/old", Stage: "staging", Digest: v1, Actor: "mallory", Time: time.Now().UTC(), Keys: []string{}})
+	writeFile(t, filepath.Join(e.dir, "record.json"), string(forged), 0o644)
+	e.oras("attach", "--artifact-type", mediatypes.ArtifactTypePromotion, repo+"@"+v1, "record.json:"+mediatypes.ArtifactTypePromotion)
+	p.stop()
+	p = startServeAt(t, plain.Data, p.reg.Addr, "--reindex") // a rebuild tells the same history
+	if again := decode[[]promotion.Record](t, e.ok("history", repo, "--stage", "demo", "--output", "json").Stdout); len(again) != 3 {
+		t.Errorf("history after a rebuild: %+v", again)
+	}
+	if out := e.ok("history", repo, "--stage", "staging", "--output", "json").Stdout; strings.TrimSpace(out) != "[]" {
+		t.Errorf("a record pushed after the upgrade became history: %s", out)
+	}
+	// The next move continues the anchored chain.
+	e.ok("promote", repo+":1.0.0", "--to", "demo")
+	e.ok("history", repo, "--stage", "demo", "--verify")
 }
