@@ -168,6 +168,13 @@ func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref st
 // manifest is stored by digest first (distribution validates it), then the
 // server writes the signed record and moves the tag itself.
 func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
+	if _, ok := r.URL.Query()["tag"]; ok {
+		// The distribution spec's tags-on-push would write tags this
+		// handler did not gate; distribution v3.1.2 ignores it, and a later
+		// one must not turn it into a side door.
+		serveError(w, errUnsupported, "tag query parameters are not supported: PUT the manifest to each tag")
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
 		serveError(w, errManifestInvalid, "reading the manifest: "+err.Error())

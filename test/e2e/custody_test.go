@@ -593,6 +593,7 @@ func TestClientErrorsAre4xx(t *testing.T) {
 		{"a malformed referrers subject", "GET", "/v2/team/x/referrers/sha256:zz", "", nil},
 		{"a malformed subject", "PUT", "/v2/team/x/manifests/1.0.2", ocispec.MediaTypeImageManifest, bytes.Replace(manifest, []byte(`"layers":[]`), []byte(`"layers":[],"subject":{"mediaType":"a","digest":"sha256:zz","size":1}`), 1)},
 		{"a body that contradicts its Content-Type", "PUT", "/v2/team/x/manifests/1.0.3", ocispec.MediaTypeImageIndex, manifest},
+		{"tags on a push by digest (not gated, so refused)", "PUT", "/v2/team/x/manifests/" + digest.FromBytes(manifest).String() + "?tag=production", ocispec.MediaTypeImageManifest, manifest},
 	} {
 		code, body := httpDo(t, c.method, "http://"+reg.Addr+c.path, c.body, c.contentType)
 		if code < 400 || code >= 500 {
