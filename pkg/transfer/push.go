@@ -393,9 +393,7 @@ func pushFile(ctx context.Context, repo content.Storage, f model.File, known dig
 		if ok {
 			return known, "exists", 0, nil
 		}
-		if m, ok := repo.(interface {
-			Mount(context.Context, ocispec.Descriptor, string, func() (io.ReadCloser, error)) error
-		}); ok {
+		if m, ok := repo.(registry.Mounter); ok {
 			for _, from := range mountFrom {
 				if m.Mount(ctx, desc, from, nil) == nil {
 					return known, "mounted", 0, nil
