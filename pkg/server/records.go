@@ -68,7 +68,10 @@ func (d *decoder) promotion(m index.Manifest, layer ocispec.Descriptor, blob []b
 		if r.Kind == promotion.KindRemoval || r.Kind == promotion.KindAnchor && r.Digest == "" {
 			want = r.Previous
 		}
-		signed = canonical(m, mediatypes.ArtifactTypePromotion, layer, blob, r.Stage, r.Time) && subject.Digest.String() == want
+		// The exact manifest the server writes, about the version it names,
+		// in the repository it was written for: a signed record copied into
+		// another repository is not that repository's history.
+		signed = canonical(m, mediatypes.ArtifactTypePromotion, layer, blob, r.Stage, r.Time) && subject.Digest.String() == want && r.Repository == m.Repo
 	}
 	r.Record, r.Trusted = m.Digest.String(), signed
 	body, err := json.Marshal(r)
@@ -95,7 +98,7 @@ func (d *decoder) tombstone(m index.Manifest, layer ocispec.Descriptor, blob []b
 	if err := json.Unmarshal(payload, &t); err != nil {
 		return nil, err
 	}
-	if !signed || !canonical(m, mediatypes.ArtifactTypeTombstone, layer, blob, "", t.Time) {
+	if !signed || t.Repository != m.Repo || !canonical(m, mediatypes.ArtifactTypeTombstone, layer, blob, "", t.Time) {
 		return nil, errors.New("tombstone not written by this registry")
 	}
 	var out []index.Retirement

@@ -763,3 +763,26 @@ func TestUpgradeAnchorsOlderHistory(t *testing.T) {
 	e.ok("promote", repo+":1.0.0", "--to", "demo")
 	e.ok("history", repo, "--stage", "demo", "--verify")
 }
+
+// A signed record copied into another repository (where the same version
+// exists) is not that repository's history.
+func TestRecordCopiedToAnotherRepository(t *testing.T) {
+	reg := startServer(t)
+	e := newEnv(t)
+	a, b := reg.Addr+"/team/a", reg.Addr+"/team/b"
+	pushVersion(t, e, a+":1.0.0", "same")
+	pushVersion(t, e, b+":1.0.0", "same")
+	e.ok("promote", a+":1.0.0", "--to", "demo")
+	hist := decode[[]promotion.Record](t, e.ok("history", a, "--stage", "demo", "--output", "json").Stdout)
+	if len(hist) != 1 {
+		t.Fatalf("history of a: %+v", hist)
+	}
+	if r := e.exec("", nil, orasBin, "cp", "--from-plain-http", "--to-plain-http", a+"@"+hist[0].Record, b+"@"+hist[0].Record); r.Code != 0 {
+		t.Fatalf("oras cp of the record: %s", r.Stderr)
+	}
+	if out := e.ok("history", b, "--stage", "demo", "--output", "json").Stdout; strings.TrimSpace(out) != "[]" {
+		t.Errorf("a record copied from team/a became team/b's history: %s", out)
+	}
+	e.ok("promote", b+":1.0.0", "--to", "demo")
+	e.ok("history", b, "--stage", "demo", "--verify")
+}
