@@ -582,7 +582,11 @@ func (x *Index) Failures(ctx context.Context) ([]string, error) {
 // Fail records a manifest the index could not take, so it is reported
 // and retried (by the next repair or rebuild of its repository).
 func (x *Index) Fail(ctx context.Context, repo string, d digest.Digest, cause error) error {
-	_, err := x.db.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET error = excluded.error`,
+	return fail(ctx, x.db, repo, d, cause)
+}
+
+func fail(ctx context.Context, db execer, repo string, d digest.Digest, cause error) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET error = excluded.error`,
 		repo, d.String(), cause.Error())
 	return err
 }
@@ -783,8 +787,7 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO one`); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET error = excluded.error`,
-				repo, m.Digest.String(), ferr.Error()); err != nil {
+			if err := fail(ctx, tx, repo, m.Digest, ferr); err != nil {
 				return err
 			}
 		}
@@ -801,8 +804,7 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 				if perr := putManifest(ctx, tx, bare, now); perr != nil {
 					return perr
 				}
-				_, ferr := tx.ExecContext(ctx, `INSERT INTO failures (repo, digest, error) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO NOTHING`, repo, m.Digest.String(), err.Error())
-				return ferr
+				return fail(ctx, tx, repo, m.Digest, err)
 			}
 			if err != nil {
 				return err
