@@ -437,6 +437,32 @@ func (g *gate) checkDelete(ctx context.Context, repo, ref string) (retire []stri
 	return retire, d, nil
 }
 
+// removeStage empties an unprotected stage that has a history or holds a
+// model, as a recorded move (a removal record), so the history says the
+// stage is empty. It reports false for plain OCI content, which
+// distribution deletes as usual.
+func (g *gate) removeStage(ctx context.Context, r *http.Request, repo, stage string) (bool, error) {
+	cur, ok, err := g.st.tag(ctx, repo, stage)
+	if err != nil || !ok {
+		return false, err
+	}
+	chained, err := g.chained(ctx, repo, stage)
+	if err != nil {
+		return false, err
+	}
+	if !chained {
+		mt, raw, found, err := g.st.manifest(ctx, repo, cur.Digest)
+		if err != nil || !found {
+			return false, err
+		}
+		if c, err := model.ClassifyManifest(mt, raw); err != nil || c.Kind != model.KindModel {
+			return false, nil
+		}
+	}
+	_, err = g.move(ctx, r, repo, stage, nil, cur.Digest, nil, promotion.KindRemoval)
+	return err == nil, err
+}
+
 // tombstone records a deletion before it happens: who, when, and the
 // deleted manifest, signed by the server; the version tags it names are
 // retired for good.

@@ -345,13 +345,14 @@ func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 
 func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
 	ctx := r.Context()
-	if _, err := digest.Parse(ref); err != nil && strings.Contains(ref, ":") {
+	_, perr := digest.Parse(ref)
+	switch {
+	case perr != nil && strings.Contains(ref, ":"):
 		rt.next.ServeHTTP(w, r) // a malformed digest: distribution says so (400)
 		return
-	}
-	if _, err := digest.Parse(ref); err == nil {
+	case perr == nil:
 		defer rt.gate.lockRepo(name)()
-	} else {
+	default:
 		defer rt.gate.lock(name, ref)()
 	}
 	retire, d, err := rt.gate.checkDelete(ctx, name, ref)
@@ -359,29 +360,13 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 		return
 	}
 	if tag.Classify(ref) == tag.Stage {
-		// An unprotected stage holding a model: emptying it is a move,
-		// recorded like any other, so the history says it is empty.
-		cur, ok, err := rt.gate.st.tag(ctx, name, ref)
-		if err != nil {
-			rt.refuse(w, err)
+		removed, err := rt.gate.removeStage(ctx, r, name, ref)
+		if rt.refuse(w, err) {
 			return
 		}
-		if ok {
-			mt, raw, found, _ := rt.gate.st.manifest(ctx, name, cur.Digest)
-			c, cerr := model.ClassifyManifest(mt, raw)
-			chained, err := rt.gate.chained(ctx, name, ref)
-			if err != nil {
-				rt.refuse(w, err)
-				return
-			}
-			if found && (chained || cerr == nil && c.Kind == model.KindModel) {
-				if _, err := rt.gate.move(ctx, r, name, ref, nil, cur.Digest, nil, promotion.KindRemoval); err != nil {
-					rt.refuse(w, err)
-					return
-				}
-				w.WriteHeader(http.StatusAccepted)
-				return
-			}
+		if removed {
+			w.WriteHeader(http.StatusAccepted)
+			return
 		}
 	}
 	if retire != nil {
@@ -401,8 +386,8 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 	if sw.status != http.StatusAccepted {
 		return
 	}
-	if d, err := digest.Parse(ref); err == nil {
-		err = rt.idx.DeleteManifest(ctx, name, d)
+	if perr == nil {
+		err = rt.idx.DeleteManifest(ctx, name, digest.Digest(ref))
 	} else {
 		err = rt.idx.DeleteTag(ctx, name, ref)
 	}
