@@ -51,7 +51,7 @@ func (f *pushFlags) options() (client.PushOptions, error) {
 	if err != nil {
 		return client.PushOptions{}, usageError{fmt.Errorf("--layer-type: %w", err)}
 	}
-	po := client.PushOptions{Metadata: meta, Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
+	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
 	if !f.lf.empty() {
 		if po.Lineage, err = f.lf.options(); err != nil {
 			return client.PushOptions{}, err
@@ -76,9 +76,11 @@ to a directory inside a tree is refused. Empty directories are not stored.
 
 Blobs the registry already has are not uploaded again. The tag is written
 last, so a failed push leaves no version behind. Versions are immutable:
-pushing other content under an existing version fails, pushing the same
-content again succeeds without change. With the same files, metadata and
---created, the manifest digest is the same on every machine.
+pushing other content under an existing version fails, naming what differs
+(files, metrics, params, ...); pushing the same files and metadata again
+succeeds without change, also without --created (the existing version's
+creation time is kept), so a retried CI job is safe. With the same files,
+metadata and --created, the manifest digest is the same on every machine.
 
 The version tag must start with a digit or with v and a digit (1.4.0, v12);
 names like staging or production are stages, moved only by promotion.`,

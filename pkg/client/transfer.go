@@ -19,6 +19,10 @@ import (
 type PushOptions struct {
 	// Metadata goes into the manifest's annotations (part of the digest).
 	Metadata model.Metadata
+	// CreatedIsDefault says Metadata.Created is "now", not a time the
+	// caller chose: re-pushing identical files and metadata to an existing
+	// version is then a no-op (see transfer.PushOptions).
+	CreatedIsDefault bool
 	// Rules override file kinds (model.ParseRules).
 	Rules []model.Rule
 	// Lineage, when set, is recorded as a referrer of the new version.
@@ -55,7 +59,7 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 			return nil, err
 		}
 	}
-	opts := transfer.PushOptions{Metadata: o.Metadata, Concurrency: o.Concurrency, Progress: c.opts.Progress}
+	opts := transfer.PushOptions{Metadata: o.Metadata, CreatedIsDefault: o.CreatedIsDefault, Concurrency: o.Concurrency, Progress: c.opts.Progress}
 	hc, err := c.opts.Remote.Client(r.Registry)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Metadata is what a training job knows about a version beyond its files.
@@ -157,4 +158,58 @@ func validKey(k string) bool {
 		}
 	}
 	return k != ""
+}
+
+// Diff lists, for people, how a version to be pushed (its metadata and
+// layers) differs from an existing one: files added, removed or changed,
+// and each metadata field that differs. It explains an immutability
+// refusal.
+func Diff(old *Version, meta Metadata, layers []ocispec.Descriptor) []string {
+	var out []string
+	oldFiles := map[string]string{}
+	for _, f := range old.Files {
+		oldFiles[f.Path] = f.Descriptor.Digest.String()
+	}
+	newFiles := map[string]string{}
+	for _, l := range layers {
+		p := l.Annotations[mediatypes.AnnotationFilepath]
+		newFiles[p] = l.Digest.String()
+	}
+	var added, removed, changed []string
+	for p, d := range newFiles {
+		switch od, ok := oldFiles[p]; {
+		case !ok:
+			added = append(added, p)
+		case od != d:
+			changed = append(changed, p)
+		}
+	}
+	for p := range oldFiles {
+		if _, ok := newFiles[p]; !ok {
+			removed = append(removed, p)
+		}
+	}
+	for _, c := range []struct {
+		what  string
+		paths []string
+	}{{"files changed", changed}, {"files added", added}, {"files removed", removed}} {
+		if len(c.paths) > 0 {
+			slices.Sort(c.paths)
+			out = append(out, c.what+": "+strings.Join(c.paths, ", "))
+		}
+	}
+	o, n := old.Metadata.Annotations(), meta.Annotations()
+	keys := map[string]bool{}
+	for k := range o {
+		keys[k] = true
+	}
+	for k := range n {
+		keys[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		if o[k] != n[k] {
+			out = append(out, fmt.Sprintf("%s %q (existing) vs %q (this push)", k, o[k], n[k]))
+		}
+	}
+	return out
 }

@@ -35,6 +35,11 @@ import (
 type PushOptions struct {
 	// Metadata goes into the manifest's annotations.
 	Metadata model.Metadata
+	// CreatedIsDefault says Metadata.Created was not chosen by the caller
+	// (it is "now"): when the version tag exists, the existing version's
+	// creation time is taken instead, so a retried identical push (a CI
+	// re-run) is a no-op rather than an immutability error.
+	CreatedIsDefault bool
 	// Concurrency is how many files are hashed or uploaded at once.
 	Concurrency int
 	// Retry is how a file's upload is retried: each attempt reads the file
@@ -317,7 +322,9 @@ func (p *pusher) commit(ctx context.Context) (*PushResult, error) {
 	mdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest)), ArtifactType: mediatypes.ArtifactTypeModel}
 	if e := p.existing; e != nil {
 		if mdesc.Digest != e.Digest {
-			return nil, fmt.Errorf("version %s already exists with digest %s; versions are immutable: push under a new version tag", p.ref, e.Digest)
+			if err := p.conflict(ctx, *e, layers); err != errSameContent {
+				return nil, err
+			}
 		}
 		res := &PushResult{Reference: p.ref.String(), Digest: e.Digest.String(), MediaType: e.MediaType, Files: len(p.files), Unchanged: true, Warnings: p.warnings}
 		for _, f := range p.files {
@@ -346,6 +353,41 @@ func (p *pusher) commit(ctx context.Context) (*PushResult, error) {
 	}
 	return res, nil
 }
+
+// conflict explains why the version tag already names other content: it
+// is a no-op when only the default creation time differs (the caller did
+// not choose it), else an error naming what differs.
+func (p *pusher) conflict(ctx context.Context, existing ocispec.Descriptor, layers []ocispec.Descriptor) error {
+	immutable := fmt.Errorf("version %s already exists with digest %s; versions are immutable: push under a new version tag", p.ref, existing.Digest)
+	rc, err := p.repo.Fetch(ctx, existing)
+	if err != nil {
+		return immutable
+	}
+	raw, err := content.ReadAll(rc, existing)
+	rc.Close()
+	if err != nil {
+		return immutable
+	}
+	old, err := model.Parse(existing, raw)
+	if err != nil {
+		return immutable
+	}
+	meta := p.opts.Metadata
+	if p.opts.CreatedIsDefault {
+		meta.Created = old.Metadata.Created
+	}
+	if _, manifest, err := model.Pack(meta, layers); err == nil && digest.FromBytes(manifest) == existing.Digest {
+		return errSameContent
+	}
+	diffs := model.Diff(old, meta, layers)
+	if len(diffs) == 0 {
+		return immutable
+	}
+	return fmt.Errorf("%w; it differs in %s", immutable, strings.Join(diffs, "; "))
+}
+
+// errSameContent is conflict's "no conflict": the push is a no-op.
+var errSameContent = errors.New("same content")
 
 // pushTagged stores a manifest under a tag: in one request where the
 // target can (a registry), else as a push then a tag (an OCI layout).

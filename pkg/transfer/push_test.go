@@ -228,3 +228,37 @@ func TestPushCacheSaveFailureIsAWarning(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// A retried push (a CI re-run) of the same files and metadata to an
+// existing version succeeds as a no-op although "now" moved on; a push of
+// other content is refused naming what differs.
+func TestRepushIdempotentWithoutCreated(t *testing.T) {
+	ctx := context.Background()
+	reg := newTestRegistry(t)
+	repo, ref := connect(t, reg.host, "team/idem:1.0.0")
+	dir, files := writeModel(t, map[string]string{"model.safetensors": "weights"})
+	first := model.Metadata{Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Metrics: map[string]float64{"accuracy": 0.9}}
+	res, err := Push(ctx, repo, ref, files, PushOptions{Metadata: first, CreatedIsDefault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := first
+	again.Created = first.Created.Add(time.Hour)
+	res2, err := Push(ctx, repo, ref, files, PushOptions{Metadata: again, CreatedIsDefault: true})
+	if err != nil || !res2.Unchanged || res2.Digest != res.Digest {
+		t.Fatalf("identical re-push without --created: %+v, %v", res2, err)
+	}
+	if _, err := Push(ctx, repo, ref, files, PushOptions{Metadata: again}); err == nil || !strings.Contains(err.Error(), "org.opencontainers.image.created") {
+		t.Errorf("a chosen, different creation time: %v, want a refusal naming the created annotation", err)
+	}
+	other := first
+	other.Metrics = map[string]float64{"accuracy": 0.95}
+	if err := os.WriteFile(filepath.Join(dir, "extra.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files2 := collect(t, dir)
+	_, err = Push(ctx, repo, ref, files2, PushOptions{Metadata: other, CreatedIsDefault: true})
+	if err == nil || !strings.Contains(err.Error(), "immutable") || !strings.Contains(err.Error(), "files added: extra.json") || !strings.Contains(err.Error(), `io.modelreg.metric.accuracy "0.9" (existing) vs "0.95"`) {
+		t.Errorf("a push of other content: %v", err)
+	}
+}

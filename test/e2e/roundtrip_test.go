@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/catalog"
 	"github.com/modelreg/modelreg/pkg/transfer"
@@ -92,9 +93,14 @@ func TestVersionIsImmutable(t *testing.T) {
 	src := filepath.Join(e.dir, "m")
 	writeFile(t, filepath.Join(src, "w.bin"), "one", 0o644)
 	ref := reg.Addr + "/team/imm:2.0.0"
-	first := strings.TrimSpace(e.ok("push", ref, src).Stdout)
+	first := strings.TrimSpace(e.ok("push", ref, src, "--metric", "acc=0.5").Stdout)
+	// A CI re-run a second later: same files and metadata, no --created.
+	time.Sleep(1100 * time.Millisecond)
+	if again := strings.TrimSpace(e.ok("push", ref, src, "--metric", "acc=0.5").Stdout); again != first {
+		t.Errorf("the identical re-push reports %s, want %s", again, first)
+	}
 	writeFile(t, filepath.Join(src, "w.bin"), "two", 0o644)
-	e.fails([]string{"already exists with digest " + first, "immutable"}, "push", ref, src)
+	e.fails([]string{"already exists with digest " + first, "immutable", "files changed: w.bin", `io.modelreg.metric.acc "0.5" (existing) vs "0.6"`}, "push", ref, src, "--metric", "acc=0.6")
 	in := decode[catalog.Inspection](t, e.ok("inspect", ref, "--output", "json").Stdout)
 	if in.Version.Descriptor.Digest.String() != first {
 		t.Errorf("tag moved to %s", in.Version.Descriptor.Digest)
