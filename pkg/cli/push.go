@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/client"
@@ -19,6 +17,7 @@ type pushFlags struct {
 	concurrency                         int
 	chunkMiB                            int64
 	noCache                             bool
+	dedupe                              string
 	lf                                  lineageFlags
 }
 
@@ -51,7 +50,12 @@ func (f *pushFlags) options() (client.PushOptions, error) {
 	if err != nil {
 		return client.PushOptions{}, usageError{fmt.Errorf("--layer-type: %w", err)}
 	}
-	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
+	switch client.Dedupe(f.dedupe) {
+	case client.DedupeAuto, client.DedupeHash, client.DedupeStream:
+	default:
+		return client.PushOptions{}, usageError{fmt.Errorf("--dedupe %q: expected auto, hash or stream", f.dedupe)}
+	}
+	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
 	if !f.lf.empty() {
 		if po.Lineage, err = f.lf.options(); err != nil {
 			return client.PushOptions{}, err
@@ -74,7 +78,11 @@ doc, code, dataset), chosen from the file name; --layer-type overrides it.
 File modes are kept. Symbolic links to files are followed; a symbolic link
 to a directory inside a tree is refused. Empty directories are not stored.
 
-Blobs the registry already has are not uploaded again. The tag is written
+Blobs the registry already has are not uploaded again: files the digest cache
+knows are checked first, and (--dedupe auto) unknown files are hashed before
+anything is sent unless the registry is on this machine or the last large
+push to it ran faster than hashing could pay for, so a fresh CI runner
+re-pushing weights the registry holds sends none of them. The tag is written
 last, so a failed push leaves no version behind. Versions are immutable:
 pushing other content under an existing version fails, naming what differs
 (files, metrics, params, ...); pushing the same files and metadata again
@@ -130,17 +138,8 @@ names like staging or production are stages, moved only by promotion.`,
 	f.StringArrayVar(&pf.layerTypes, "layer-type", nil, "override a file's kind: PATTERN=KIND, KIND one of weight, config, doc, code, dataset (repeatable)")
 	f.IntVar(&pf.concurrency, "concurrency", 0, "files hashed and uploaded at once (default: 2 per CPU, at least 4)")
 	f.Int64Var(&pf.chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
+	f.StringVar(&pf.dedupe, "dedupe", "auto", "files the digest cache does not know: hash (hash first, never send what the registry has), stream (one read) or auto (hash unless the link is as fast as the disk: loopback, or the last large push to this registry ran over 350 MB/s)")
 	f.BoolVar(&pf.noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c
-}
-
-// cacheDir is modelreg's per-user cache ($XDG_CACHE_HOME/modelreg, or
-// ~/.cache/modelreg): digests of pushed files, resumable upload state.
-func cacheDir() string {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		d = os.TempDir()
-	}
-	return filepath.Join(d, "modelreg")
 }

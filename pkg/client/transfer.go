@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/catalog"
 	"github.com/modelreg/modelreg/pkg/lineage"
@@ -38,6 +39,10 @@ type PushOptions struct {
 	ChunkSize int64
 	// NoCache hashes every file instead of trusting the digest cache.
 	NoCache bool
+	// Dedupe decides how files the digest cache does not know are sent:
+	// hashed first (never sending what the registry has) or streamed in
+	// one read; "" is DedupeAuto.
+	Dedupe Dedupe
 }
 
 // Push uploads files and directories as the model version ref and, when
@@ -73,11 +78,16 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 	if !o.NoCache && c.opts.CacheDir != "" {
 		opts.Cache = transfer.OpenDigestCache(c.cachePath("digests.json"))
 	}
+	if opts.HashFirst, err = c.hashFirst(r.Registry, o.Dedupe); err != nil {
+		return nil, err
+	}
 	c.baseLayers(ctx, r, o.BaseModel, &opts)
+	start := time.Now()
 	res, err := transfer.Push(ctx, repo, r, files, opts)
 	if err != nil {
 		return nil, err
 	}
+	c.rememberLink(r.Registry, res.Uploaded, time.Since(start))
 	if o.Lineage != nil && !res.Unchanged {
 		if _, err := c.writeLineage(ctx, r, repo, digest.Digest(res.Digest), pred, o.Lineage); err != nil {
 			return res, fmt.Errorf("%s was pushed, but %w; add it with `modelreg lineage add`", res.Digest, err)

@@ -52,6 +52,11 @@ type PushOptions struct {
 	// Streamer, when set, uploads files in one read, resumably; without it
 	// files are hashed, then sent.
 	Streamer *Streamer
+	// HashFirst hashes every file the digest cache does not know before
+	// sending anything, so a blob the registry already has (a fresh CI
+	// runner re-pushing known weights) is never sent: one more read of each
+	// file, which only a link as fast as the disk cannot afford.
+	HashFirst bool
 	// Cache remembers digests of unchanged files between pushes; nil
 	// hashes every file.
 	Cache *DigestCache
@@ -203,7 +208,7 @@ func planPush(ctx context.Context, repo oras.Target, ref registry.Reference, fil
 		if d, ok := opts.Cache.Get(p.abs[i], info); ok {
 			p.known[i] = d
 		} else {
-			p.hashFirst[i] = opts.Streamer == nil || p.existing != nil || baseSizes[f.Size]
+			p.hashFirst[i] = opts.Streamer == nil || opts.HashFirst || p.existing != nil || baseSizes[f.Size]
 		}
 	}
 	return p, nil
