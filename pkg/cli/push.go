@@ -138,7 +138,7 @@ names like staging or production are stages, moved only by promotion.`,
 	f.StringArrayVar(&pf.layerTypes, "layer-type", nil, "override a file's kind: PATTERN=KIND, KIND one of weight, config, doc, code, dataset (repeatable)")
 	f.IntVar(&pf.concurrency, "concurrency", 0, "files hashed and uploaded at once (default: 2 per CPU, at least 4)")
 	f.Int64Var(&pf.chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
-	f.StringVar(&pf.dedupe, "dedupe", "auto", "files the digest cache does not know: hash (hash first, never send what the registry has), stream (one read) or auto (hash unless the link is as fast as the disk: loopback, or the last large push to this registry ran over 350 MB/s)")
+	f.StringVar(&pf.dedupe, "dedupe", "auto", "files the digest cache does not know: hash (hash first, never send what the registry has), stream (one read) or auto (hash unless the link is as fast as the disk: the last large push to this registry ran over 350 MB/s, or, with none remembered, it is on loopback)")
 	f.BoolVar(&pf.noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c

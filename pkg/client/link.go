@@ -30,9 +30,10 @@ const (
 // runs at about 1.4 GB/s on this project's machines (docs/transfer.md).
 const fastLink = 350e6 // bytes per second
 
-// hashFirst decides whether a push to host hashes unknown files first: not
-// on loopback (the registry is as fast as the disk), not when the last
-// large push to host went faster than fastLink, otherwise yes.
+// hashFirst decides whether a push to host hashes unknown files first:
+// by the speed the last large push to host reached when one is remembered
+// (below fastLink: hash first), else not on loopback (the registry is as
+// fast as the disk) and yes anywhere else.
 func (c *Client) hashFirst(host string, d Dedupe) (bool, error) {
 	switch d {
 	case DedupeHash:
@@ -43,13 +44,10 @@ func (c *Client) hashFirst(host string, d Dedupe) (bool, error) {
 	default:
 		return false, usage(fmt.Errorf("dedupe %q: expected auto, hash or stream", d))
 	}
-	if remote.IsLocalhost(host) {
-		return false, nil
+	if speed, ok := c.links()[host]; ok {
+		return speed < fastLink, nil // measured on an earlier push: trust it
 	}
-	if speed, ok := c.links()[host]; ok && speed >= fastLink {
-		return false, nil
-	}
-	return true, nil
+	return !remote.IsLocalhost(host), nil
 }
 
 // links reads the upload speeds remembered per registry host.

@@ -28,7 +28,8 @@ func TestHashFirstRule(t *testing.T) {
 	c.rememberLink("fast.example.com", 1<<30, time.Second)
 	c.rememberLink("slow.example.com", 1<<30, 20*time.Second)
 	c.rememberLink("tiny.example.com", 1<<20, time.Millisecond)
-	for host, want := range map[string]bool{"fast.example.com": false, "slow.example.com": true, "tiny.example.com": true} {
+	c.rememberLink("127.0.0.1:7000", 1<<30, 40*time.Second) // a loopback proxy in front of a slow link
+	for host, want := range map[string]bool{"fast.example.com": false, "slow.example.com": true, "tiny.example.com": true, "127.0.0.1:7000": true} {
 		if got, _ := c.hashFirst(host, DedupeAuto); got != want {
 			t.Errorf("after a remembered push, hashFirst(%s) = %v, want %v", host, got, want)
 		}
