@@ -9,6 +9,9 @@
 //     versions in 1,000 models;
 //   - referrers: listing 1,000 referrers of one subject through the
 //     Referrers API beside the tag-schema fallback on plain distribution.
+//   - wan (not in the default set: minutes): the same clients through a
+//     proxy adding latency and a per-connection bandwidth cap (-wan-rtt,
+//     -wan-mbps): pull, push, a fresh runner's re-push, resume after kill.
 //
 // Run it with `make bench`.
 package main
@@ -85,8 +88,12 @@ func main() {
 			all["overhead"] = overheadSuite(c)
 		case "index":
 			all["index"] = indexSuite(c)
+		case "load":
+			all["load"] = loadSuite(c)
 		case "referrers":
 			all["referrers"] = referrersSuite(c)
+		case "wan":
+			all["wan"] = wanSuite(c)
 		default:
 			fail("unknown suite " + name)
 		}
