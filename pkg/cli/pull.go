@@ -18,6 +18,7 @@ func (a *app) pullCmd() *cobra.Command {
 		ratio       int64
 		expand      = sizeFlag(transfer.DefaultMaxExpandBytes)
 		entries     int64
+		connections int
 	)
 	c := &cobra.Command{
 		Use:   "pull REF -o DIR",
@@ -61,9 +62,13 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 					return usageError{fmt.Errorf("%s %d: give a positive bound, or 0 for none", b.flag, b.v)}
 				}
 			}
+			if connections < 0 {
+				return usageError{fmt.Errorf("--connections %d: give a positive number of connections per large file (1: one stream)", connections)}
+			}
 			res, err := a.client(c, jsonOut).Pull(c.Context(), args[0], dir, transfer.PullOptions{
-				Concurrency:    concurrency,
-				MaxExpandRatio: noneIfZero(ratio), MaxExpandBytes: noneIfZero(int64(expand)), MaxEntries: noneIfZero(entries),
+				Concurrency:      concurrency,
+				RangeConnections: connections,
+				MaxExpandRatio:   noneIfZero(ratio), MaxExpandBytes: noneIfZero(int64(expand)), MaxEntries: noneIfZero(entries),
 			})
 			if err != nil {
 				return err
@@ -78,6 +83,7 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 	}
 	c.Flags().StringVarP(&dir, "output-dir", "o", "", "directory to create with the model's files (required)")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "files downloaded at once (default: one per CPU, at least 4)")
+	c.Flags().IntVar(&connections, "connections", 0, fmt.Sprintf("HTTP range requests, each on its own connection, that fetch one file of %d MiB or more (default %d; 1: one stream per file)", transfer.DefaultRangeThreshold>>20, transfer.DefaultRangeConnections))
 	c.Flags().Int64Var(&ratio, "max-expand-ratio", transfer.DefaultMaxExpandRatio, "most times its own size a tar layer may unpack to (at least 1 MiB); 0 for no bound")
 	c.Flags().Var(&expand, "max-expand-bytes", "most bytes a tar layer may unpack to beyond its own size (1073741824, 512MiB, 64GiB); 0 for no bound")
 	c.Flags().Int64Var(&entries, "max-entries", transfer.DefaultMaxEntries, "most files and directories one tar layer may hold; 0 for no bound")

@@ -60,6 +60,17 @@ type PullOptions struct {
 	// would exhaust the destination's inodes. 0 means DefaultMaxEntries; a
 	// negative value removes the bound.
 	MaxEntries int64
+
+	// RangeConnections is how many HTTP Range requests, each over its own
+	// connection, fetch one raw layer of at least RangeThreshold bytes
+	// from a registry (docs/transfer.md, "Ranged pull"). 0 means
+	// DefaultRangeConnections, except from a registry on loopback, read
+	// in one stream unless RangeConnections is set; 1 fetches every blob
+	// in one stream.
+	RangeConnections int
+	// RangeThreshold is the size from which a raw layer is fetched in
+	// ranges. 0 means DefaultRangeThreshold.
+	RangeThreshold int64
 }
 
 // The default decompression bounds of a pull. docs/format.md ("Decompression
@@ -90,7 +101,8 @@ const (
 
 // DefaultPullOptions fill the zero fields of the PullOptions given to
 // Pull: one file at once per CPU (at least 4), remote.DefaultRetryPolicy,
-// no progress reports, and the default decompression bounds.
+// no progress reports, the default decompression bounds, and large raw
+// layers fetched as DefaultRangeConnections ranges.
 var DefaultPullOptions = PullOptions{
 	Concurrency:    max(4, runtime.NumCPU()),
 	Retry:          remote.DefaultRetryPolicy,
@@ -98,6 +110,9 @@ var DefaultPullOptions = PullOptions{
 	MaxExpandRatio: DefaultMaxExpandRatio,
 	MaxExpandBytes: DefaultMaxExpandBytes,
 	MaxEntries:     DefaultMaxEntries,
+
+	RangeConnections: DefaultRangeConnections,
+	RangeThreshold:   DefaultRangeThreshold,
 }
 
 // withDefaults returns o with its zero fields taken from DefaultPullOptions.
@@ -119,6 +134,12 @@ func (o PullOptions) withDefaults() PullOptions {
 	}
 	if o.MaxEntries == 0 {
 		o.MaxEntries = DefaultPullOptions.MaxEntries
+	}
+	if o.RangeConnections <= 0 {
+		o.RangeConnections = DefaultPullOptions.RangeConnections
+	}
+	if o.RangeThreshold <= 0 {
+		o.RangeThreshold = DefaultPullOptions.RangeThreshold
 	}
 	return o
 }
@@ -192,6 +213,7 @@ func fetchReference(ctx context.Context, target oras.ReadOnlyTarget, ref string)
 // entries), and no path may be written by two layers, or twice by one tar:
 // such a version is refused, whatever order its layers arrive in.
 func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference, dir string, opts PullOptions) (*PullResult, error) {
+	rangesAsked := opts.RangeConnections > 0
 	opts = opts.withDefaults()
 	if err := checkDest(dir); err != nil {
 		return nil, err
@@ -227,13 +249,13 @@ func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference,
 	if err := opts.Retry.Do(ctx, func(ctx context.Context) error { return fetchVerified(ctx, repo, v.Config, io.Discard) }); err != nil {
 		return nil, fmt.Errorf("%s: config blob: %w", ref, err)
 	}
-	p := &puller{repo: repo, root: root, opts: opts, tree: tree}
+	p := &puller{repo: repo, root: root, opts: opts, tree: tree, blobs: newBlobSource(repo, rangesAsked)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
 	for i, f := range v.Files {
 		g.Go(func() error {
 			t := opts.Progress.Track("pulled", f.Path, f.Descriptor.Size)
-			err := opts.Retry.Do(gctx, func(ctx context.Context) error { return p.pullFile(ctx, i, f, t) })
+			err := p.pullLayer(gctx, i, f, t)
 			if err != nil {
 				name := f.Path
 				if name == "" {
@@ -313,14 +335,44 @@ type puller struct {
 	root *os.Root
 	opts PullOptions
 	tree *treeClaims
+	// blobs is set when the target is a registry: large raw layers are
+	// then fetched in ranges.
+	blobs *blobSource
 }
 
-// pullFile writes layer i (f) into the tree. It may run again after a
-// transient failure: it then writes the same files over.
-func (p *puller) pullFile(ctx context.Context, i int, f model.FileEntry, t progress.Tracker) error {
-	rc, err := p.repo.Fetch(ctx, f.Descriptor)
-	if err != nil {
-		return err
+// pullLayer writes layer i (f) into the tree: a large raw layer from a
+// registry that serves ranges as ranges over separate connections, each
+// retried alone; anything else in one stream, retried whole.
+func (p *puller) pullLayer(ctx context.Context, i int, f model.FileEntry, t progress.Tracker) error {
+	var first io.ReadCloser // a 200 answer to the first range request: the whole blob
+	if p.rangeable(f) {
+		body, err := p.pullRanged(ctx, f, t)
+		switch {
+		case err == nil && body == nil:
+			return nil
+		case errors.Is(err, errNoRanges):
+		case err != nil:
+			return err
+		default:
+			first = body
+		}
+	}
+	return p.opts.Retry.Do(ctx, func(ctx context.Context) error {
+		rc := first
+		first = nil
+		return p.pullFile(ctx, i, f, t, rc)
+	})
+}
+
+// pullFile writes layer i (f) into the tree, read from rc when it is not
+// nil, else fetched. It may run again after a transient failure: it then
+// writes the same files over.
+func (p *puller) pullFile(ctx context.Context, i int, f model.FileEntry, t progress.Tracker, rc io.ReadCloser) error {
+	if rc == nil {
+		var err error
+		if rc, err = p.repo.Fetch(ctx, f.Descriptor); err != nil {
+			return err
+		}
 	}
 	defer rc.Close()
 	vr := content.NewVerifyReader(progress.Reader(rc, t), f.Descriptor)
