@@ -130,7 +130,9 @@ func wanSuite(c config) map[string]any {
 	runJSON(env, c.work, &pushed, c.modelreg, "push", regAddr+"/bench/one:1.0.0", one, "--output", "json")
 	for r := range c.rounds {
 		out := filepath.Join(c.work, fmt.Sprintf("wan-pull-%d", r))
-		add(results, "modelreg pull", run(env, c.work, c.modelreg, "pull", addr+"/bench/one:1.0.0", "-o", out))
+		// --connections: the proxy listens on loopback, where pull's default
+		// is one stream (a real registry across a link gets ranges by default).
+		add(results, "modelreg pull", run(env, c.work, c.modelreg, "pull", addr+"/bench/one:1.0.0", "-o", out, "--connections", "8"))
 		os.RemoveAll(out)
 		orasOut := filepath.Join(c.work, fmt.Sprintf("wan-oras-pull-%d", r))
 		check(os.MkdirAll(orasOut, 0o755))
