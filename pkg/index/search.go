@@ -2,6 +2,7 @@ package index
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -195,6 +196,11 @@ const selective = 5000
 // the order asked and checks each row, stopping at the limit, when an
 // index gives that order; failing both, it evaluates the query by sets.
 func (x *Index) plan(ctx context.Context, q query.Node, indexed bool) (from, where string, args []any, err error) {
+	return plan(ctx, x.rd, q, indexed)
+}
+
+// plan is Index.plan on one reader connection or transaction.
+func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, where string, args []any, err error) {
 	from = "versions v"
 	if q == nil {
 		return from, "", nil, nil
@@ -222,7 +228,7 @@ func (x *Index) plan(ctx context.Context, q query.Node, indexed bool) (from, whe
 			return "", "", nil, err
 		}
 		var n int
-		if err := x.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`)`, a...).Scan(&n); err != nil {
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`)`, a...).Scan(&n); err != nil {
 			return "", "", nil, err
 		}
 		if n < bestCount {
@@ -309,13 +315,50 @@ func orderArgs(clause, spec string, args *[]any) (string, error) {
 	return clause, nil
 }
 
+// querier is what a read needs: the readers' pool, or one read
+// transaction on one of its connections.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// snapshot runs fn in one read transaction on one reader connection: a
+// request that makes several queries takes a connection from the pool
+// once (under load, each trip back to the pool waited behind every other
+// request's queries), and its queries all see the same committed state.
+func (x *Index) snapshot(ctx context.Context, fn func(db querier) error) error {
+	// The turn is taken in arrival order (database/sql hands a freed
+	// connection to a random waiter, which under load gave some requests
+	// many times the median wait).
+	select {
+	case x.turns <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-x.turns }()
+	tx, err := x.rd.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
 // Search returns the versions matching opts, with their tags and metadata.
-func (x *Index) Search(ctx context.Context, opts SearchOptions) ([]VersionRow, error) {
+func (x *Index) Search(ctx context.Context, opts SearchOptions) (out []VersionRow, err error) {
+	err = x.snapshot(ctx, func(db querier) error {
+		out, err = searchIn(ctx, db, opts)
+		return err
+	})
+	return out, err
+}
+
+func searchIn(ctx context.Context, db querier, opts SearchOptions) ([]VersionRow, error) {
 	order, indexed, err := orderBy(opts.OrderBy)
 	if err != nil {
 		return nil, err
 	}
-	from, where, args, err := x.plan(ctx, opts.Query, indexed)
+	from, where, args, err := plan(ctx, db, opts.Query, indexed)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +370,7 @@ func (x *Index) Search(ctx context.Context, opts SearchOptions) ([]VersionRow, e
 		opts.Limit = 100
 	}
 	args = append(args, opts.Limit, max(opts.Offset, 0))
-	rows, err := x.db.QueryContext(ctx, `SELECT v.repo, v.digest, v.created, v.framework, v.description, v.size, v.files
+	rows, err := db.QueryContext(ctx, `SELECT v.repo, v.digest, v.created, v.framework, v.description, v.size, v.files
 		FROM `+from+` `+where+` ORDER BY `+order+` LIMIT ? OFFSET ?`, args...)
 	if err != nil {
 		return nil, err
@@ -347,11 +390,11 @@ func (x *Index) Search(ctx context.Context, opts SearchOptions) ([]VersionRow, e
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	return out, x.fill(ctx, out)
+	return out, fill(ctx, db, out)
 }
 
 // fill adds tags, metrics, params and labels to rows, in three queries.
-func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
+func fill(ctx context.Context, db querier, rows []VersionRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -364,7 +407,7 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 		keys = append(keys, rows[i].Repository, rows[i].Digest)
 	}
 	in := "(repo, digest) IN (VALUES " + strings.Join(marks, ", ") + ")"
-	tq, err := x.db.QueryContext(ctx, `SELECT repo, digest, tag, kind FROM tags WHERE `+in+` ORDER BY tag`, keys...)
+	tq, err := db.QueryContext(ctx, `SELECT repo, digest, tag, kind FROM tags WHERE `+in+` ORDER BY tag`, keys...)
 	if err != nil {
 		return err
 	}
@@ -387,7 +430,7 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 		return err
 	}
 	tq.Close()
-	mq, err := x.db.QueryContext(ctx, `SELECT repo, digest, key, value FROM version_metrics WHERE `+in, keys...)
+	mq, err := db.QueryContext(ctx, `SELECT repo, digest, key, value FROM version_metrics WHERE `+in, keys...)
 	if err != nil {
 		return err
 	}
@@ -405,7 +448,7 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 		return err
 	}
 	mq.Close()
-	pq, err := x.db.QueryContext(ctx, `SELECT repo, digest, kind, key, value FROM version_props WHERE `+in, keys...)
+	pq, err := db.QueryContext(ctx, `SELECT repo, digest, kind, key, value FROM version_props WHERE `+in, keys...)
 	if err != nil {
 		return err
 	}
@@ -429,11 +472,19 @@ func (x *Index) fill(ctx context.Context, rows []VersionRow) error {
 type ModelRow = wire.ModelRow
 
 // Models lists model repositories by name, after the name after.
-func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow, error) {
+func (x *Index) Models(ctx context.Context, after string, limit int) (out []ModelRow, err error) {
+	err = x.snapshot(ctx, func(db querier) error {
+		out, err = models(ctx, db, after, limit)
+		return err
+	})
+	return out, err
+}
+
+func models(ctx context.Context, db querier, after string, limit int) ([]ModelRow, error) {
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	rows, err := x.db.QueryContext(ctx, `SELECT repo, COUNT(*), MAX(created) FROM versions WHERE repo > ? GROUP BY repo ORDER BY repo LIMIT ?`, after, limit)
+	rows, err := db.QueryContext(ctx, `SELECT repo, COUNT(*), MAX(created) FROM versions WHERE repo > ? GROUP BY repo ORDER BY repo LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -462,7 +513,7 @@ func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow
 		marks[i], names[i] = "?", out[i].Repository
 		at[out[i].Repository] = &out[i]
 	}
-	sq, err := x.db.QueryContext(ctx, `SELECT t.repo, t.tag, t.digest FROM tags t JOIN versions v ON v.repo = t.repo AND v.digest = t.digest
+	sq, err := db.QueryContext(ctx, `SELECT t.repo, t.tag, t.digest FROM tags t JOIN versions v ON v.repo = t.repo AND v.digest = t.digest
 		WHERE t.kind = 'stage' AND t.repo IN (`+strings.Join(marks, ", ")+`)`, names...)
 	if err != nil {
 		return nil, err
@@ -484,7 +535,7 @@ func (x *Index) Models(ctx context.Context, after string, limit int) ([]ModelRow
 // History returns the promotion records of a stage, newest first, as the
 // records' JSON.
 func (x *Index) History(ctx context.Context, repo, stage string) ([]json.RawMessage, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT body FROM promotions WHERE repo = ? AND stage = ? AND trusted = 1 ORDER BY seq DESC, time DESC, record DESC`, repo, stage)
+	rows, err := x.rd.QueryContext(ctx, `SELECT body FROM promotions WHERE repo = ? AND stage = ? AND trusted = 1 ORDER BY seq DESC, time DESC, record DESC`, repo, stage)
 	if err != nil {
 		return nil, err
 	}
