@@ -94,6 +94,7 @@ func indexSuite(c config) map[string]any {
 		tags["staging"] = manifests[perModel-1].Digest
 		check(idx.ReplaceRepo(ctx, repo, index.Content{Manifests: manifests, Tags: tags}))
 	}
+	check(idx.EndRebuild(ctx)) // filled in full: not to be rebuilt from (empty) storage
 	check(idx.Close())
 	fmt.Printf("indexed %d versions in %d models in %s\n", models*perModel, models, time.Since(start).Round(time.Second))
 
