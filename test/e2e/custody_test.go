@@ -6,6 +6,7 @@ package e2e
 // or raw HTTP as curl sends it).
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -541,22 +542,40 @@ func TestKillDuringRebuild(t *testing.T) {
 		}
 	}
 	p.stop()
+	// Kill the server the moment it says the rebuild began (a real SIGKILL,
+	// while it works through 150 repositories); a rebuild that already
+	// finished proves nothing, so try again.
 	killedMidway := false
-	for _, delay := range []time.Duration{50, 100, 200, 300, 450, 600, 800} {
-		cmd := exec.Command(modelregBin, "serve", "--addr", addr, "--data", data, "--reindex", "--log-format", "json")
-		var logs bytes.Buffer
-		cmd.Stderr = &logs
+	for attempt := 0; attempt < 5 && !killedMidway; attempt++ {
+		// The index is lost (a new disk, an upgrade): the start rebuilds it
+		// from nothing, which is where a cut-short rebuild used to look complete.
+		idxFiles, _ := filepath.Glob(filepath.Join(data, "modelreg", "index.db*"))
+		for _, f := range idxFiles {
+			os.Remove(f)
+		}
+		cmd := exec.Command(modelregBin, "serve", "--addr", addr, "--data", data, "--log-format", "json")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(delay * time.Millisecond)
-		cmd.Process.Kill()
-		cmd.Wait()
-		if strings.Contains(logs.String(), "rebuilding the index from storage") && !strings.Contains(logs.String(), "index rebuilt") {
-			killedMidway = true
-			break
+		var logs strings.Builder
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "rebuilding the index from storage") {
+				cmd.Process.Kill()
+				break
+			}
 		}
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+		}
+		cmd.Wait()
+		killedMidway = strings.Contains(logs.String(), "rebuilding the index from storage") && !strings.Contains(logs.String(), "index rebuilt")
 	}
 	if !killedMidway {
 		t.Fatal("no kill landed during the rebuild: the test proved nothing")
