@@ -454,7 +454,11 @@ func TestKillDuringPromotions(t *testing.T) {
 			holds = resolve(t, e, repo+":production")
 		}
 		if len(hist) > 0 && hist[0].Digest != holds || len(hist) == 0 && holds != "" {
-			t.Fatalf("round %d: the newest record names %v, the tag holds %q", round, hist, holds)
+			newest := "(none)"
+			if len(hist) > 0 {
+				newest = fmt.Sprintf("%s (record %s, seq %d)", hist[0].Digest, hist[0].Record, hist[0].Seq)
+			}
+			t.Fatalf("round %d: the newest record names %s, the tag holds %q", round, newest, holds)
 		}
 		if r := e.modelreg("history", repo, "--stage", "production", "--verify"); r.Code != 0 {
 			t.Fatalf("round %d: history --verify: %s", round, r.Stderr)
