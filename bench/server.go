@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/modelreg/modelreg/pkg/index"
-	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/server"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -62,43 +59,13 @@ func overheadSuite(c config) map[string]any {
 // indexSuite fills an index with 100,000 versions in 1,000 models and
 // measures the model API over HTTP against an in-process server.
 func indexSuite(c config) map[string]any {
-	const models, perModel = 1000, 100
+	const models, perModel = 1000, 100 // as fillIndex writes
 	dir := filepath.Join(c.work, "data-index")
-	idx, err := index.Open(mustDir(filepath.Join(dir, "modelreg")) + "/index.db")
-	check(err)
-	rng := rand.New(rand.NewPCG(1, 2))
-	frameworks := []string{"pytorch", "sklearn", "xgboost", "jax"}
 	start := time.Now()
-	ctx := context.Background()
-	for m := range models {
-		repo := fmt.Sprintf("team-%02d/model-%04d", m%50, m)
-		var manifests []index.Manifest
-		tags := map[string]digest.Digest{}
-		for v := range perModel {
-			layer := model.LayerDescriptor(model.File{Path: "model.safetensors", Mode: 0o644, Size: 1 << 30, Kind: model.KindWeight}, digest.FromString(fmt.Sprint(m, v)))
-			meta := model.Metadata{
-				Created:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(m*perModel+v) * time.Minute),
-				Framework: frameworks[rng.IntN(len(frameworks))],
-				Metrics:   map[string]float64{"accuracy": rng.Float64(), "f1": rng.Float64(), "loss": rng.Float64() * 3},
-				Params:    map[string]string{"lr": fmt.Sprint(rng.IntN(10)), "epochs": fmt.Sprint(rng.IntN(100))},
-				Labels:    map[string]string{"team": fmt.Sprintf("team-%02d", m%50), "owner": fmt.Sprintf("owner-%d", rng.IntN(200))},
-			}
-			_, raw, err := model.Pack(meta, []ocispec.Descriptor{layer})
-			check(err)
-			im, err := index.Describe(repo, ocispec.MediaTypeImageManifest, raw)
-			check(err)
-			manifests = append(manifests, im)
-			tags[fmt.Sprintf("1.%d.0", v)] = im.Digest
-		}
-		tags["production"] = manifests[perModel-2].Digest
-		tags["staging"] = manifests[perModel-1].Digest
-		check(idx.ReplaceRepo(ctx, repo, index.Content{Manifests: manifests, Tags: tags}))
-	}
-	check(idx.EndRebuild(ctx)) // filled in full: not to be rebuilt from (empty) storage
-	check(idx.Close())
+	fillIndex(dir)
 	fmt.Printf("indexed %d versions in %d models in %s\n", models*perModel, models, time.Since(start).Round(time.Second))
 
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	server.LogDistributionTo(quiet)
