@@ -61,6 +61,9 @@ func Execute(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintln(stdio.Err, "modelreg: interrupted; nothing was left half-written")
 		return 130
 	}
+	if errors.Is(err, remote.ErrPlainHTTP) {
+		err = fmt.Errorf("%w; pass --plain-http", err)
+	}
 	fmt.Fprintf(stdio.Err, "modelreg: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, client.ErrUsage) {

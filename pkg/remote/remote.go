@@ -337,13 +337,19 @@ func Explain(err error, what string) error {
 	case isUnreachable(err):
 		msg = fmt.Sprintf("%s: cannot reach the registry: %v; check the address and that the registry is running", what, rootCause(err))
 	case isTLSMismatch(err):
-		msg = fmt.Sprintf("%s: the registry speaks plain HTTP; pass --plain-http", what)
+		msg = fmt.Sprintf("%s: the registry speaks plain HTTP, not HTTPS", what)
+		err = fmt.Errorf("%w: %w", ErrPlainHTTP, err)
 	}
 	if msg == "" {
 		return err
 	}
 	return &explained{msg: msg, err: err}
 }
+
+// ErrPlainHTTP means the registry answered HTTPS with plain HTTP: the
+// caller should allow plain HTTP for it (Options.PlainHTTP; the CLI says
+// --plain-http).
+var ErrPlainHTTP = errors.New("the registry speaks plain HTTP")
 
 type explained struct {
 	msg string

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -141,5 +142,21 @@ func TestLogoutForgetsClients(t *testing.T) {
 	}
 	if a == b {
 		t.Error("the client from before the logout is still used")
+	}
+}
+
+// A registry that answers HTTPS with plain HTTP is explained without
+// naming a CLI flag, and is recognizable as ErrPlainHTTP.
+func TestExplainPlainHTTP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	_, err := http.Get("https://" + host + "/v2/")
+	if err == nil {
+		t.Fatal("an HTTPS request to a plain HTTP server succeeded")
+	}
+	e := Explain(err, "registry.example.com/team/m")
+	if !errors.Is(e, ErrPlainHTTP) || !strings.Contains(e.Error(), "speaks plain HTTP") || strings.Contains(e.Error(), "--") {
+		t.Errorf("explained as %q (ErrPlainHTTP: %v)", e, errors.Is(e, ErrPlainHTTP))
 	}
 }
