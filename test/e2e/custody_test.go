@@ -354,9 +354,7 @@ func TestDefaultPolicyInDataDir(t *testing.T) {
 	e := newEnv(t)
 	signers(t, e)
 	data := t.TempDir()
-	pol := strings.ReplaceAll(policyYAML, ": alice.pub", ": "+filepath.Join(e.dir, "alice.pub"))
-	pol = strings.ReplaceAll(pol, ": bob.pub", ": "+filepath.Join(e.dir, "bob.pub"))
-	pol = strings.ReplaceAll(pol, ": carol.pub", ": "+filepath.Join(e.dir, "carol.pub"))
+	pol := absolutePolicy(e)
 	writeFile(t, filepath.Join(data, "modelreg", "policy.yaml"), pol, 0o644)
 	reg := startServeAt(t, data, "127.0.0.1:0").reg
 	repo := reg.Addr + "/team/default"
@@ -386,24 +384,7 @@ func TestPolicyReloaded(t *testing.T) {
 	path := filepath.Join(e.dir, "policy.yaml")
 	writeFile(t, path, policyYAML+"  demo:\n    signatures: {keys: [alice], threshold: 1}\n", 0o644)
 	pushVersion(t, e, repo+":2.0.0", "two")
-	waitStages := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var st struct {
-				ProtectedStages []string `json:"protectedStages"`
-			}
-			apiGet(t, reg.Addr, "status", &st)
-			if strings.Join(st.ProtectedStages, ",") == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("protected stages %v 20 s after the policy file changed, want %s", st.ProtectedStages, want)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	waitStages("canary,demo,production,staging")
+	waitProtected(t, reg.Addr, "canary,demo,production,staging")
 	code, body := put(t, reg.Addr, "team/reload", "demo", ocispec.MediaTypeImageManifest, fetchManifest(t, "http://"+reg.Addr+"/v2/team/reload/manifests/2.0.0"))
 	wantDenied(t, "demo after the policy file protected it", code, body, "required signatures")
 	writeFile(t, path, "version: 1\nstages: [broken\n", 0o644)
@@ -723,24 +704,9 @@ func TestDefaultPolicyCreatedLater(t *testing.T) {
 	reg := startServeAt(t, data, "127.0.0.1:0").reg
 	repo := reg.Addr + "/team/later"
 	pushVersion(t, e, repo+":1.0.0", "one")
-	pol := strings.ReplaceAll(policyYAML, ": alice.pub", ": "+filepath.Join(e.dir, "alice.pub"))
-	pol = strings.ReplaceAll(pol, ": bob.pub", ": "+filepath.Join(e.dir, "bob.pub"))
-	pol = strings.ReplaceAll(pol, ": carol.pub", ": "+filepath.Join(e.dir, "carol.pub"))
+	pol := absolutePolicy(e)
 	writeFile(t, filepath.Join(data, "modelreg", "policy.yaml"), pol, 0o644)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var st struct {
-			ProtectedStages []string `json:"protectedStages"`
-		}
-		apiGet(t, reg.Addr, "status", &st)
-		if strings.Join(st.ProtectedStages, ",") == "canary,production,staging" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the policy written into the data directory is not in force after 20 s: %v", st.ProtectedStages)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitProtected(t, reg.Addr, "canary,production,staging")
 	r := e.exec("", nil, orasBin, "tag", "--plain-http", repo+":1.0.0", "production")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "required signatures") {
 		t.Errorf("oras tag to production after the policy appeared: exit %d\n%s", r.Code, r.Stderr)
@@ -808,4 +774,34 @@ func TestRecordCopiedToAnotherRepository(t *testing.T) {
 	}
 	e.ok("promote", b+":1.0.0", "--to", "demo")
 	e.ok("history", b, "--stage", "demo", "--verify")
+}
+
+// absolutePolicy is policyYAML with the key files of e named by absolute
+// path, for a policy file that lives in a server's data directory.
+func absolutePolicy(e *env) string {
+	pol := policyYAML
+	for _, k := range []string{"alice", "bob", "carol"} {
+		pol = strings.ReplaceAll(pol, ": "+k+".pub", ": "+filepath.Join(e.dir, k+".pub"))
+	}
+	return pol
+}
+
+// waitProtected waits (20 s at most) until the server's status endpoint
+// lists exactly the protected stages want (comma-separated, sorted).
+func waitProtected(t *testing.T, addr, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st struct {
+			ProtectedStages []string `json:"protectedStages"`
+		}
+		apiGet(t, addr, "status", &st)
+		if strings.Join(st.ProtectedStages, ",") == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("protected stages %v 20 s after the policy file changed, want %s", st.ProtectedStages, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
