@@ -32,10 +32,19 @@ const (
 // loadSuite runs modelreg serve (the binary, as users do) over an index of
 // 100,000 versions in 1,000 models, and 200 concurrent clients, each with
 // its own connection pool, issuing manifest GETs, searches and model lists;
-// then manifest GETs alone, on modelreg serve and on plain distribution.
+// then manifest GETs alone, on modelreg serve and on plain distribution;
+// then 32 concurrent pulls of a 256 MiB model (concurrentPulls) on both.
+// -load-pulls-only runs the pulls alone, on a server with an empty index.
 // MODELREG_BENCH_PPROF=127.0.0.1:PORT serves pprof from the server.
 func loadSuite(c config) map[string]any {
 	dir := filepath.Join(c.work, "data-load")
+	if *loadPullsOnly {
+		addr, stop := serve(c.modelreg, dir)
+		defer stop()
+		plain, stopPlain := startDistribution(c, filepath.Join(c.work, "data-load-plain"))
+		defer stopPlain()
+		return map[string]any{"concurrent pulls": concurrentPulls(c, addr, plain)}
+	}
 	start := time.Now()
 	// MODELREG_BENCH_INDEX=FILE keeps the filled index in FILE and reuses
 	// it on the next run (filling takes most of the suite's time).
@@ -117,6 +126,7 @@ func loadSuite(c config) map[string]any {
 			fmt.Printf("%-40s %-20s %8s %8d %8.2f %8.2f\n", "", route, "", s.N, s.P50, s.P99)
 		}
 	}
+	out["concurrent pulls"] = concurrentPulls(c, addr, plain)
 	return out
 }
 
