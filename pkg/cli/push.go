@@ -18,6 +18,7 @@ type pushFlags struct {
 	chunkMiB                            int64
 	noCache                             bool
 	dedupe                              string
+	connections                         int
 	lf                                  lineageFlags
 }
 
@@ -50,12 +51,15 @@ func (f *pushFlags) options() (client.PushOptions, error) {
 	if err != nil {
 		return client.PushOptions{}, usageError{fmt.Errorf("--layer-type: %w", err)}
 	}
+	if f.connections < 0 {
+		return client.PushOptions{}, usageError{fmt.Errorf("--connections %d: expected 1 or more (0 or unset: decided by the link)", f.connections)}
+	}
 	switch client.Dedupe(f.dedupe) {
 	case client.DedupeAuto, client.DedupeHash, client.DedupeStream:
 	default:
 		return client.PushOptions{}, usageError{fmt.Errorf("--dedupe %q: expected auto, hash or stream", f.dedupe)}
 	}
-	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache}
+	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache, Connections: f.connections}
 	if !f.lf.empty() {
 		if po.Lineage, err = f.lf.options(); err != nil {
 			return client.PushOptions{}, err
@@ -82,7 +86,13 @@ Blobs the registry already has are not uploaded again: files the digest cache
 knows are checked first, and (--dedupe auto) unknown files are hashed before
 anything is sent unless the registry is on this machine or the last large
 push to it ran faster than hashing could pay for, so a fresh CI runner
-re-pushing weights the registry holds sends none of them. The tag is written
+re-pushing weights the registry holds sends none of them. A file of 64 MiB
+or more is sent in parts over several connections (--connections) when the
+registry takes uploads in parts (modelreg serve does) and one connection is
+the limit: the registry is not on this machine and no earlier push saw one
+connection carry 350 MB/s. Interrupted uploads resume: a streamed file from
+its last whole chunk, a file in parts from the last byte the registry holds.
+The tag is written
 last, so a failed push leaves no version behind. Versions are immutable:
 pushing other content under an existing version fails, naming what differs
 (files, metrics, params, ...); pushing the same files and metadata again
@@ -139,6 +149,7 @@ names like staging or production are stages, moved only by promotion.`,
 	f.IntVar(&pf.concurrency, "concurrency", 0, "files hashed and uploaded at once (default: 2 per CPU, at least 4)")
 	f.Int64Var(&pf.chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
 	f.StringVar(&pf.dedupe, "dedupe", "auto", "files the digest cache does not know: hash (hash first, never send what the registry has), stream (one read) or auto (hash unless the link is as fast as the disk: the last large push to this registry ran over 350 MB/s, or, with none remembered, it is on loopback)")
+	f.IntVar(&pf.connections, "connections", 0, "connections one file of 64 MiB or more is sent over, in parts, to a registry taking uploads in parts (default: 8, or 1 when the registry is on loopback or one connection was seen to carry 350 MB/s; 1: never parts)")
 	f.BoolVar(&pf.noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/remote"
+	"github.com/modelreg/modelreg/pkg/transfer"
 )
 
 // Dedupe is how a push avoids sending blobs the registry already has when
@@ -44,33 +45,66 @@ func (c *Client) hashFirst(host string, d Dedupe) (bool, error) {
 	default:
 		return false, usage(fmt.Errorf("dedupe %q: expected auto, hash or stream", d))
 	}
-	if speed, ok := c.links()[host]; ok {
-		return speed < fastLink, nil // measured on an earlier push: trust it
+	if l, ok := c.links()[host]; ok {
+		return l.Push < fastLink, nil // measured on an earlier push: trust it
 	}
 	return !remote.IsLocalhost(host), nil
 }
 
-// links reads the upload speeds remembered per registry host.
-func (c *Client) links() map[string]float64 {
-	out := map[string]float64{}
+// link is what the client remembers of a registry host's link from the
+// last push that sent 64 MiB or more.
+type link struct {
+	// Push is the whole push's rate, bytes per second of wall time (all
+	// files and connections together): the dedupe rule's measure.
+	Push float64 `json:"push"`
+	// Connection is the fastest one upload request ran: what a single
+	// connection carries, the parts rule's measure (0: not measured).
+	Connection float64 `json:"connection,omitempty"`
+}
+
+// partConnections decides over how many connections a push sends one
+// large file (parts, to a registry that takes them): n when the caller
+// chose; else one on loopback (the registry is as fast as the disk, and
+// parts cost the server a second write) or when an earlier push saw one
+// connection carry fastLink; else DefaultRangeConnections, as a pull.
+func (c *Client) partConnections(host string, n int) int {
+	switch {
+	case n > 0:
+		return n
+	case remote.IsLocalhost(host):
+		return 1
+	case c.links()[host].Connection >= fastLink:
+		return 1
+	}
+	return transfer.DefaultRangeConnections
+}
+
+// links reads what is remembered of each registry host's link.
+func (c *Client) links() map[string]link {
+	out := map[string]link{}
 	if p := c.cachePath("links.json"); p != "" {
 		if b, err := os.ReadFile(p); err == nil {
-			json.Unmarshal(b, &out)
+			json.Unmarshal(b, &out) // another format (an older client's): start afresh
 		}
 	}
 	return out
 }
 
-// rememberLink keeps the speed a push to host reached (bytes per second
-// of the whole push, so a little under the link's), for the next push's
-// dedupe decision. Only pushes that sent 64 MiB or more say anything.
-func (c *Client) rememberLink(host string, sent int64, took time.Duration) {
+// rememberLink keeps the rate a push to host reached (bytes per second of
+// the whole push, so a little under the link's) and the fastest single
+// upload request, for the next push's dedupe and parts decisions. Only
+// pushes that sent 64 MiB or more say anything.
+func (c *Client) rememberLink(host string, sent int64, took time.Duration, connection float64) {
 	p := c.cachePath("links.json")
 	if p == "" || sent < 64<<20 || took <= 0 {
 		return
 	}
 	links := c.links()
-	links[host] = float64(sent) / took.Seconds()
+	l := link{Push: float64(sent) / took.Seconds(), Connection: connection}
+	if l.Connection == 0 {
+		l.Connection = links[host].Connection
+	}
+	links[host] = l
 	b, err := json.Marshal(links)
 	if err != nil {
 		return

@@ -43,6 +43,10 @@ type PushOptions struct {
 	// hashed first (never sending what the registry has) or streamed in
 	// one read; "" is DedupeAuto.
 	Dedupe Dedupe
+	// Connections is how many connections one file of 64 MiB or more is
+	// sent over, as parts, to a registry serving uploads in parts (modelreg
+	// serve); 1 never sends parts; 0 decides by the link (docs/transfer.md).
+	Connections int
 }
 
 // Push uploads files and directories as the model version ref and, when
@@ -81,19 +85,41 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 	if opts.HashFirst, err = c.hashFirst(r.Registry, o.Dedupe); err != nil {
 		return nil, err
 	}
+	if o.Connections < 0 {
+		return nil, usage(fmt.Errorf("connections %d: expected 1 or more (0: decided by the link)", o.Connections))
+	}
+	if n := c.partConnections(r.Registry, o.Connections); n > 1 && anyLarge(files) && transfer.SupportsParts(ctx, hc, c.opts.Remote.Scheme(r.Registry)+"://"+r.Registry) {
+		opts.Parts = &transfer.PartUploader{Client: hc, Registry: c.opts.Remote.Scheme(r.Registry) + "://" + r.Registry, Repository: r.Repository,
+			StateDir: c.cachePath("uploads"), Connections: n, Threshold: transfer.DefaultPartThreshold}
+	}
 	c.baseLayers(ctx, r, o.BaseModel, &opts)
 	start := time.Now()
 	res, err := transfer.Push(ctx, repo, r, files, opts)
 	if err != nil {
 		return nil, err
 	}
-	c.rememberLink(r.Registry, res.Uploaded, time.Since(start))
+	conn := opts.Streamer.FastestConnection()
+	if opts.Parts != nil {
+		conn = max(conn, opts.Parts.FastestConnection())
+	}
+	c.rememberLink(r.Registry, res.Uploaded, time.Since(start), conn)
 	if o.Lineage != nil && !res.Unchanged {
 		if _, err := c.writeLineage(ctx, r, repo, digest.Digest(res.Digest), pred, o.Lineage); err != nil {
 			return res, fmt.Errorf("%s was pushed, but %w; add it with `modelreg lineage add`", res.Digest, err)
 		}
 	}
 	return res, nil
+}
+
+// anyLarge says whether a push has a file large enough to send in parts,
+// before asking the registry whether it takes them.
+func anyLarge(files []model.File) bool {
+	for _, f := range files {
+		if f.Size >= transfer.DefaultPartThreshold {
+			return true
+		}
+	}
+	return false
 }
 
 // baseLayers lets a push mount from its base model when both are on one

@@ -17,6 +17,17 @@ var errQueryInvalid = errcode.Register("modelreg", errcode.ErrorDescriptor{
 	HTTPStatusCode: http.StatusBadRequest,
 })
 
+// errPartsInvalid is the uploads-in-parts extension's code for a request
+// that does not fit the upload (a part missing at completion, a part being
+// written twice at once); distribution's BLOB_UPLOAD_INVALID answers 404,
+// which a client would read as "the upload is gone".
+var errPartsInvalid = errcode.Register("modelreg", errcode.ErrorDescriptor{
+	Value:          "PARTS_INVALID",
+	Message:        "the upload in parts cannot take this request",
+	Description:    "A part is missing at completion, or is being written by another request; the detail lists missing parts.",
+	HTTPStatusCode: http.StatusBadRequest,
+})
+
 // The distribution-spec codes the extension answers with.
 var (
 	errDenied          = errcode.ErrorCodeDenied

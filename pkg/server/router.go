@@ -21,6 +21,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
+	"github.com/modelreg/modelreg/pkg/transfer"
 	"github.com/opencontainers/distribution-spec/specs-go/v1/extensions"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -45,11 +46,12 @@ const maxManifest = 4 << 20
 // endpoint, the gate on every manifest write and delete, and index updates
 // in the request that writes storage.
 type router struct {
-	next   http.Handler
-	idx    *index.Index
-	gate   *gate
-	log    *slog.Logger
-	status func() Status
+	next    http.Handler
+	idx     *index.Index
+	gate    *gate
+	uploads *uploads
+	log     *slog.Logger
+	status  func() Status
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,6 +61,9 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.discover(w, r)
 		return
 	case len(p) >= len(apiPrefix) && p[:len(apiPrefix)] == apiPrefix:
+		if rt.uploads != nil && rt.uploads.serve(w, r) {
+			return
+		}
 		rt.api(w, r)
 		return
 	}
@@ -118,8 +123,8 @@ func (rt *router) discover(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, extensions.ExtensionList{Extensions: []extensions.Extension{{
 		Name:        "_modelreg",
 		URL:         "https://github.com/modelreg/modelreg/blob/main/docs/api.md",
-		Description: "modelreg: Referrers API, model index and API, server-enforced promotion gates",
-		Endpoints:   []string{"_modelreg/v1"},
+		Description: "modelreg: Referrers API, model index and API, server-enforced promotion gates, uploads in parts",
+		Endpoints:   []string{"_modelreg/v1", transfer.PartsEndpoint},
 	}}})
 }
 

@@ -92,6 +92,7 @@ type Server struct {
 	app     *handlers.App
 	idx     *index.Index
 	gate    *gate
+	uploads *uploads
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -145,7 +146,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, status: s.Status}
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, status: s.Status}
 		s.gate.self = rt
 		h = rt
 	}
@@ -252,6 +253,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	dec := &decoder{pub: key.Public()}
 	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
 		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
+	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
 	fail := func(err error) error {
 		idx.Close()
 		s.idx = nil

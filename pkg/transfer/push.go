@@ -52,6 +52,10 @@ type PushOptions struct {
 	// Streamer, when set, uploads files in one read, resumably; without it
 	// files are hashed, then sent.
 	Streamer *Streamer
+	// Parts, when set, uploads files of Parts.Threshold bytes or more in
+	// parts over several connections (a registry with the uploads-in-parts
+	// extension), resumably.
+	Parts *PartUploader
 	// HashFirst hashes every file the digest cache does not know before
 	// sending anything, so a blob the registry already has (a fresh CI
 	// runner re-pushing known weights) is never sent: one more read of each
@@ -449,7 +453,17 @@ func pushFile(ctx context.Context, repo content.Storage, f model.File, known dig
 		}
 	}
 	// The file is read into the request as it is sent: the transport
-	// cannot replay that body, so the whole upload is retried here.
+	// cannot replay that body, so the whole upload is retried here (a
+	// resumable upload sends only what the registry lacks).
+	if opts.Parts != nil && f.Size >= opts.Parts.Threshold {
+		err = opts.Retry.Do(ctx, func(ctx context.Context) error {
+			var n int64
+			d, n, err = opts.Parts.Upload(ctx, f.Source, known, t)
+			sent += n
+			return err
+		})
+		return d, "pushed", sent, err
+	}
 	if opts.Streamer != nil {
 		err = opts.Retry.Do(ctx, func(ctx context.Context) error {
 			var n int64

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/opencontainers/go-digest"
@@ -41,7 +42,14 @@ type Streamer struct {
 	StateDir string
 	// Chunk is the bytes per PATCH; 0 means 256 MiB.
 	Chunk int64
+
+	fastest speedMeter
 }
+
+// FastestConnection is the highest rate one PATCH reached, in bytes per
+// second (0 before any of 8 MiB or more): what one connection to the
+// registry carries.
+func (s *Streamer) FastestConnection() float64 { return s.fastest.rate() }
 
 // uploadState is what a resumable upload saves after each chunk.
 type uploadState struct {
@@ -109,7 +117,11 @@ func (s *Streamer) Upload(ctx context.Context, path string, t progress.Tracker) 
 	for st.Offset < size {
 		n := min(chunk, size-st.Offset)
 		body := io.TeeReader(progress.Reader(ctxReader{ctx, io.NewSectionReader(f, st.Offset, n)}, t), h)
+		began := time.Now()
 		loc, err := s.patch(ctx, st.Location, st.Offset, n, body)
+		if err == nil {
+			s.fastest.record(n, time.Since(began))
+		}
 		if err != nil {
 			var e *errcode.ErrorResponse
 			if !errors.As(err, &e) || e.StatusCode != http.StatusRequestedRangeNotSatisfiable || resyncs >= maxResyncs {

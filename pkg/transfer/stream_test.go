@@ -204,7 +204,7 @@ func interrupted(t *testing.T, cut int64) (*fakeRegistry, *Streamer, string, []b
 	s := &Streamer{Client: srv.Client(), Base: srv.URL + "/v2/team/m", StateDir: filepath.Join(dir, "state"), Chunk: testChunk}
 	patches := 0
 	// Two full chunks, then the cut one.
-	s2 := *s
+	s2 := &Streamer{Base: s.Base, StateDir: s.StateDir, Chunk: s.Chunk}
 	s2.Client = clientFunc(func(r *http.Request) (*http.Response, error) {
 		if r.Method == http.MethodPatch {
 			patches++
