@@ -143,7 +143,9 @@ func wanSuite(c config) map[string]any {
 	pushResults := map[string]*result{}
 	files := relFiles(shards)
 	for r := range c.rounds {
-		add(pushResults, "modelreg push", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/shards:1.0.%d", addr, r), shards, "--no-cache", "--created", "2026-01-01T00:00:00Z", "--label", fmt.Sprintf("round=%d", r)))
+		// --connections 8: as for pull, the loopback proxy would otherwise
+		// get one connection per file.
+		add(pushResults, "modelreg push", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/shards:1.0.%d", addr, r), shards, "--no-cache", "--created", "2026-01-01T00:00:00Z", "--label", fmt.Sprintf("round=%d", r), "--connections", "8"))
 		// Fresh blobs each round: a different repository, so nothing is skipped.
 		args := append([]string{"push", "--plain-http", "--artifact-type", "application/vnd.cncf.model.manifest.v1+json", fmt.Sprintf("%s/bench/oras-shards-%d:1.0.0", addr, r)}, files...)
 		add(pushResults, "oras push", run(env, shards, c.oras, args...))
@@ -171,23 +173,35 @@ func wanSuite(c config) map[string]any {
 }
 
 // wanResume kills a push of a 1 GiB file through the link at about half,
-// then pushes again: the fraction sent again.
+// then pushes again: the fraction sent again, streamed (one connection,
+// 16 MiB chunks) and in parts (8 connections).
 func wanResume(c config, env []string, _ *wanProxy, addr string) map[string]any {
 	size := *wanMiB << 20
 	dir := filepath.Join(c.work, "wan-resume")
 	writeRandom(filepath.Join(dir, "model.safetensors"), size, 4343)
 	defer os.RemoveAll(dir)
-	ref := addr + "/bench/wan-resume:1.0.0"
-	cmd := exec.Command(c.modelreg, "push", ref, dir, "--chunk-size", "16", "--no-cache")
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	check(cmd.Start())
-	// At the capped rate, half the file takes size/2/rate seconds.
-	time.Sleep(time.Duration(float64(size/2) / (*wanMBps * 1e6) * float64(time.Second)))
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	var res struct{ Uploaded int64 }
-	s := runJSON(env, c.work, &res, c.modelreg, "push", ref, dir, "--chunk-size", "16", "--no-cache", "--output", "json")
-	fmt.Printf("resume through the link: killed (SIGKILL) after about half; the second run sent %d bytes (%.1f%% of the file) in %.2f s\n", res.Uploaded, 100*float64(res.Uploaded)/float64(size), s.Seconds)
-	return map[string]any{"fileBytes": size, "secondRunBytes": res.Uploaded, "fraction": float64(res.Uploaded) / float64(size), "seconds": s.Seconds}
+	out := map[string]any{}
+	for _, m := range []struct {
+		name  string
+		conns int
+		args  []string
+	}{
+		{"streamed", 1, []string{"--chunk-size", "16", "--connections", "1"}},
+		{"in parts", 8, []string{"--connections", "8"}},
+	} {
+		ref := fmt.Sprintf("%s/bench/wan-resume-%d:1.0.0", addr, m.conns)
+		cmd := exec.Command(c.modelreg, append([]string{"push", ref, dir, "--no-cache"}, m.args...)...)
+		cmd.Env = env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		check(cmd.Start())
+		// At the capped rate, half the file takes size/2/(rate × connections).
+		time.Sleep(time.Duration(float64(size/2) / (*wanMBps * 1e6 * float64(m.conns)) * float64(time.Second)))
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		var res struct{ Uploaded int64 }
+		s := runJSON(env, c.work, &res, c.modelreg, append([]string{"push", ref, dir, "--no-cache", "--output", "json"}, m.args...)...)
+		fmt.Printf("resume through the link, %s: killed (SIGKILL) after about half; the second run sent %d bytes (%.1f%% of the file) in %.2f s\n", m.name, res.Uploaded, 100*float64(res.Uploaded)/float64(size), s.Seconds)
+		out[m.name] = map[string]any{"fileBytes": size, "secondRunBytes": res.Uploaded, "fraction": float64(res.Uploaded) / float64(size), "seconds": s.Seconds}
+	}
+	return out
 }
