@@ -94,6 +94,9 @@ func loadSuite(c config) map[string]any {
 		}
 		return "versions of a model", api + fmt.Sprintf("models/team-%02d/model-%04d/versions?limit=100", (n/4)%50, (n/4)%1000)
 	}
+	onlySearch := func(client, i int) (string, string) {
+		return "search", api + search[(client*loadRequests+i)%len(search)]
+	}
 	onlyManifests := func(client, i int) (string, string) {
 		return "manifest GET", manifests[(client*loadRequests+i)%len(manifests)]
 	}
@@ -105,6 +108,7 @@ func loadSuite(c config) map[string]any {
 		// One client first: each request alone (the first 20 warm up).
 		{"modelreg serve, 1 client, mixed", addr, 1, 420, mixed},
 		{"modelreg serve, mixed", addr, loadClients, loadRequests, mixed},
+		{"modelreg serve, searches only", addr, loadClients, loadRequests, onlySearch},
 		{"modelreg serve, manifest GETs only", addr, loadClients, loadRequests, onlyManifests},
 		{"plain distribution, manifest GETs only", plain, loadClients, loadRequests, onlyManifests},
 	}
@@ -126,7 +130,9 @@ func loadSuite(c config) map[string]any {
 			fmt.Printf("%-40s %-20s %8s %8d %8.2f %8.2f\n", "", route, "", s.N, s.P50, s.P99)
 		}
 	}
-	out["concurrent pulls"] = concurrentPulls(c, addr, plain)
+	if !*loadSkipPulls {
+		out["concurrent pulls"] = concurrentPulls(c, addr, plain)
+	}
 	return out
 }
 

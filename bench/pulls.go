@@ -21,6 +21,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 )
 
+var loadSkipPulls = flag.Bool("load-skip-pulls", false, "load suite: skip its concurrent pulls (the request runs only)")
+
 var loadPullsOnly = flag.Bool("load-pulls-only", false, "load suite: run only its concurrent pulls of one large model (no index fill, no request runs)")
 
 // Concurrent pulls in the load suite: 32 clients at once, one model version

@@ -69,6 +69,16 @@ func TestConcurrentSearchAndWrites(t *testing.T) {
 					return
 				}
 				finish()
+				// A write is seen by the writer's next read, although
+				// the searchers keep the same question cached.
+				mine, err := idx.Search(ctx, SearchOptions{Query: query.And{
+					L: query.Cmp{Field: "labels", Key: "writer", Op: "=", Vals: []query.Value{{Str: fmt.Sprint(w)}}},
+					R: query.Cmp{Field: "stage", Op: "=", Vals: []query.Value{{Str: "production"}}},
+				}})
+				if err != nil || len(mine) != 1 || !slices.Contains(mine[0].Versions, fmt.Sprintf("1.%d.0", i)) {
+					t.Errorf("writer %d: right after staging 1.%d.0, the stage search answered %v, %v", w, i, mine, err)
+					return
+				}
 			}
 		}()
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/lineage"
@@ -159,7 +160,7 @@ type Index struct {
 	// db is the writer: one connection, so writes queue in Go (in order,
 	// cancellable) instead of spinning on SQLite's busy handler, and
 	// transactions begin IMMEDIATE, never failing to upgrade a read lock.
-	db *sql.DB
+	db writer
 	// rd is the readers' pool (query_only connections): in WAL mode they
 	// read the last committed state without waiting for the writer.
 	rd *sql.DB
@@ -173,14 +174,57 @@ type Index struct {
 	stale bool
 }
 
-// readTurns is how many searches and model lists run at once. They are
-// CPU bound (pure-Go SQLite over a memory-mapped file), so running more
-// than there are cores adds no throughput and slows everything else the
-// process serves (manifest GETs): measured with `go run ./bench -suite
-// load` on 2 cores, 2 turns gave the most requests per second and the
-// lowest manifest latency, 14 turns a third fewer and 7 times the
-// manifest p50. Requests beyond that wait for a turn in arrival order.
-func readTurns() int { return max(2, runtime.GOMAXPROCS(0)) }
+// writer is the index's writing connection. Every write goes through it,
+// so every write that may have changed the index advances gen after it
+// commits (Generation).
+type writer struct {
+	*sql.DB
+	gen *atomic.Uint64
+}
+
+func (w writer) Exec(q string, args ...any) (sql.Result, error) {
+	defer w.gen.Add(1)
+	return w.DB.Exec(q, args...)
+}
+
+func (w writer) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	defer w.gen.Add(1)
+	return w.DB.ExecContext(ctx, q, args...)
+}
+
+func (w writer) BeginTx(ctx context.Context, opts *sql.TxOptions) (wtx, error) {
+	tx, err := w.DB.BeginTx(ctx, opts)
+	return wtx{Tx: tx, gen: w.gen}, err
+}
+
+// wtx is a write transaction: its commit advances the writer's gen.
+type wtx struct {
+	*sql.Tx
+	gen *atomic.Uint64
+}
+
+func (t wtx) Commit() error {
+	defer t.gen.Add(1)
+	return t.Tx.Commit()
+}
+
+// Generation changes after every write to the index commits (and only
+// then): an answer computed from the index when Generation was g is still
+// exact while Generation is g. It is what lets the server cache answers
+// with exact invalidation.
+func (x *Index) Generation() uint64 { return x.db.gen.Load() }
+
+// readTurns is how many searches and model lists run at once: one fewer
+// than there are cores. They are CPU bound (pure-Go SQLite over a
+// memory-mapped file), so more adds no throughput, and the core left over
+// keeps the registry's own work (manifest and blob GETs) fast while the
+// index is busy. Measured with `go run ./bench -suite load` on 2 cores
+// (200 clients, mixed routes, hot answers served from the server's cache):
+// with 2 turns, manifest GET p99 57 ms and uncached version lists p50 334
+// ms; with 1 turn, 29 ms and 515 ms. 14 turns (before the cache) gave a
+// third fewer requests per second and 7 times the manifest p50. Requests
+// beyond that wait for a turn in arrival order.
+func readTurns() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
 // readerCacheKiB is each read connection's page cache. With the index
 // memory-mapped (mmapBytes), pages come from the OS page cache without a
@@ -209,7 +253,7 @@ func Open(path string) (*Index, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	x := &Index{db: db}
+	x := &Index{db: writer{DB: db, gen: new(atomic.Uint64)}}
 	if err := x.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("index %s: %w", path, err)
@@ -340,13 +384,13 @@ func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
 	return tx.Commit()
 }
 
-func putTag(ctx context.Context, tx *sql.Tx, repo, t string, d digest.Digest) error {
+func putTag(ctx context.Context, tx wtx, repo, t string, d digest.Digest) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO tags (repo, tag, digest, kind) VALUES (?, ?, ?, ?)
 		ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest`, repo, t, d.String(), tag.Classify(t).String())
 	return err
 }
 
-func putManifest(ctx context.Context, tx *sql.Tx, m Manifest, pushed string) error {
+func putManifest(ctx context.Context, tx wtx, m Manifest, pushed string) error {
 	ann, err := json.Marshal(m.Annotations)
 	if err != nil {
 		return err
@@ -371,7 +415,7 @@ func putManifest(ctx context.Context, tx *sql.Tx, m Manifest, pushed string) err
 	return putVersion(ctx, tx, m.Repo, v)
 }
 
-func putVersion(ctx context.Context, tx *sql.Tx, repo string, v *model.Version) error {
+func putVersion(ctx context.Context, tx wtx, repo string, v *model.Version) error {
 	d := v.Descriptor.Digest.String()
 	for _, q := range []string{`DELETE FROM version_metrics WHERE repo = ? AND digest = ?`, `DELETE FROM version_props WHERE repo = ? AND digest = ?`} {
 		if _, err := tx.ExecContext(ctx, q, repo, d); err != nil {

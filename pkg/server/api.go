@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -37,6 +38,9 @@ type apiRequest struct {
 type apiRoute struct {
 	pattern *regexp.Regexp
 	handle  func(rt *router, r apiRequest) (any, error)
+	// cached routes read nothing but the index: their answers are kept
+	// until the next index write (answers).
+	cached bool
 }
 
 func route(pattern string, h func(rt *router, r apiRequest) (any, error)) apiRoute {
@@ -45,13 +49,20 @@ func route(pattern string, h func(rt *router, r apiRequest) (any, error)) apiRou
 	return apiRoute{pattern: regexp.MustCompile("^" + p + "$"), handle: h}
 }
 
+// indexRoute is a route whose answer depends on the index alone.
+func indexRoute(pattern string, h func(rt *router, r apiRequest) (any, error)) apiRoute {
+	rte := route(pattern, h)
+	rte.cached = true
+	return rte
+}
+
 // apiRoutes are declared once, most specific first.
 var apiRoutes = []apiRoute{
 	route(`status`, (*router).apiStatus),
-	route(`models`, (*router).apiModels),
-	route(`search`, (*router).apiSearch),
+	indexRoute(`models`, (*router).apiModels),
+	indexRoute(`search`, (*router).apiSearch),
 	route(`lineage/descendants`, (*router).apiDescendants),
-	route(`models/{name}/versions`, (*router).apiVersions),
+	indexRoute(`models/{name}/versions`, (*router).apiVersions),
 	route(`models/{name}/versions/{ref}/lineage`, (*router).apiLineage),
 	route(`models/{name}/versions/{ref}`, (*router).apiVersion),
 	route(`models/{name}/stages/{ref}/history`, (*router).apiHistory),
@@ -81,6 +92,13 @@ func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 		m := rte.pattern.FindStringSubmatch(p)
 		if m == nil {
 			continue
+		}
+		if rte.cached && rt.answers != nil {
+			gen := rt.idx.Generation() // before the query: see answers
+			rt.answers.serve(w, r, gen, func(ctx context.Context) (any, error) {
+				return rte.handle(rt, apiRequest{ctx: ctx, args: m[1:], query: r.URL.Query()})
+			}, func(err error) { rt.apiError(w, err) })
+			return
 		}
 		v, err := rte.handle(rt, apiRequest{ctx: r.Context(), args: m[1:], query: r.URL.Query()})
 		if err != nil {
@@ -118,15 +136,28 @@ func writeJSON(w http.ResponseWriter, v any) { writeJSONAs(w, http.StatusOK, "ap
 // writeJSONAs encodes v before writing anything, so a value that cannot
 // be encoded is a 500 naming the problem, never an empty 200.
 func writeJSONAs(w http.ResponseWriter, status int, contentType string, v any) {
-	b, err := json.Marshal(v)
+	b, err := encodeJSON(v)
 	if err != nil {
-		serveError(w, errUnknown, "the answer could not be encoded: "+err.Error())
+		serveError(w, errUnknown, err.Error())
 		return
 	}
+	writeEncoded(w, status, contentType, b)
+}
+
+// encodeJSON is an answer's body: JSON and a newline.
+func encodeJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("the answer could not be encoded: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+func writeEncoded(w http.ResponseWriter, status int, contentType string, b []byte) {
 	w.Header().Set("Content-Type", contentType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 }
 
 func intParam(q url.Values, name string, def int) int {

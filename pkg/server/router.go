@@ -50,6 +50,7 @@ type router struct {
 	idx     *index.Index
 	gate    *gate
 	uploads *uploads
+	answers *answers
 	log     *slog.Logger
 	status  func() Status
 }

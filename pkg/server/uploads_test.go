@@ -243,4 +243,3 @@ func TestUploadInPartsResume(t *testing.T) {
 		t.Fatalf("complete after resume: %d %s", resp.StatusCode, b)
 	}
 }
-

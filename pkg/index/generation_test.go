@@ -1,0 +1,62 @@
+package index
+
+import (
+	"context"
+	"testing"
+
+	"github.com/modelreg/modelreg/pkg/query"
+	"github.com/opencontainers/go-digest"
+)
+
+// Every write through the index API advances Generation, and reads do
+// not: the server's answer cache relies on both.
+func TestGenerationFollowsEveryWrite(t *testing.T) {
+	idx := openFixture(t)
+	ctx := context.Background()
+	rows, err := idx.Search(ctx, SearchOptions{Query: query.Cmp{Field: "version", Op: "=", Vals: []query.Value{{Str: "2.1.0"}}}})
+	if err != nil || len(rows) != 1 {
+		t.Fatal(rows, err)
+	}
+	d := digest.Digest(rows[0].Digest)
+	m, ok, err := idx.Get(ctx, "team/risk", d)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	steps := []struct {
+		name  string
+		write func() error
+	}{
+		{"PutManifest", func() error { return idx.PutManifest(ctx, m, "production") }},
+		{"DeleteTag", func() error { return idx.DeleteTag(ctx, "team/risk", "production") }},
+		{"Retire", func() error { return idx.Retire(ctx, "team/risk", []Retirement{{Tag: "9.9.9", Digest: d.String()}}) }},
+		{"BeginMove", func() error {
+			_, err := idx.BeginMove(ctx, Move{Repo: "team/risk", Stage: "production", Target: d})
+			return err
+		}},
+		{"Fail", func() error { return idx.Fail(ctx, "team/risk", d, context.Canceled) }},
+		{"Begin", func() error { done, err := idx.Begin(ctx, "team/risk"); done(); return err }},
+		{"DeleteManifest", func() error { return idx.DeleteManifest(ctx, "team/risk", d) }},
+		{"ReplaceRepo", func() error { return idx.ReplaceRepo(ctx, "team/risk", Content{}) }},
+		{"BeginRebuild", func() error { return idx.BeginRebuild(ctx) }},
+		{"EndRebuild", func() error { return idx.EndRebuild(ctx) }},
+	}
+	for _, s := range steps {
+		before := idx.Generation()
+		if err := s.write(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if idx.Generation() == before {
+			t.Errorf("%s did not advance the generation", s.name)
+		}
+		g := idx.Generation()
+		if _, err := idx.Search(ctx, SearchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := idx.Models(ctx, "", 10); err != nil {
+			t.Fatal(err)
+		}
+		if idx.Generation() != g {
+			t.Errorf("a read after %s advanced the generation", s.name)
+		}
+	}
+}
