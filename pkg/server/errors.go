@@ -24,8 +24,19 @@ var errQueryInvalid = errcode.Register("modelreg", errcode.ErrorDescriptor{
 var errPartsInvalid = errcode.Register("modelreg", errcode.ErrorDescriptor{
 	Value:          "PARTS_INVALID",
 	Message:        "the upload in parts cannot take this request",
-	Description:    "A part is missing at completion, or is being written by another request; the detail lists missing parts.",
+	Description:    "A part is missing at completion; the detail lists the missing parts.",
 	HTTPStatusCode: http.StatusBadRequest,
+})
+
+// errPartBusy answers a part request while another request is still
+// writing that part: typically the request of a client that was killed,
+// which the server reads until its connection is dropped. The client
+// waits and asks what is held (Retry-After).
+var errPartBusy = errcode.Register("modelreg", errcode.ErrorDescriptor{
+	Value:          "PART_BUSY",
+	Message:        "another request is writing this part",
+	Description:    "Another request is still writing the part; retry after the Retry-After seconds, from what the upload's status then says is held.",
+	HTTPStatusCode: http.StatusConflict,
 })
 
 // The distribution-spec codes the extension answers with.

@@ -296,7 +296,8 @@ func (us *uploads) putPart(w http.ResponseWriter, r *http.Request, u *upload, n 
 		return
 	case u.writing[n]:
 		u.mu.Unlock()
-		serveError(w, errPartsInvalid, fmt.Sprintf("part %d is being written by another request", n))
+		w.Header().Set("Retry-After", "1")
+		serveError(w, errPartBusy, fmt.Sprintf("part %d is being written by another request (a killed client's, until its connection drops): retry, from what GET on the upload says is held", n))
 		return
 	case from != 0 && from != held:
 		u.mu.Unlock()
@@ -399,21 +400,22 @@ func (us *uploads) complete(w http.ResponseWriter, r *http.Request, name, id str
 	u.mu.Lock()
 	var missing []int
 	for i, h := range u.state.Held {
-		if h != u.state.partLen(i) || u.writing[i] {
+		if h != u.state.partLen(i) { // also a part being written
 			missing = append(missing, i)
 		}
 	}
 	busy := u.done
-	if len(missing) == 0 {
+	if len(missing) == 0 && !busy {
 		u.done = true
 	}
 	u.mu.Unlock()
 	switch {
-	case busy:
-		serveError(w, errPartsInvalid, "the upload is being completed by another request")
-		return
 	case len(missing) > 0:
 		serveError(w, errPartsInvalid, fmt.Sprintf("%d of %d parts are not held whole yet", len(missing), u.state.parts()), transfer.PartsMissing{Missing: missing})
+		return
+	case busy:
+		w.Header().Set("Retry-After", "1")
+		serveError(w, errPartBusy, "the upload is being completed by another request")
 		return
 	}
 	select {

@@ -21,6 +21,7 @@ import (
 	"github.com/opencontainers/distribution-spec/specs-go/v1/extensions"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // PartUploader sends one large file as parts over several connections at
@@ -227,7 +228,7 @@ func (p *PartUploader) Upload(ctx context.Context, path string, known digest.Dig
 			if err := gctx.Err(); err != nil {
 				return err // another part failed: send no more
 			}
-			c, err := p.putPart(gctx, loc, n, h, want, io.NewSectionReader(f, int64(n)*up.PartSize+h, want-h), t)
+			c, err := p.sendPart(gctx, loc, n, h, want, up.PartSize, f, t)
 			sent.Add(c)
 			return err
 		})
@@ -314,6 +315,52 @@ func (p *PartUploader) create(ctx context.Context, size int64) (*PartsUpload, st
 	return &up, loc, nil
 }
 
+// maxBusyWait bounds how long a part waits for another request writing it
+// (a killed client's, read by the server until its connection drops).
+const maxBusyWait = 2 * time.Minute
+
+// sendPart sends part n from byte from. While the server answers that
+// another request is writing the part (409 PART_BUSY), it waits; then, or
+// when the server holds another length of the part than from (416: that
+// request ended after this client asked), it asks what the server holds
+// of the part and continues from there.
+func (p *PartUploader) sendPart(ctx context.Context, loc string, n int, from, want, partSize int64, f io.ReaderAt, t progress.Tracker) (int64, error) {
+	var total int64
+	wait := 250 * time.Millisecond
+	deadline := time.Now().Add(maxBusyWait)
+	for {
+		c, err := p.putPart(ctx, loc, n, from, want, io.NewSectionReader(f, int64(n)*partSize+from, want-from), t)
+		total += c
+		var e *errcode.ErrorResponse
+		if err == nil || !errors.As(err, &e) || time.Now().After(deadline) {
+			return total, err
+		}
+		switch e.StatusCode {
+		case http.StatusConflict:
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return total, ctx.Err()
+			}
+			wait = min(2*wait, 2*time.Second)
+		case http.StatusRequestedRangeNotSatisfiable:
+		default:
+			return total, err
+		}
+		var up PartsUpload
+		if _, err := p.do(ctx, http.MethodGet, loc, nil, &up); err != nil {
+			return total, err
+		}
+		if n >= len(up.Held) {
+			return total, fmt.Errorf("the registry's upload has %d parts, not %d", len(up.Held), n+1)
+		}
+		from = up.Held[n]
+		if from >= want {
+			return total, nil
+		}
+	}
+}
+
 // putPart sends bytes [from, want) of part n and returns how many went
 // over the wire.
 func (p *PartUploader) putPart(ctx context.Context, loc string, n int, from, want int64, body io.Reader, t progress.Tracker) (int64, error) {
@@ -325,6 +372,9 @@ func (p *PartUploader) putPart(ctx context.Context, loc string, n int, from, wan
 	}
 	req.ContentLength = want - from
 	req.Header.Set("Content-Type", "application/octet-stream")
+	// The body waits for the server's 100 Continue: a part refused (busy,
+	// already held, another offset) costs a round trip, not its bytes.
+	req.Header.Set("Expect", "100-continue")
 	if from > 0 {
 		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", from, want-1))
 	}

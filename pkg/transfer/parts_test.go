@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -212,3 +214,61 @@ func TestPushInParts(t *testing.T) {
 type clientFunc func(*http.Request) (*http.Response, error)
 
 func (f clientFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A killed client's part request that the server is still reading makes
+// the next client wait (409 PART_BUSY), then continue from the bytes that
+// request left: nothing is sent twice and the blob is exact.
+func TestPartUploaderWaitsForABusyPart(t *testing.T) {
+	addr := serve(t)
+	path, content := randomFile(t, 4<<20)
+	state := t.TempDir()
+	// Open the upload as the uploader would, and save its state; no part
+	// arrives.
+	u := &transfer.PartUploader{Registry: "http://" + addr, Repository: "team/m", StateDir: state, Connections: 2, PartSize: 2 << 20,
+		Client: clientFunc(func(r *http.Request) (*http.Response, error) {
+			if strings.Contains(r.URL.Path, "/parts/") {
+				return nil, errors.New("no network")
+			}
+			return http.DefaultClient.Do(r)
+		})}
+	if _, _, err := u.Upload(context.Background(), path, "", progress.Discard().Track("", "", 0)); err == nil {
+		t.Fatal("an upload without its parts succeeded")
+	}
+	var loc string
+	ents, _ := os.ReadDir(state)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(state, e.Name()))
+		var st struct{ Location string }
+		json.Unmarshal(b, &st)
+		loc = st.Location
+	}
+	if loc == "" {
+		t.Fatal("no saved upload")
+	}
+	// A lingering request on part 0: half a MiB of 2, connection held open.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PUT %s/parts/0 HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", loc, addr, 2<<20)
+	conn.Write(content[:1<<19])
+	go func() { time.Sleep(time.Second); conn.Close() }()
+	time.Sleep(100 * time.Millisecond)
+
+	u = &transfer.PartUploader{Client: http.DefaultClient, Registry: "http://" + addr, Repository: "team/m", StateDir: state, Connections: 2, PartSize: 2 << 20}
+	start := time.Now()
+	d, sent, err := u.Upload(context.Background(), path, "", progress.Discard().Track("", "", 0))
+	if err != nil || d != digest.FromBytes(content) {
+		t.Fatal(d, err)
+	}
+	if time.Since(start) < 500*time.Millisecond {
+		t.Error("the upload did not wait for the lingering request")
+	}
+	// The lingering request left half a MiB of part 0.
+	if want := int64(4<<20 - 1<<19); sent != want {
+		t.Errorf("sent %d bytes, want %d (what the server lacked)", sent, want)
+	}
+	if !bytes.Equal(fetchBlob(t, addr, "team/m", d, len(content)), content) {
+		t.Fatal("the blob is not the file")
+	}
+}
