@@ -145,8 +145,9 @@ func wanSuite(c config) map[string]any {
 	for r := range c.rounds {
 		// --connections 8: as for pull, the loopback proxy would otherwise
 		// get one connection per file.
-		add(pushResults, "modelreg push", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/shards:1.0.%d", addr, r), shards, "--no-cache", "--created", "2026-01-01T00:00:00Z", "--label", fmt.Sprintf("round=%d", r), "--connections", "8"))
-		// Fresh blobs each round: a different repository, so nothing is skipped.
+		// Fresh blobs each round for both: a different repository, so
+		// nothing is skipped (a blob is found only in its own repository).
+		add(pushResults, "modelreg push", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/shards-%d:1.0.0", addr, r), shards, "--no-cache", "--created", "2026-01-01T00:00:00Z", "--connections", "8"))
 		args := append([]string{"push", "--plain-http", "--artifact-type", "application/vnd.cncf.model.manifest.v1+json", fmt.Sprintf("%s/bench/oras-shards-%d:1.0.0", addr, r)}, files...)
 		add(pushResults, "oras push", run(env, shards, c.oras, args...))
 	}
@@ -158,7 +159,7 @@ func wanSuite(c config) map[string]any {
 	defer os.RemoveAll(fresh)
 	freshEnv := append(os.Environ(), "HOME="+filepath.Join(c.work, "fresh-home"), "XDG_CACHE_HOME="+filepath.Join(c.work, "fresh-cache"))
 	var again struct{ Uploaded, Size int64 }
-	s := runJSON(freshEnv, c.work, &again, c.modelreg, "push", addr+"/bench/shards:2.0.0", fresh, "--dedupe", "hash", "--output", "json")
+	s := runJSON(freshEnv, c.work, &again, c.modelreg, "push", addr+"/bench/shards-0:2.0.0", fresh, "--dedupe", "hash", "--output", "json")
 	first := pushResults["modelreg push"].Median
 	fmt.Printf("fresh-runner re-push (--dedupe hash): sent %d of %d bytes in %.2f s (%.0f%% of the first push)\n", again.Uploaded, again.Size, s.Seconds, 100*s.Seconds/first)
 
