@@ -19,6 +19,7 @@ type pushFlags struct {
 	noCache                             bool
 	dedupe                              string
 	connections                         int
+	image                               bool
 	lf                                  lineageFlags
 }
 
@@ -59,7 +60,7 @@ func (f *pushFlags) options() (client.PushOptions, error) {
 	default:
 		return client.PushOptions{}, usageError{fmt.Errorf("--dedupe %q: expected auto, hash or stream", f.dedupe)}
 	}
-	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache, Connections: f.connections}
+	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache, Connections: f.connections, Image: f.image}
 	if !f.lf.empty() {
 		if po.Lineage, err = f.lf.options(); err != nil {
 			return client.PushOptions{}, err
@@ -130,6 +131,9 @@ names like staging or production are stages, moved only by promotion.`,
 				fmt.Fprintf(a.io.Err, "pushed %s: %d files, %s (%s uploaded, %s already present, %s mounted)\n", res.Reference, res.Files,
 					progress.Size(res.Size), progress.Size(res.Uploaded), progress.Size(res.Skipped), progress.Size(res.Mounted))
 			}
+			if res.Image != "" {
+				fmt.Fprintf(a.io.Err, "image view %s (%s of tar layers uploaded)\n", res.Image, progress.Size(res.ImageSent))
+			}
 			for _, w := range res.Warnings {
 				fmt.Fprintln(a.io.Err, "warning:", w)
 			}
@@ -150,6 +154,7 @@ names like staging or production are stages, moved only by promotion.`,
 	f.Int64Var(&pf.chunkMiB, "chunk-size", 256, "MiB per upload request; an interrupted upload resumes from the last whole chunk")
 	f.StringVar(&pf.dedupe, "dedupe", "auto", "files the digest cache does not know: hash (hash first, never send what the registry has), stream (one read) or auto (hash unless the link is as fast as the disk: the last large push to this registry ran over 350 MB/s, or, with none remembered, it is on loopback)")
 	f.IntVar(&pf.connections, "connections", 0, "connections one file of 64 MiB or more is sent over, in parts, to a registry taking uploads in parts (default: 8, or 1 when the registry is on loopback or one connection was seen to carry 350 MB/s; 1: never parts)")
+	f.BoolVar(&pf.image, "image", false, "also write the version's image view (its files as tar layers under /models) so containerd, Kubernetes image volumes and KServe can pull it; costs the model's size again on the registry (see `modelreg image`)")
 	f.BoolVar(&pf.noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c

@@ -47,6 +47,10 @@ type PushOptions struct {
 	// sent over, as parts, to a registry serving uploads in parts (modelreg
 	// serve); 1 never sends parts; 0 decides by the link (docs/transfer.md).
 	Connections int
+	// Image also writes the version's image view (tar layers under
+	// /models) so container runtimes can pull it: the files are read twice
+	// more and sent again as tars.
+	Image bool
 }
 
 // Push uploads files and directories as the model version ref and, when
@@ -103,6 +107,13 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 		conn = max(conn, opts.Parts.FastestConnection())
 	}
 	c.rememberLink(r.Registry, res.Uploaded, time.Since(start), conn)
+	if o.Image {
+		iv, err := c.pushImageFrom(ctx, r, repo, files)
+		if err != nil {
+			return res, fmt.Errorf("%s was pushed, but %w; write it with `modelreg image --write %s`", res.Digest, err, ref)
+		}
+		res.Image, res.ImageSent = iv.Reference, iv.Sent
+	}
 	if o.Lineage != nil && !res.Unchanged {
 		if _, err := c.writeLineage(ctx, r, repo, digest.Digest(res.Digest), pred, o.Lineage); err != nil {
 			return res, fmt.Errorf("%s was pushed, but %w; add it with `modelreg lineage add`", res.Digest, err)

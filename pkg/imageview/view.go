@@ -41,7 +41,9 @@ type View struct {
 	Config     []byte
 	Manifest   []byte
 	Descriptor ocispec.Descriptor
-	Layers     []ocispec.Descriptor
+	// ConfigDescriptor and Layers are the manifest's.
+	ConfigDescriptor ocispec.Descriptor
+	Layers           []ocispec.Descriptor
 }
 
 // Build makes the image view of the version whose manifest is version,
@@ -77,8 +79,9 @@ func Build(version ocispec.Descriptor, files []File) (*View, error) {
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageManifest,
 		Config:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(config), Size: int64(len(config))},
-		Layers:    layers,
-		Subject:   &ocispec.Descriptor{MediaType: version.MediaType, Digest: version.Digest, Size: version.Size},
+
+		Layers:  layers,
+		Subject: &ocispec.Descriptor{MediaType: version.MediaType, Digest: version.Digest, Size: version.Size},
 		Annotations: map[string]string{
 			AnnotationVersion:  version.Digest.String(),
 			AnnotationEncoding: Encoding,
@@ -88,6 +91,6 @@ func Build(version ocispec.Descriptor, files []File) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &View{Config: config, Manifest: manifest, Layers: layers,
+	return &View{Config: config, Manifest: manifest, Layers: layers, ConfigDescriptor: m.Config,
 		Descriptor: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest))}}, nil
 }

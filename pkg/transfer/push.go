@@ -113,6 +113,10 @@ type PushResult struct {
 	Mounted  int64 `json:"mounted"`
 	// Unchanged is true when the tag already named this exact version.
 	Unchanged bool `json:"unchanged"`
+	// Image is the version's image view pinned by digest, and ImageSent
+	// the tar bytes uploaded for it, when the push wrote one (push --image).
+	Image     string `json:"image,omitempty"`
+	ImageSent int64  `json:"imageSent,omitempty"`
 	// Warnings are problems that did not fail the push but that the user
 	// should hear of, such as a digest cache that could not be saved (the
 	// next push then hashes the files again).
