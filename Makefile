@@ -43,7 +43,7 @@ define go-install
 	mkdir -p $(1) && mv $(1).tmp/$(3) $(1)/$(3) && rm -rf $(1).tmp
 endef
 
-.PHONY: all build run test cross vet fmt-check tools bench clean
+.PHONY: all build run test cross vet fmt-check tools deb-tools bench clean
 
 all: build
 
@@ -53,8 +53,20 @@ build:
 run: build
 	./bin/modelreg serve --addr $(ADDR) --data $(DATA)
 
-test: fmt-check vet cross tools
+test: fmt-check vet cross tools deb-tools
 	$(TOOL_ENV) $(GO) test -count=1 -timeout 30m ./...
+
+# Debian's container tools, which the image view tests pull and unpack
+# with: containerd (ctr), skopeo and umoci. Installed when missing (a fresh
+# CI machine); the tests start containerd themselves, in a temp dir.
+DEB_TOOLS = containerd skopeo umoci
+SUDO = $$(test "$$(id -u)" = 0 || echo sudo)
+deb-tools:
+	@if ! command -v ctr >/dev/null || ! command -v containerd >/dev/null || ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null; then \
+		echo "installing $(DEB_TOOLS) from Debian"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEB_TOOLS); \
+	fi
 
 # cross: everything but bench/ builds for Windows and macOS. bench/ measures
 # Linux processes (SysProcAttr.Pdeathsig, Rusage.Maxrss) and does not build
