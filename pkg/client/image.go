@@ -31,10 +31,19 @@ type ImageView struct {
 
 // Image finds the image view of the version ref among its referrers.
 // ErrNoImageView when the registry holds none.
+// On modelreg serve, the view is served from <repo>/image, derived from
+// the version without a copy of its files.
 func (c *Client) Image(ctx context.Context, ref string) (*ImageView, error) {
 	r, repo, v, err := c.Version(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	if api, err := c.Server(ctx, r.Registry); err == nil {
+		iv, err := api.Image(ctx, r.Repository, v.Descriptor.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		return &ImageView{Reference: fmt.Sprintf("%s/%s@%s", r.Registry, iv.Repository, iv.Digest), Digest: iv.Digest, Version: iv.Version}, nil
 	}
 	l, err := referrers.List(ctx, repo, v.Descriptor, referrers.ListOptions{ArtifactType: ocispec.MediaTypeImageConfig})
 	if err != nil {
@@ -59,6 +68,11 @@ var ErrNoImageView = fmt.Errorf("no image view")
 // modelreg serve the view costs the model's size again. A view already
 // there is reported, not written again.
 func (c *Client) WriteImage(ctx context.Context, ref string) (*ImageView, error) {
+	if r, _, err := c.Repository(ref); err == nil {
+		if _, err := c.Server(ctx, r.Registry); err == nil {
+			return c.Image(ctx, ref) // modelreg serve derives it: nothing to write
+		}
+	}
 	if iv, err := c.Image(ctx, ref); err == nil {
 		return iv, nil // there already: nothing to read or send
 	}
@@ -78,6 +92,9 @@ func (c *Client) WriteImage(ctx context.Context, ref string) (*ImageView, error)
 // pushImageFrom writes the image view of a version just pushed from local
 // files (read twice from disk, not from the registry).
 func (c *Client) pushImageFrom(ctx context.Context, r registry.Reference, repo *orasremote.Repository, files []model.File) (*ImageView, error) {
+	if _, err := c.Server(ctx, r.Registry); err == nil {
+		return c.Image(ctx, r.String()) // modelreg serve derives it: nothing to send
+	}
 	v, err := transfer.Fetch(ctx, repo, r)
 	if err != nil {
 		return nil, err

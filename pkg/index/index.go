@@ -146,6 +146,27 @@ CREATE TABLE IF NOT EXISTS pending (
 	repo    TEXT NOT NULL,
 	started TEXT NOT NULL
 );
+-- Image views (pkg/imageview): the digest of a file's tar layer, which
+-- only reading the raw blob once can give; and the views built, so one
+-- can be found by its digest or its config's. Both are caches of what
+-- storage gives again.
+CREATE TABLE IF NOT EXISTS tar_digests (
+	raw  TEXT NOT NULL,
+	path TEXT NOT NULL,
+	mode INTEGER NOT NULL,
+	size INTEGER NOT NULL,
+	tar  TEXT NOT NULL,
+	PRIMARY KEY (raw, path, mode)
+);
+CREATE INDEX IF NOT EXISTS tar_digests_tar ON tar_digests (tar);
+CREATE TABLE IF NOT EXISTS views (
+	repo    TEXT NOT NULL,
+	view    TEXT NOT NULL,
+	config  TEXT NOT NULL,
+	version TEXT NOT NULL,
+	PRIMARY KEY (repo, view)
+);
+CREATE INDEX IF NOT EXISTS views_config ON views (repo, config);
 `
 
 // schemaVersion changes whenever the schema does. The index holds only
@@ -153,7 +174,7 @@ CREATE TABLE IF NOT EXISTS pending (
 // and rebuilt rather than migrated.
 const schemaVersion = "3"
 
-var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta"}
+var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta", "tar_digests", "views"}
 
 // Index is an open index database.
 type Index struct {

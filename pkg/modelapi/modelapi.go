@@ -112,6 +112,13 @@ func (c *Client) Versions(ctx context.Context, repo string) ([]wire.VersionRow, 
 	}
 }
 
+// Image returns the image view the server serves for the version ref (a
+// tag or digest) of repo.
+func (c *Client) Image(ctx context.Context, repo, ref string) (wire.ImageView, error) {
+	var out wire.ImageView
+	return out, c.get(ctx, "models/"+repo+"/versions/"+ref+"/image", nil, &out)
+}
+
 // Descendants lists the versions made directly from of (a model digest or
 // reference, or a dataset URI or digest).
 func (c *Client) Descendants(ctx context.Context, of string) ([]wire.Edge, error) {

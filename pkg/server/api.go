@@ -64,6 +64,7 @@ var apiRoutes = []apiRoute{
 	route(`lineage/descendants`, (*router).apiDescendants),
 	indexRoute(`models/{name}/versions`, (*router).apiVersions),
 	route(`models/{name}/versions/{ref}/lineage`, (*router).apiLineage),
+	route(`models/{name}/versions/{ref}/image`, (*router).apiImage),
 	route(`models/{name}/versions/{ref}`, (*router).apiVersion),
 	route(`models/{name}/stages/{ref}/history`, (*router).apiHistory),
 	route(`models/{name}/referrers/{ref}`, (*router).apiReferrers),
@@ -245,6 +246,24 @@ func (rt *router) apiVersion(r apiRequest) (any, error) {
 		counts[referrerKind(ref)]++
 	}
 	return wire.Version{Version: rows[0], Referrers: counts}, nil
+}
+
+// apiImage answers the image view of a version (built, and its tar
+// digests computed, when it was not yet).
+func (rt *router) apiImage(r apiRequest) (any, error) {
+	repo, ref := r.args[0], r.args[1]
+	d, err := rt.resolve(r.ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	v, err := rt.views.build(r.ctx, repo, d)
+	if errors.Is(err, errNotView) {
+		return nil, &apiError{code: errManifestUnknown, msg: err.Error()}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return wire.ImageView{Repository: repo + ViewSuffix, Digest: v.Descriptor.Digest.String(), Version: d.String()}, nil
 }
 
 func (rt *router) apiHistory(r apiRequest) (any, error) {

@@ -51,6 +51,7 @@ var (
 	errNameInvalid     = v2.ErrorCodeNameInvalid
 	errNameUnknown     = v2.ErrorCodeNameUnknown
 	errDigestInvalid   = v2.ErrorCodeDigestInvalid
+	errBlobUnknown     = v2.ErrorCodeBlobUnknown
 	errSizeInvalid     = v2.ErrorCodeSizeInvalid
 )
 

@@ -50,6 +50,7 @@ type router struct {
 	idx     *index.Index
 	gate    *gate
 	uploads *uploads
+	views   *views
 	answers *answers
 	log     *slog.Logger
 	status  func() Status
@@ -79,6 +80,17 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if distRouter.Match(r, &match) && match.Route != nil && match.Handler == nil {
 		name := match.Vars["name"]
 		if name != "" && !validName(w, name) {
+			return
+		}
+		if rt.views != nil && strings.HasSuffix(name, ViewSuffix) {
+			route := ""
+			switch match.Route.GetName() {
+			case v2.RouteNameManifest:
+				route = "manifest"
+			case v2.RouteNameBlob:
+				route = "blob"
+			}
+			rt.views.serve(w, r, name, route, match.Vars["reference"]+match.Vars["digest"])
 			return
 		}
 		switch match.Route.GetName() {
@@ -262,6 +274,9 @@ func (rt *router) index(ctx context.Context, m index.Manifest, t string) bool {
 		rt.log.Error("indexing a manifest; it stays pending and is retried", "repo", m.Repo, "digest", m.Digest, "err", err)
 		rt.idx.Fail(context.WithoutCancel(ctx), m.Repo, m.Digest, err)
 		return false
+	}
+	if m.Kind == model.KindModel && rt.views != nil {
+		rt.views.enqueue(m.Repo, m.Digest)
 	}
 	return true
 }

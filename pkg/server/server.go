@@ -93,6 +93,7 @@ type Server struct {
 	idx     *index.Index
 	gate    *gate
 	uploads *uploads
+	views   *views
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -146,7 +147,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, answers: &answers{}, status: s.Status}
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, answers: &answers{}, status: s.Status}
 		s.gate.self = rt
 		h = rt
 	}
@@ -254,6 +255,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
 		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
+	s.views = newViews(idx, st, opts.Logger)
 	fail := func(err error) error {
 		idx.Close()
 		s.idx = nil

@@ -136,3 +136,11 @@ type QueryDetail struct {
 	// Position is the byte offset in the query where the problem is.
 	Position int `json:"position"`
 }
+
+// ImageView is the image view modelreg serve serves for a version: in the
+// repository <model>/image, pinned by Digest (docs/format.md, "Image view").
+type ImageView struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	Version    string `json:"version"`
+}

@@ -4,9 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,4 +190,127 @@ func TestImageView(t *testing.T) {
 	if again.Digest != viewDigest || again.Sent != 0 {
 		t.Errorf("image --write of a view already there: %+v; want it found, nothing sent", again)
 	}
+}
+
+// dataBytes is the bytes under a data directory: blobs (docker/) and the
+// rest (the index, modelreg's own files).
+func dataBytes(t *testing.T, dir string) (blobs, all int64) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		all += info.Size()
+		if strings.Contains(p, string(filepath.Separator)+"docker"+string(filepath.Separator)) {
+			blobs += info.Size()
+		}
+		return nil
+	})
+	return blobs, all
+}
+
+// modelreg serve derives every version's image view, served from
+// <repo>/image without a copy of the weights: containerd pulls and mounts
+// it byte for byte, its digest is the one a client writes on any other
+// registry, the stage reference follows promotions and a rollback, range
+// requests are answered, nothing can be written to it, and serving it
+// grows storage by less than 1% of the version.
+func TestServedImageView(t *testing.T) {
+	reg := startServer(t)
+	plain := startPlainRegistry(t)
+	e := newEnv(t)
+	created := "2026-05-01T00:00:00Z"
+	v1 := filepath.Join(e.dir, "v1")
+	modelTree(t, v1)
+	writeRandom(t, filepath.Join(v1, "model.safetensors"), 64<<20, 41) // large enough that 1% is more than the index's pages
+	want := tree(t, v1)
+	v2 := filepath.Join(e.dir, "v2")
+	modelTree(t, v2)
+	repo := reg.Addr + "/team/served"
+	e.ok("push", repo+":1.0.0", v1, "--created", created)
+	e.ok("push", repo+":2.0.0", v2, "--created", created)
+	blobsBefore, allBefore := dataBytes(t, reg.Data)
+
+	ref := strings.TrimSpace(e.ok("image", repo+":1.0.0").Stdout)
+	if !strings.HasPrefix(ref, repo+"/image@sha256:") {
+		t.Fatalf("modelreg image printed %q, want %s/image@sha256:…", ref, repo)
+	}
+	// The same version's view written by the client on plain distribution.
+	written := decode[transfer.PushResult](t, e.ok("push", plain.Addr+"/team/served:1.0.0", v1, "--created", created, "--image", "--output", "json").Stdout)
+	_, d1, _ := strings.Cut(ref, "@")
+	if _, d, _ := strings.Cut(written.Image, "@"); d != d1 {
+		t.Errorf("served view %s, client-written view %s: one version, two digests", d1, d)
+	}
+
+	sock := containerd(t)
+	tool(t, "ctr", "--address", sock, "image", "pull", "--plain-http", repo+"/image:1.0.0")
+	mnt := t.TempDir()
+	tool(t, "ctr", "--address", sock, "image", "mount", repo+"/image:1.0.0", mnt)
+	sameTree(t, want, tree(t, filepath.Join(mnt, "models")))
+	tool(t, "ctr", "--address", sock, "image", "unmount", mnt)
+
+	// A range of the weights' tar layer: header (models/, the file) then bytes.
+	var m struct{ Layers []struct{ Digest string } }
+	if err := json.Unmarshal([]byte(tool(t, craneBin, "manifest", "--insecure", ref)), &m); err != nil {
+		t.Fatal(err)
+	}
+	weights, _ := os.ReadFile(filepath.Join(v1, "model.safetensors"))
+	ranged := false
+	for _, l := range m.Layers {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+reg.Addr+"/v2/team/served/image/blobs/"+l.Digest, nil)
+		req.Header.Set("Range", "bytes=1024-2047")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusPartialContent {
+			t.Errorf("range of %s: %d", l.Digest, resp.StatusCode)
+		}
+		ranged = ranged || bytes.Equal(b, weights[:1024])
+	}
+	if !ranged {
+		t.Error("no layer answered bytes 1024-2047 with the weights' first KiB")
+	}
+
+	// Serving the views stored no blob, and grew the data directory (the
+	// index's tar digests) by less than 1% of the version.
+	blobsAfter, allAfter := dataBytes(t, reg.Data)
+	size := int64(64 << 20)
+	t.Logf("storage: blobs %d -> %d bytes, all %d -> %d bytes, for a %d-byte version and its served view", blobsBefore, blobsAfter, allBefore, allAfter, size)
+	if blobsAfter != blobsBefore {
+		t.Errorf("serving the views changed the blobs stored by %d bytes", blobsAfter-blobsBefore)
+	}
+	if grew := allAfter - allBefore; grew*100 > size {
+		t.Errorf("serving the views grew the data directory by %d bytes, over 1%% of the %d-byte version", grew, size)
+	}
+
+	// The stage reference follows promotions and the rollback.
+	d2 := strings.TrimPrefix(strings.TrimSpace(e.ok("image", repo+":2.0.0").Stdout), repo+"/image@")
+	stageView := func() string {
+		return strings.TrimSpace(tool(t, craneBin, "digest", "--insecure", repo+"/image:production"))
+	}
+	e.ok("promote", repo+":1.0.0", "--to", "production")
+	if got := stageView(); got != d1 {
+		t.Errorf("after promoting 1.0.0, image:production is %s, want %s", got, d1)
+	}
+	e.ok("promote", repo+":2.0.0", "--to", "production")
+	if got := stageView(); got != d2 {
+		t.Errorf("after promoting 2.0.0, image:production is %s, want %s", got, d2)
+	}
+	e.ok("rollback", repo, "--stage", "production")
+	if got := stageView(); got != d1 {
+		t.Errorf("after the rollback, image:production is %s, want %s", got, d1)
+	}
+
+	// Nothing is written to a view repository, by any client.
+	if out, err := exec.Command(craneBin, "copy", "--insecure", repo+":2.0.0", repo+"/image:9.9.9").CombinedOutput(); err == nil || !strings.Contains(string(out), "DENIED") {
+		t.Errorf("crane copy into the view repository: %v\n%s", err, out)
+	}
+	e.fails([]string{"image views"}, "push", repo+"/image:3.0.0", v1)
 }

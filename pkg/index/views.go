@@ -1,0 +1,83 @@
+package index
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io/fs"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// TarLayer is what the server needs to serve an image view's tar layer
+// without a copy: the raw blob it wraps and the header's path and mode.
+type TarLayer struct {
+	Raw  digest.Digest
+	Path string
+	Mode fs.FileMode
+	Size int64
+	Tar  digest.Digest
+}
+
+// TarDigest returns the tar layer digest recorded for a raw blob at path
+// with mode; ok is false when it was never computed.
+func (x *Index) TarDigest(ctx context.Context, raw digest.Digest, path string, mode fs.FileMode) (d digest.Digest, ok bool, err error) {
+	var s string
+	err = x.rd.QueryRowContext(ctx, `SELECT tar FROM tar_digests WHERE raw = ? AND path = ? AND mode = ?`, raw.String(), path, int64(mode)).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return digest.Digest(s), err == nil, err
+}
+
+// PutTarDigest records a computed tar layer digest.
+func (x *Index) PutTarDigest(ctx context.Context, l TarLayer) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO tar_digests (raw, path, mode, size, tar) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		l.Raw.String(), l.Path, int64(l.Mode), l.Size, l.Tar.String())
+	return err
+}
+
+// TarLayers returns the layers recorded under a tar digest (one content
+// can be several files' layers only if path, mode and bytes all agree, so
+// any of them serves; several are returned for the caller to pick one its
+// repository holds).
+func (x *Index) TarLayers(ctx context.Context, tar digest.Digest) ([]TarLayer, error) {
+	rows, err := x.rd.QueryContext(ctx, `SELECT raw, path, mode, size FROM tar_digests WHERE tar = ?`, tar.String())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []TarLayer
+	for rows.Next() {
+		var l TarLayer
+		var raw string
+		var mode int64
+		if err := rows.Scan(&raw, &l.Path, &mode, &l.Size); err != nil {
+			return nil, err
+		}
+		l.Raw, l.Mode, l.Tar = digest.Digest(raw), fs.FileMode(mode), tar
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// PutView records that the version of repo has the image view view whose
+// config is config.
+func (x *Index) PutView(ctx context.Context, repo string, view, config, version digest.Digest) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO views (repo, view, config, version) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		repo, view.String(), config.String(), version.String())
+	return err
+}
+
+// ViewOf returns the version whose image view (or whose view's config)
+// has digest d in repo; ok is false when none was built.
+func (x *Index) ViewOf(ctx context.Context, repo string, d digest.Digest) (version digest.Digest, isConfig, ok bool, err error) {
+	var v string
+	var cfg bool
+	err = x.rd.QueryRowContext(ctx, `SELECT version, config = ? FROM views WHERE repo = ? AND (view = ? OR config = ?) LIMIT 1`,
+		d.String(), repo, d.String(), d.String()).Scan(&v, &cfg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, false, nil
+	}
+	return digest.Digest(v), cfg, err == nil, err
+}

@@ -1,0 +1,266 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/modelreg/modelreg/pkg/imageview"
+	"github.com/modelreg/modelreg/pkg/index"
+	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+)
+
+// ViewSuffix ends the name of the repository that serves the image views
+// of a model repository: team/fraud/image shows team/fraud. Its tags are
+// the model's (versions and stages, resolved at each request, never
+// stored) and its digests the views', so a Pod can name
+// REGISTRY/team/fraud/image:production or …/image@sha256:…. Nothing is
+// ever written to it.
+const ViewSuffix = "/image"
+
+// views serves image views without a copy of the weights: manifests and
+// configs are built from the version, and each tar layer is its header,
+// the stored raw blob and its trailer, streamed. The tar digests (one read
+// of each raw blob) are computed in the background after a push, or at
+// the first request, and kept in the index.
+type views struct {
+	idx    *index.Index
+	st     *store
+	log    *slog.Logger
+	flight singleflight.Group
+	queue  chan viewJob
+}
+
+type viewJob struct {
+	repo    string
+	version digest.Digest
+}
+
+func newViews(idx *index.Index, st *store, log *slog.Logger) *views {
+	vs := &views{idx: idx, st: st, log: log, queue: make(chan viewJob, 1024)}
+	go vs.work()
+	return vs
+}
+
+// enqueue asks for the view of a version just pushed to be prepared; a
+// full queue drops it (it is then built at its first request).
+func (vs *views) enqueue(repo string, version digest.Digest) {
+	select {
+	case vs.queue <- viewJob{repo, version}:
+	default:
+	}
+}
+
+func (vs *views) work() {
+	for j := range vs.queue {
+		start := time.Now()
+		v, err := vs.build(context.Background(), j.repo, j.version)
+		if err != nil {
+			vs.log.Warn("preparing an image view; it is built at its first request", "repo", j.repo, "version", j.version, "err", err)
+			continue
+		}
+		vs.log.Info("image view prepared", "repo", j.repo, "version", j.version, "view", v.Descriptor.Digest, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// errNotView is a version that has no image view (not a model, or with
+// tar layers).
+var errNotView = errors.New("no image view")
+
+// build returns the view of the version of repo: its tar digests from the
+// index, or computed from the raw blobs (once for concurrent requests).
+func (vs *views) build(ctx context.Context, repo string, version digest.Digest) (*imageview.View, error) {
+	v, err, _ := vs.flight.Do(repo+"@"+version.String(), func() (any, error) {
+		mt, payload, ok, err := vs.st.manifest(ctx, repo, version)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %s is not in %s", errNotView, version, repo)
+		}
+		desc := ocispec.Descriptor{MediaType: mt, Digest: version, Size: int64(len(payload))}
+		mv, err := model.Parse(desc, payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errNotView, err)
+		}
+		srcs, err := imageview.Sources(mv, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errNotView, err)
+		}
+		files := make([]imageview.File, len(srcs))
+		for i, s := range srcs {
+			files[i] = s.File
+			if files[i].Tar, err = vs.tarDigest(ctx, repo, s.File); err != nil {
+				return nil, err
+			}
+		}
+		view, err := imageview.Build(mv.Descriptor, files)
+		if err != nil {
+			return nil, err
+		}
+		if err := vs.idx.PutView(ctx, repo, view.Descriptor.Digest, view.ConfigDescriptor.Digest, version); err != nil {
+			return nil, err
+		}
+		return view, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*imageview.View), nil
+}
+
+// tarDigest is the digest of f's tar layer: recorded, or read from the raw
+// blob (one pass) and recorded.
+func (vs *views) tarDigest(ctx context.Context, repo string, f imageview.File) (digest.Digest, error) {
+	d, ok, err := vs.idx.TarDigest(ctx, f.Raw, f.Path, f.Mode)
+	if err != nil || ok {
+		return d, err
+	}
+	rc, err := vs.open(ctx, repo, f.Raw)
+	if err != nil {
+		return "", fmt.Errorf("reading %s (%s): %w", f.Path, f.Raw, err)
+	}
+	defer rc.Close()
+	if d, err = imageview.TarDigest(f.Path, f.Mode, f.Size, rc); err != nil {
+		return "", err
+	}
+	return d, vs.idx.PutTarDigest(ctx, index.TarLayer{Raw: f.Raw, Path: f.Path, Mode: f.Mode, Size: f.Size, Tar: d})
+}
+
+func (vs *views) open(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, error) {
+	r, err := vs.st.repo(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	return r.Blobs(ctx).Open(ctx, d)
+}
+
+// serve answers a request to a view repository (name ends in ViewSuffix):
+// manifests by tag or digest and blobs, read-only.
+func (vs *views) serve(w http.ResponseWriter, r *http.Request, name, route, ref string) {
+	repo := strings.TrimSuffix(name, ViewSuffix)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		serveError(w, errDenied, fmt.Sprintf("%s holds the image views of %s, derived from its versions: nothing can be written to it; push versions to %s", name, repo, repo))
+		return
+	}
+	ctx := r.Context()
+	switch route {
+	case "manifest":
+		version, err := vs.resolve(ctx, repo, ref)
+		if err != nil {
+			vs.fail(w, err, errManifestUnknown)
+			return
+		}
+		view, err := vs.build(ctx, repo, version)
+		if err != nil {
+			vs.fail(w, err, errManifestUnknown)
+			return
+		}
+		if d, err := digest.Parse(ref); err == nil && d != view.Descriptor.Digest {
+			serveError(w, errManifestUnknown, fmt.Sprintf("%s is not an image view of %s", d, repo))
+			return
+		}
+		writeBlob(w, r, ocispec.MediaTypeImageManifest, view.Descriptor.Digest, bytes.NewReader(view.Manifest))
+	case "blob":
+		d, err := digest.Parse(ref)
+		if err != nil {
+			serveError(w, errDigestInvalid, fmt.Sprintf("%q is not a digest", ref))
+			return
+		}
+		vs.blob(w, r, repo, d)
+	default:
+		serveError(w, errUnsupported, name+" serves manifests and blobs only")
+	}
+}
+
+// resolve finds the version a view reference shows: a tag of the model
+// (version or stage, read from storage at this moment) or a view digest.
+func (vs *views) resolve(ctx context.Context, repo, ref string) (digest.Digest, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		version, isConfig, ok, err := vs.idx.ViewOf(ctx, repo, d)
+		if err != nil {
+			return "", err
+		}
+		if !ok || isConfig {
+			return "", fmt.Errorf("%w: %s is not an image view of %s (a view is known once its version was pushed here)", errNotView, d, repo)
+		}
+		return version, nil
+	}
+	desc, ok, err := vs.st.tag(ctx, repo, ref)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: %s has no tag %s", errNotView, repo, ref)
+	}
+	return desc.Digest, nil
+}
+
+// blob serves a view's config or one of its tar layers: header, the raw
+// blob from storage, trailer; with Range.
+func (vs *views) blob(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) {
+	ctx := r.Context()
+	version, isConfig, ok, err := vs.idx.ViewOf(ctx, repo, d)
+	if err != nil {
+		vs.fail(w, err, errBlobUnknown)
+		return
+	}
+	if ok && isConfig {
+		view, err := vs.build(ctx, repo, version)
+		if err != nil {
+			vs.fail(w, err, errBlobUnknown)
+			return
+		}
+		writeBlob(w, r, ocispec.MediaTypeImageConfig, d, bytes.NewReader(view.Config))
+		return
+	}
+	layers, err := vs.idx.TarLayers(ctx, d)
+	if err != nil {
+		vs.fail(w, err, errBlobUnknown)
+		return
+	}
+	for _, l := range layers {
+		raw, err := vs.open(ctx, repo, l.Raw) // only a blob this repository holds
+		if err != nil {
+			continue
+		}
+		defer raw.Close()
+		h, err := imageview.Header(l.Path, l.Mode, l.Size)
+		if err != nil {
+			vs.fail(w, err, errBlobUnknown)
+			return
+		}
+		writeBlob(w, r, "application/octet-stream", d, newConcat(bytes.NewReader(h), &sizedSeeker{raw, l.Size}, bytes.NewReader(imageview.Trailer(l.Size))))
+		return
+	}
+	serveError(w, errBlobUnknown, fmt.Sprintf("%s is not a blob of the image views of %s", d, repo))
+}
+
+func (vs *views) fail(w http.ResponseWriter, err error, notFound errcode.ErrorCode) {
+	if errors.Is(err, errNotView) || errors.Is(err, distribution.ErrBlobUnknown) || isPathNotFound(err) {
+		serveError(w, notFound, err.Error())
+		return
+	}
+	vs.log.Error("image view", "err", err)
+	serveError(w, errUnknown, err.Error())
+}
+
+// writeBlob answers with content (and Range, HEAD, Content-Length) under
+// its digest.
+func writeBlob(w http.ResponseWriter, r *http.Request, mediaType string, d digest.Digest, content io.ReadSeeker) {
+	w.Header().Set("Content-Type", mediaType)
+	w.Header().Set("Docker-Content-Digest", d.String())
+	w.Header().Set("ETag", `"`+d.String()+`"`)
+	http.ServeContent(w, r, "", time.Time{}, content)
+}
