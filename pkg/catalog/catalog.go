@@ -159,6 +159,9 @@ type Inspection struct {
 	Stages   []string `json:"stages"`
 	// Evaluations are the metrics measured after training, oldest first.
 	Evaluations []evaluation.Record `json:"evaluations"`
+	// Image is the version's image view pinned by digest, when the
+	// registry serves or holds one (docs/format.md, "Image view").
+	Image string `json:"image,omitempty"`
 }
 
 // Inspect reads one version and finds the tags that point at it.

@@ -44,6 +44,9 @@ stages alike. REF may name a version, a stage or a digest.`,
 			fmt.Fprintf(w, "Size:\t%s in %d files\n", progress.Size(v.Size()), len(v.Files))
 			fmt.Fprintf(w, "Versions:\t%s\n", orNone(in.Versions))
 			fmt.Fprintf(w, "Stages:\t%s\n", orNone(in.Stages))
+			if in.Image != "" {
+				fmt.Fprintf(w, "Image view:\t%s\n", in.Image)
+			}
 			m := v.Metadata
 			if !m.Created.IsZero() {
 				fmt.Fprintf(w, "Created:\t%s\n", m.Created.Format(time.RFC3339))

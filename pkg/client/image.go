@@ -38,6 +38,11 @@ func (c *Client) Image(ctx context.Context, ref string) (*ImageView, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.imageOf(ctx, r, repo, v)
+}
+
+func (c *Client) imageOf(ctx context.Context, r registry.Reference, repo *orasremote.Repository, v *model.Version) (*ImageView, error) {
+	ref := r.String()
 	if api, err := c.Server(ctx, r.Registry); err == nil {
 		iv, err := api.Image(ctx, r.Repository, v.Descriptor.Digest.String())
 		if err != nil {

@@ -196,7 +196,16 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*catalog.Inspection, 
 	if err != nil {
 		return nil, err
 	}
-	return catalog.Inspect(ctx, repo, r)
+	in, err := catalog.Inspect(ctx, repo, r)
+	if err != nil {
+		return nil, err
+	}
+	// The image view, when there is one: served by modelreg serve, or
+	// written by a client among the referrers. Its absence is no error.
+	if iv, err := c.imageOf(ctx, r, repo, in.Version); err == nil {
+		in.Image = iv.Reference
+	}
+	return in, nil
 }
 
 // List lists a model repository's versions, newest first, with their

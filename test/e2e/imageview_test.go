@@ -149,6 +149,9 @@ func TestImageView(t *testing.T) {
 	if got := strings.TrimSpace(e.ok("image", plain.Addr+"/team/iv:1.0.0").Stdout); got != ref {
 		t.Errorf("modelreg image printed %q, push said %q", got, ref)
 	}
+	if in := decode[struct{ Image string }](t, e.ok("inspect", plain.Addr+"/team/iv:1.0.0", "--output", "json").Stdout); in.Image != ref {
+		t.Errorf("inspect says image %q, want %q", in.Image, ref)
+	}
 
 	t.Run("crane export", func(t *testing.T) {
 		out := tool(t, craneBin, "export", "--insecure", ref, "-")
@@ -238,6 +241,9 @@ func TestServedImageView(t *testing.T) {
 	ref := strings.TrimSpace(e.ok("image", repo+":1.0.0").Stdout)
 	if !strings.HasPrefix(ref, repo+"/image@sha256:") {
 		t.Fatalf("modelreg image printed %q, want %s/image@sha256:…", ref, repo)
+	}
+	if in := decode[struct{ Image string }](t, e.ok("inspect", repo+":1.0.0", "--output", "json").Stdout); in.Image != ref {
+		t.Errorf("inspect says image %q, want %q", in.Image, ref)
 	}
 	// The same version's view written by the client on plain distribution.
 	written := decode[transfer.PushResult](t, e.ok("push", plain.Addr+"/team/served:1.0.0", v1, "--created", created, "--image", "--output", "json").Stdout)
