@@ -19,6 +19,8 @@ func (a *app) pullCmd() *cobra.Command {
 		expand      = sizeFlag(transfer.DefaultMaxExpandBytes)
 		entries     int64
 		connections int
+		include     []string
+		exclude     []string
 	)
 	c := &cobra.Command{
 		Use:   "pull REF -o DIR",
@@ -42,8 +44,16 @@ entries. The defaults pass every ordinary dataset measured (the most
 compressible, a sparse one-hot CSV, unpacks to 565 times its size); a layer
 beyond them is refused with the flag that raises its bound. 0 removes a bound.
 
+--include and --exclude (repeatable) pull a subset: the files matching an
+--include pattern (all when none is given) and no --exclude pattern. A
+pattern without a slash matches base names at any depth (*.json); one with
+a slash matches whole paths, ** spanning directories; one ending in a slash
+everything under that directory (shards/). Every fetched byte is
+verified as in a full pull; the files left out are listed.
+
 REF may name a version, a stage (production) or a digest (@sha256:...).`,
 		Example: `  modelreg pull localhost:5000/team/fraud:production -o ./fraud-model
+  modelreg pull localhost:5000/team/llm:2.0.0 -o ./cfg --include '*.json' --include 'model-00001-*.safetensors'
   modelreg pull localhost:5000/team/fraud@sha256:4f2a... -o ./model --output json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -68,7 +78,8 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 			res, err := a.client(c, jsonOut).Pull(c.Context(), args[0], dir, transfer.PullOptions{
 				Concurrency:      concurrency,
 				RangeConnections: connections,
-				MaxExpandRatio:   noneIfZero(ratio), MaxExpandBytes: noneIfZero(int64(expand)), MaxEntries: noneIfZero(entries),
+				Include:          include, Exclude: exclude,
+				MaxExpandRatio: noneIfZero(ratio), MaxExpandBytes: noneIfZero(int64(expand)), MaxEntries: noneIfZero(entries),
 			})
 			if err != nil {
 				return err
@@ -77,11 +88,16 @@ REF may name a version, a stage (production) or a digest (@sha256:...).`,
 				return a.json(res)
 			}
 			fmt.Fprintf(a.io.Err, "pulled %s: %d files, %s into %s\n", res.Reference, res.Files, progress.Size(res.Size), res.Dir)
+			if len(res.Skipped) > 0 {
+				fmt.Fprintf(a.io.Err, "left out (--include/--exclude): %s\n", strings.Join(res.Skipped, ", "))
+			}
 			fmt.Fprintln(a.io.Out, res.Digest)
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&dir, "output-dir", "o", "", "directory to create with the model's files (required)")
+	c.Flags().StringArrayVar(&include, "include", nil, "pull only files matching this glob (repeatable; no slash: base names at any depth; ** spans directories)")
+	c.Flags().StringArrayVar(&exclude, "exclude", nil, "leave out files matching this glob (repeatable)")
 	c.Flags().IntVar(&concurrency, "concurrency", 0, "files downloaded at once (default: one per CPU, at least 4)")
 	c.Flags().IntVar(&connections, "connections", 0, fmt.Sprintf("HTTP range requests, each on its own connection, that fetch one file of %d MiB or more (default %d; 1: one stream per file)", transfer.DefaultRangeThreshold>>20, transfer.DefaultRangeConnections))
 	c.Flags().Int64Var(&ratio, "max-expand-ratio", transfer.DefaultMaxExpandRatio, "most times its own size a tar layer may unpack to (at least 1 MiB); 0 for no bound")

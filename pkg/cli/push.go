@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/client"
@@ -20,6 +21,7 @@ type pushFlags struct {
 	dedupe                              string
 	connections                         int
 	image                               bool
+	noIgnore                            bool
 	lf                                  lineageFlags
 }
 
@@ -60,7 +62,7 @@ func (f *pushFlags) options() (client.PushOptions, error) {
 	default:
 		return client.PushOptions{}, usageError{fmt.Errorf("--dedupe %q: expected auto, hash or stream", f.dedupe)}
 	}
-	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache, Connections: f.connections, Image: f.image}
+	po := client.PushOptions{Metadata: meta, CreatedIsDefault: f.created == "", Dedupe: client.Dedupe(f.dedupe), Rules: rules, BaseModel: f.lf.baseModel, Concurrency: f.concurrency, ChunkSize: f.chunkMiB << 20, NoCache: f.noCache, Connections: f.connections, Image: f.image, NoIgnore: f.noIgnore}
 	if !f.lf.empty() {
 		if po.Lineage, err = f.lf.options(); err != nil {
 			return client.PushOptions{}, err
@@ -82,6 +84,10 @@ one uncompressed layer whose media type follows its kind (weight, config,
 doc, code, dataset), chosen from the file name; --layer-type overrides it.
 File modes are kept. Symbolic links to files are followed; a symbolic link
 to a directory inside a tree is refused. Empty directories are not stored.
+From each directory, .git/, .DS_Store, .cache/ and what the directory's
+.modelregignore lists (gitignore syntax, read at its root) are left out and
+listed; --no-ignore pushes everything. A file named on the command line is
+always pushed.
 
 Blobs the registry already has are not uploaded again: files the digest cache
 knows are checked first, and (--dedupe auto) unknown files are hashed before
@@ -131,6 +137,9 @@ names like staging or production are stages, moved only by promotion.`,
 				fmt.Fprintf(a.io.Err, "pushed %s: %d files, %s (%s uploaded, %s already present, %s mounted)\n", res.Reference, res.Files,
 					progress.Size(res.Size), progress.Size(res.Uploaded), progress.Size(res.Skipped), progress.Size(res.Mounted))
 			}
+			if len(res.Ignored) > 0 {
+				fmt.Fprintf(a.io.Err, "left out (.modelregignore and defaults; --no-ignore pushes them): %s\n", strings.Join(res.Ignored, ", "))
+			}
 			if res.Image != "" {
 				fmt.Fprintf(a.io.Err, "image view %s (%s of tar layers uploaded)\n", res.Image, progress.Size(res.ImageSent))
 			}
@@ -155,6 +164,7 @@ names like staging or production are stages, moved only by promotion.`,
 	f.StringVar(&pf.dedupe, "dedupe", "auto", "files the digest cache does not know: hash (hash first, never send what the registry has), stream (one read) or auto (hash unless the link is as fast as the disk: the last large push to this registry ran over 350 MB/s, or, with none remembered, it is on loopback)")
 	f.IntVar(&pf.connections, "connections", 0, "connections one file of 64 MiB or more is sent over, in parts, to a registry taking uploads in parts (default: 8, or 1 when the registry is on loopback or one connection was seen to carry 350 MB/s; 1: never parts)")
 	f.BoolVar(&pf.image, "image", false, "also write the version's image view (its files as tar layers under /models) so containerd, Kubernetes image volumes and KServe can pull it; costs the model's size again on the registry (see `modelreg image`)")
+	f.BoolVar(&pf.noIgnore, "no-ignore", false, "push every file of the directories given; by default .git/, .DS_Store, .cache/ and what each directory's .modelregignore lists (gitignore syntax) are left out")
 	f.BoolVar(&pf.noCache, "no-cache", false, "hash every file instead of trusting the digest cache (size, mtime and inode unchanged)")
 	a.addOutputFlag(c)
 	return c

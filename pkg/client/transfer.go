@@ -47,6 +47,10 @@ type PushOptions struct {
 	// sent over, as parts, to a registry serving uploads in parts (modelreg
 	// serve); 1 never sends parts; 0 decides by the link (docs/transfer.md).
 	Connections int
+	// NoIgnore pushes every file of the directories given; by default
+	// model.DefaultIgnore and each directory's .modelregignore leave files
+	// out (reported in PushResult.Ignored).
+	NoIgnore bool
 	// Image also writes the version's image view (tar layers under
 	// /models) so container runtimes can pull it: the files are read twice
 	// more and sent again as tars.
@@ -61,7 +65,7 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 	if err != nil {
 		return nil, err
 	}
-	files, err := model.Collect(paths, o.Rules)
+	files, ignored, err := collect(paths, o)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +110,7 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 	if opts.Parts != nil {
 		conn = max(conn, opts.Parts.FastestConnection())
 	}
+	res.Ignored = ignored
 	c.rememberLink(r.Registry, res.Uploaded, time.Since(start), conn)
 	if o.Image {
 		iv, err := c.pushImageFrom(ctx, r, repo, files)
@@ -120,6 +125,16 @@ func (c *Client) Push(ctx context.Context, ref string, paths []string, o PushOpt
 		}
 	}
 	return res, nil
+}
+
+// collect gathers the files of a push, leaving out what the ignore rules
+// match unless o.NoIgnore.
+func collect(paths []string, o PushOptions) ([]model.File, []string, error) {
+	if o.NoIgnore {
+		files, err := model.Collect(paths, o.Rules)
+		return files, nil, err
+	}
+	return model.CollectIgnoring(paths, o.Rules)
 }
 
 // anyLarge says whether a push has a file large enough to send in parts,
@@ -159,12 +174,16 @@ func (c *Client) baseLayers(ctx context.Context, r registry.Reference, base stri
 // built where no registry is reachable. No cache or resumable upload is
 // used; lineage is not recorded (it needs a referrer-capable registry).
 func (c *Client) PushTo(ctx context.Context, target oras.Target, tag string, paths []string, o PushOptions) (*transfer.PushResult, error) {
-	files, err := model.Collect(paths, o.Rules)
+	files, ignored, err := collect(paths, o)
 	if err != nil {
 		return nil, err
 	}
 	opts := transfer.PushOptions{Metadata: o.Metadata, Concurrency: o.Concurrency, Progress: c.opts.Progress}
-	return transfer.Push(ctx, target, registry.Reference{Registry: "oci-layout", Repository: "model", Reference: tag}, files, opts)
+	res, err := transfer.Push(ctx, target, registry.Reference{Registry: "oci-layout", Repository: "model", Reference: tag}, files, opts)
+	if res != nil {
+		res.Ignored = ignored
+	}
+	return res, err
 }
 
 // PullFrom downloads the version ref (a tag or digest) of target, any

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	ignore "github.com/sabhiram/go-gitignore"
+
 	"github.com/modelreg/modelreg/mediatypes"
 )
 
@@ -129,8 +131,44 @@ func kindOf(p string, rules []Rule) string {
 // Empty directories are not stored. The result is sorted by Path, which
 // keeps manifests reproducible.
 func Collect(paths []string, rules []Rule) ([]File, error) {
+	files, _, err := collect(paths, rules, false)
+	return files, err
+}
+
+// IgnoreFile, at the root of a directory pushed, lists what to leave out
+// of it, in .gitignore syntax.
+const IgnoreFile = ".modelregignore"
+
+// DefaultIgnore is left out of every directory pushed (CollectIgnoring):
+// version control, operating system litter, tool caches, and the ignore
+// file itself.
+var DefaultIgnore = []string{".git/", ".DS_Store", ".cache/", IgnoreFile}
+
+// CollectIgnoring is Collect leaving out, in each directory given, what
+// DefaultIgnore and the directory's IgnoreFile match (a file given by name
+// is always taken). skipped lists what was left out: files by path,
+// directories once, with a trailing slash.
+func CollectIgnoring(paths []string, rules []Rule) (files []File, skipped []string, err error) {
+	return collect(paths, rules, true)
+}
+
+// ignoreRules reads the rules that apply under root.
+func ignoreRules(root string) (*ignore.GitIgnore, error) {
+	lines := slices.Clone(DefaultIgnore)
+	b, err := os.ReadFile(filepath.Join(root, IgnoreFile))
+	switch {
+	case err == nil:
+		lines = append(lines, strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n")...)
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(root, IgnoreFile), err)
+	}
+	return ignore.CompileIgnoreLines(lines...), nil
+}
+
+func collect(paths []string, rules []Rule, ignoring bool) ([]File, []string, error) {
+	var skipped []string
 	if len(paths) == 0 {
-		return nil, errors.New("no files to push: give at least one file or directory")
+		return nil, nil, errors.New("no files to push: give at least one file or directory")
 	}
 	var files []File
 	seen := map[string]string{}
@@ -146,31 +184,45 @@ func Collect(paths []string, rules []Rule) ([]File, error) {
 		info, err := os.Stat(root)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("%s: no such file or directory", root)
+				return nil, nil, fmt.Errorf("%s: no such file or directory", root)
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		if info.Mode().IsRegular() {
 			if err := add(filepath.Base(root), root, info); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
 		if !info.IsDir() {
-			return nil, fmt.Errorf("%s: not a regular file or directory (%s); only files and directories can be pushed", root, info.Mode().Type())
+			return nil, nil, fmt.Errorf("%s: not a regular file or directory (%s); only files and directories can be pushed", root, info.Mode().Type())
+		}
+		var ign *ignore.GitIgnore
+		if ignoring {
+			if ign, err = ignoreRules(root); err != nil {
+				return nil, nil, err
+			}
 		}
 		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
-			}
-			if d.IsDir() {
-				return nil
 			}
 			rel, err := filepath.Rel(root, p)
 			if err != nil {
 				return err
 			}
 			rel = filepath.ToSlash(rel)
+			if d.IsDir() {
+				if ign != nil && rel != "." && ign.MatchesPath(rel+"/") {
+					skipped = append(skipped, rel+"/")
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if ign != nil && ign.MatchesPath(rel) {
+				skipped = append(skipped, rel)
+				return nil
+			}
 			info, err := os.Stat(p) // follows symbolic links
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) && d.Type()&fs.ModeSymlink != 0 {
@@ -188,14 +240,17 @@ func Collect(paths []string, rules []Rule) ([]File, error) {
 			}
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("no files found under %s", strings.Join(paths, ", "))
+		if len(skipped) > 0 {
+			return nil, nil, fmt.Errorf("no files to push under %s: all were left out (%s); see %s", strings.Join(paths, ", "), strings.Join(skipped, ", "), IgnoreFile)
+		}
+		return nil, nil, fmt.Errorf("no files found under %s", strings.Join(paths, ", "))
 	}
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
-	return files, nil
+	return files, skipped, nil
 }
 
 // CheckPath reports whether p is safe to create under a pull's destination:

@@ -71,6 +71,12 @@ type PullOptions struct {
 	// RangeThreshold is the size from which a raw layer is fetched in
 	// ranges. 0 means DefaultRangeThreshold.
 	RangeThreshold int64
+
+	// Include and Exclude select the files fetched: those matching an
+	// Include pattern (every file when there is none) and no Exclude
+	// pattern. A pattern without a slash matches base names at any depth,
+	// one with a slash whole paths, ** spanning directories.
+	Include, Exclude []string
 }
 
 // The default decompression bounds of a pull. docs/format.md ("Decompression
@@ -151,6 +157,8 @@ type PullResult struct {
 	Dir       string `json:"dir"`
 	Files     int    `json:"files"`
 	Size      int64  `json:"size"`
+	// Skipped are the paths --include/--exclude left out.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Fetch resolves ref and reads its manifest as a model version, verifying
@@ -215,6 +223,10 @@ func fetchReference(ctx context.Context, target oras.ReadOnlyTarget, ref string)
 func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference, dir string, opts PullOptions) (*PullResult, error) {
 	rangesAsked := opts.RangeConnections > 0
 	opts = opts.withDefaults()
+	sel, err := newSelection(opts.Include, opts.Exclude)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkDest(dir); err != nil {
 		return nil, err
 	}
@@ -222,7 +234,16 @@ func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference,
 	if err != nil {
 		return nil, err
 	}
-	tree, err := newTreeClaims(v.Files)
+	// The whole version is checked, whatever is selected: a version whose
+	// layers clash is refused, also for a partial pull.
+	if _, err := newTreeClaims(v.Files); err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	files, skipped, err := sel.apply(v.Files)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	tree, err := newTreeClaims(files)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
@@ -252,7 +273,9 @@ func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference,
 	p := &puller{repo: repo, root: root, opts: opts, tree: tree, blobs: newBlobSource(repo, rangesAsked)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opts.Concurrency)
-	for i, f := range v.Files {
+	var size int64
+	for i, f := range files {
+		size += f.Descriptor.Size
 		g.Go(func() error {
 			t := opts.Progress.Track("pulled", f.Path, f.Descriptor.Size)
 			err := p.pullLayer(gctx, i, f, t)
@@ -284,7 +307,10 @@ func Pull(ctx context.Context, repo oras.ReadOnlyTarget, ref registry.Reference,
 		return nil, err
 	}
 	ok = true
-	return &PullResult{Reference: ref.String(), Digest: v.Descriptor.Digest.String(), Dir: dir, Files: len(v.Files), Size: v.Size()}, nil
+	if skipped == nil {
+		size = v.Size()
+	}
+	return &PullResult{Reference: ref.String(), Digest: v.Descriptor.Digest.String(), Dir: dir, Files: len(files), Size: size, Skipped: skipped}, nil
 }
 
 // checkDest refuses a destination that holds anything, so a pull never

@@ -113,6 +113,9 @@ type PushResult struct {
 	Mounted  int64 `json:"mounted"`
 	// Unchanged is true when the tag already named this exact version.
 	Unchanged bool `json:"unchanged"`
+	// Ignored are the paths of the directories pushed that were left out
+	// (.git/, .DS_Store, .cache/, what .modelregignore lists).
+	Ignored []string `json:"ignored,omitempty"`
 	// Image is the version's image view pinned by digest, and ImageSent
 	// the tar bytes uploaded for it, when the push wrote one (push --image).
 	Image     string `json:"image,omitempty"`
