@@ -117,9 +117,19 @@ func (c *Client) Repository(ref string) (registry.Reference, *orasremote.Reposit
 	return r, repo, err
 }
 
+// versionRepository is Repository for a reference that must name one
+// version: a tag or a digest.
+func (c *Client) versionRepository(ref string) (registry.Reference, *orasremote.Repository, error) {
+	r, repo, err := c.Repository(ref)
+	if err == nil && r.Reference == "" {
+		return r, nil, usage(fmt.Errorf("%s names a repository, not a version: add a version (%s:1.4.0), a stage (%s:production) or a digest (%s@sha256:…); `modelreg list %s` shows them", ref, ref, ref, ref, ref))
+	}
+	return r, repo, err
+}
+
 // Version reads the model version ref names (its manifest digest verified).
 func (c *Client) Version(ctx context.Context, ref string) (registry.Reference, *orasremote.Repository, *model.Version, error) {
-	r, repo, err := c.Repository(ref)
+	r, repo, err := c.versionRepository(ref)
 	if err != nil {
 		return r, nil, nil, err
 	}

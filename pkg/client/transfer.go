@@ -198,7 +198,7 @@ func (c *Client) PullFrom(ctx context.Context, target oras.ReadOnlyTarget, ref, 
 // Pull downloads the version ref into dir (which must not exist or be
 // empty), every blob verified; a failure leaves nothing at dir.
 func (c *Client) Pull(ctx context.Context, ref, dir string, o transfer.PullOptions) (*transfer.PullResult, error) {
-	r, repo, err := c.Repository(ref)
+	r, repo, err := c.versionRepository(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +211,7 @@ func (c *Client) Pull(ctx context.Context, ref, dir string, o transfer.PullOptio
 // Inspect reads the version ref: files, metadata, format, the tags on it
 // and its evaluations.
 func (c *Client) Inspect(ctx context.Context, ref string) (*catalog.Inspection, error) {
-	r, repo, err := c.Repository(ref)
+	r, repo, err := c.versionRepository(ref)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,7 @@ func TestPushIgnoresAndPartialPull(t *testing.T) {
 	bad := filepath.Join(e.dir, "bad")
 	e.fails([]string{"no file of the version matches", "config.json"}, "pull", ref, "-o", bad, "--include", "*.gguf")
 	e.fails([]string{"not a valid glob"}, "pull", ref, "-o", bad, "--include", "[")
+	e.fails([]string{"names a repository, not a version", "modelreg list"}, "pull", reg.Addr+"/team/subset", "-o", bad)
 	if _, err := os.Stat(bad); !os.IsNotExist(err) {
 		t.Errorf("a refused pull left %s behind", bad)
 	}
