@@ -62,7 +62,7 @@ func main() {
 	flag.StringVar(&c.distribution, "distribution", os.Getenv("MODELREG_DISTRIBUTION"), "plain distribution registry binary")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds per measurement")
 	flag.Int64Var(&c.shardMiB, "shard-mib", 512, "size of each of the 4 weight shards, MiB")
-	suites := flag.String("suite", "transfer,overhead,index,referrers,load,wan", "comma-separated suites to run")
+	suites := flag.String("suite", "transfer,overhead,index,referrers,load,wan,imageview", "comma-separated suites to run")
 	out := flag.String("json", "bench-results.json", "where to write the results")
 	flag.Parse()
 	if c.oras == "" || c.distribution == "" {
@@ -94,6 +94,8 @@ func main() {
 			all["referrers"] = referrersSuite(c)
 		case "wan":
 			all["wan"] = wanSuite(c)
+		case "imageview":
+			all["imageview"] = imageViewSuite(c)
 		default:
 			fail("unknown suite " + name)
 		}
