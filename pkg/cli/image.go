@@ -9,7 +9,7 @@ import (
 )
 
 func (a *app) imageCmd() *cobra.Command {
-	var write bool
+	var write, check bool
 	c := &cobra.Command{
 		Use:   "image REF",
 		Short: "Print (or write) the image view of a version: the reference a Pod or ctr pulls",
@@ -25,7 +25,11 @@ among the version's referrers. --write writes it when the registry has
 none: the version's files are read from the registry twice (for the tar
 digests, then to upload) and stored again as tar layers, so the view costs
 the model's size again. push --image writes it at push time from the local
-files instead. The tar encoding is frozen (docs/format.md, "Image view").`,
+files instead. --check recomputes the view from the version's blobs and
+fails unless the registry's view is exactly that one: after verifying the
+version's signatures, a deploy step can pin the printed digest without
+trusting the registry. The tar encoding is frozen (docs/format.md, "Image
+view").`,
 		Example: `  modelreg image localhost:5000/team/fraud:1.4.0
   modelreg image --write registry.example.com/team/fraud:production
   ctr image pull --plain-http "$(modelreg image localhost:5000/team/fraud:1.4.0)"`,
@@ -37,9 +41,14 @@ files instead. The tar encoding is frozen (docs/format.md, "Image view").`,
 			}
 			cl := a.client(c, jsonOut)
 			var iv *client.ImageView
-			if write {
+			switch {
+			case write && check:
+				return usageError{fmt.Errorf("--write and --check: write first, then check")}
+			case write:
 				iv, err = cl.WriteImage(c.Context(), args[0])
-			} else {
+			case check:
+				iv, err = cl.CheckImage(c.Context(), args[0])
+			default:
 				iv, err = cl.Image(c.Context(), args[0])
 			}
 			if err != nil {
@@ -48,6 +57,9 @@ files instead. The tar encoding is frozen (docs/format.md, "Image view").`,
 			if jsonOut {
 				return a.json(iv)
 			}
+			if check {
+				fmt.Fprintf(a.io.Err, "image view checked: the version's files make %s\n", iv.Digest)
+			}
 			if write {
 				fmt.Fprintf(a.io.Err, "image view of %s written: %s of tar layers uploaded, %s already present\n", iv.Version, progress.Size(iv.Sent), progress.Size(iv.Reused))
 			}
@@ -55,6 +67,7 @@ files instead. The tar encoding is frozen (docs/format.md, "Image view").`,
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&check, "check", false, "recompute the view from the version's own blobs (one full read, every blob verified) and fail unless the registry's view is that one: trust the view's digest without trusting the registry")
 	c.Flags().BoolVar(&write, "write", false, "write the image view when the registry has none (reads the files from the registry and uploads them again as tars)")
 	a.addOutputFlag(c)
 	return c

@@ -10,6 +10,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
@@ -130,3 +131,79 @@ func (c *Client) pushImage(ctx context.Context, r registry.Reference, repo *oras
 	return &ImageView{Reference: fmt.Sprintf("%s/%s@%s", r.Registry, r.Repository, d), Digest: d.String(),
 		Version: v.Descriptor.Digest.String(), Sent: w.Sent, Reused: w.Reused}, nil
 }
+
+// CheckImage recomputes the image view of the version ref from the
+// version's own blobs (one read of each, every blob verified against its
+// digest) and compares it with the view the registry serves or holds: a
+// deploy step that verified the version's signatures can then trust the
+// view's digest without trusting the registry. It returns the view when
+// they agree, and an error naming both digests when they do not.
+func (c *Client) CheckImage(ctx context.Context, ref string) (*ImageView, error) {
+	iv, err := c.Image(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	_, repo, v, err := c.Version(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	srcs, err := imageview.Sources(v, func(_ int, f model.FileEntry) (io.ReadCloser, error) {
+		rc, err := repo.Blobs().Fetch(ctx, f.Descriptor)
+		if err != nil {
+			return nil, err
+		}
+		return verifiedReader(rc, f.Descriptor), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	files := make([]imageview.File, len(srcs))
+	for i, s := range srcs {
+		rc, err := s.Open()
+		if err != nil {
+			return nil, err
+		}
+		files[i] = s.File
+		files[i].Tar, err = imageview.TarDigest(s.Path, s.Mode, s.Size, rc)
+		if err == nil {
+			_, err = io.Copy(io.Discard, rc) // to the end: the digest is checked there
+		}
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.Path, err)
+		}
+	}
+	want, err := imageview.Build(v.Descriptor, files)
+	if err != nil {
+		return nil, err
+	}
+	if want.Descriptor.Digest.String() != iv.Digest {
+		return nil, fmt.Errorf("the registry's image view of %s is %s, but the version's files make %s: do not deploy it", v.Descriptor.Digest, iv.Digest, want.Descriptor.Digest)
+	}
+	return iv, nil
+}
+
+// verifiedReader fails the read that ends a blob whose bytes do not have
+// its digest.
+func verifiedReader(rc io.ReadCloser, d ocispec.Descriptor) io.ReadCloser {
+	return &digestReader{rc: rc, v: d.Digest.Verifier(), want: d}
+}
+
+type digestReader struct {
+	rc   io.ReadCloser
+	v    digest.Verifier
+	want ocispec.Descriptor
+	n    int64
+}
+
+func (r *digestReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	r.v.Write(p[:n])
+	r.n += int64(n)
+	if err == io.EOF && (r.n != r.want.Size || !r.v.Verified()) {
+		return n, fmt.Errorf("blob %s: the registry sent other bytes (%d of %d): refusing it", r.want.Digest, r.n, r.want.Size)
+	}
+	return n, err
+}
+
+func (r *digestReader) Close() error { return r.rc.Close() }

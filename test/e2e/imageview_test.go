@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -18,7 +19,10 @@ import (
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/client"
+	"github.com/modelreg/modelreg/pkg/imageview"
+	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/transfer"
+	orasremote "oras.land/oras-go/v2/registry/remote"
 )
 
 // debTool finds one of Debian's container tools, which `make test`
@@ -319,4 +323,56 @@ func TestServedImageView(t *testing.T) {
 		t.Errorf("crane copy into the view repository: %v\n%s", err, out)
 	}
 	e.fails([]string{"image views"}, "push", repo+"/image:3.0.0", v1)
+}
+
+// A view a registry holds that the version's files do not make (a forged
+// or damaged one) is refused by image --check; the real one passes.
+func TestImageViewCheck(t *testing.T) {
+	plain := startPlainRegistry(t)
+	reg := startServer(t)
+	e := newEnv(t)
+	src := filepath.Join(e.dir, "m")
+	modelTree(t, src)
+	// The real view passes, on modelreg serve and on plain distribution.
+	e.ok("push", reg.Addr+"/team/chk:1.0.0", src)
+	if got := strings.TrimSpace(e.ok("image", "--check", reg.Addr+"/team/chk:1.0.0").Stdout); !strings.HasPrefix(got, reg.Addr+"/team/chk/image@") {
+		t.Errorf("image --check on modelreg serve printed %q", got)
+	}
+	e.ok("push", plain.Addr+"/team/real:1.0.0", src, "--image")
+	e.ok("image", "--check", plain.Addr+"/team/real:1.0.0")
+
+	// A forged view: the version's annotations and subject, other bytes.
+	e.ok("push", plain.Addr+"/team/forged:1.0.0", src)
+	ctx := context.Background()
+	repo, err := orasremote.NewRepository(plain.Addr + "/team/forged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo.PlainHTTP = true
+	desc, rc, err := repo.FetchReference(ctx, "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(rc)
+	rc.Close()
+	v, err := model.Parse(desc, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srcs []imageview.Source
+	for _, f := range v.Files {
+		content := []byte("not the weights")
+		if f.Path != "model.safetensors" {
+			content, _ = os.ReadFile(filepath.Join(src, filepath.FromSlash(f.Path)))
+		}
+		srcs = append(srcs, imageview.Source{
+			File: imageview.File{Path: f.Path, Mode: f.Mode, Size: int64(len(content)), Raw: f.Descriptor.Digest},
+			Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content)), nil },
+		})
+	}
+	if _, err := imageview.Push(ctx, repo, v.Descriptor, srcs, 2); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("image", plain.Addr+"/team/forged:1.0.0") // found: it claims to be the view
+	e.fails([]string{"do not deploy it"}, "image", "--check", plain.Addr+"/team/forged:1.0.0")
 }
