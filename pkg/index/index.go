@@ -167,6 +167,19 @@ CREATE TABLE IF NOT EXISTS views (
 	PRIMARY KEY (repo, view)
 );
 CREATE INDEX IF NOT EXISTS views_config ON views (repo, config);
+-- What the headers of a version's weights files say (pkg/weights), for
+-- weights.NAME in searches; key '_derived' marks a version read (with or
+-- without weights files), so a backfill knows what is left.
+CREATE TABLE IF NOT EXISTS version_weights (
+	repo   TEXT NOT NULL,
+	digest TEXT NOT NULL,
+	key    TEXT NOT NULL,
+	num    REAL,
+	str    TEXT
+);
+CREATE INDEX IF NOT EXISTS version_weights_num ON version_weights (key, num);
+CREATE INDEX IF NOT EXISTS version_weights_str ON version_weights (key, str);
+CREATE INDEX IF NOT EXISTS version_weights_version ON version_weights (repo, digest);
 `
 
 // schemaVersion changes whenever the schema does. The index holds only
@@ -174,7 +187,7 @@ CREATE INDEX IF NOT EXISTS views_config ON views (repo, config);
 // and rebuilt rather than migrated.
 const schemaVersion = "3"
 
-var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta", "tar_digests", "views"}
+var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta", "tar_digests", "views", "version_weights"}
 
 // Index is an open index database.
 type Index struct {

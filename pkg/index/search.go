@@ -58,7 +58,7 @@ func compound(l, r query.Node, op string, args *[]any) (string, error) {
 // test renders "<col> <op> <values>" for one comparison.
 func test(col string, c query.Cmp, args *[]any) (string, error) {
 	val := func(v query.Value) any {
-		if c.Field == "metrics" {
+		if c.Field == "metrics" || (c.Field == "weights" && query.WeightFields[c.Key]) {
 			return v.Num
 		}
 		return v.Str
@@ -103,6 +103,10 @@ func compileCmp(c query.Cmp, args *[]any) (string, error) {
 		*args = append(*args, c.Field, c.Key)
 		t, err := test("value", c, args)
 		return "SELECT repo, digest FROM version_props WHERE kind = ? AND key = ? AND " + t, err
+	case "weights":
+		*args = append(*args, c.Key)
+		t, err := test(weightColumn(c.Key), c, args)
+		return "SELECT repo, digest FROM version_weights WHERE key = ? AND " + t, err
 	case "stage", "version":
 		if c.Op == "!=" { // "not in that stage"
 			eq := c
@@ -123,6 +127,14 @@ func compileCmp(c query.Cmp, args *[]any) (string, error) {
 		return "SELECT repo, digest FROM versions WHERE " + t, err
 	}
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
+}
+
+// weightColumn is the column of version_weights a weights.NAME compares.
+func weightColumn(key string) string {
+	if query.WeightFields[key] {
+		return "num"
+	}
+	return "str"
 }
 
 // compileRow turns a query into a condition on one row of versions v,
@@ -165,6 +177,10 @@ func compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 		*args = append(*args, c.Field, c.Key)
 		t, err := test("p.value", c, args)
 		return "EXISTS (SELECT 1 FROM version_props p WHERE p.repo = v.repo AND p.digest = v.digest AND p.kind = ? AND p.key = ? AND " + t + ")", err
+	case "weights":
+		*args = append(*args, c.Key)
+		t, err := test("w."+weightColumn(c.Key), c, args)
+		return "EXISTS (SELECT 1 FROM version_weights w WHERE w.repo = v.repo AND w.digest = v.digest AND w.key = ? AND " + t + ")", err
 	case "stage", "version":
 		kind := c.Field
 		if c.Op == "!=" { // "not in that stage"
@@ -465,7 +481,11 @@ func fill(ctx context.Context, db querier, rows []VersionRow) error {
 			r.Labels[k] = v
 		}
 	}
-	return pq.Err()
+	if err := pq.Err(); err != nil {
+		return err
+	}
+	pq.Close()
+	return fillWeights(ctx, db, in, keys, at)
 }
 
 // ModelRow summarizes one model repository.

@@ -58,6 +58,12 @@ func (Or) node()  {}
 func (Not) node() {}
 func (Cmp) node() {}
 
+// WeightFields are the names of the weights.NAME field: what the header
+// of the version's safetensors and GGUF files says (pkg/weights). true
+// marks the numeric ones.
+var WeightFields = map[string]bool{"parameters": true, "tensors": true, "context_length": true,
+	"format": false, "architecture": false, "quantization": false, "dtype": false}
+
 // Plain fields and the column or relation each maps to.
 var plainFields = map[string]bool{"framework": true, "description": true, "created": true, "stage": true, "version": true, "repository": true, "digest": true}
 
@@ -255,7 +261,7 @@ func (p *parser) primary(depth int) (Node, error) {
 func (p *parser) comparison() (Node, error) {
 	t := p.next()
 	if t.kind != "ident" {
-		return nil, &Error{t.pos, fmt.Sprintf("expected a field (metrics.NAME, params.NAME, labels.NAME, framework, created, stage, version, repository), found %q", t.text)}
+		return nil, &Error{t.pos, fmt.Sprintf("expected a field (metrics.NAME, params.NAME, labels.NAME, weights.NAME, framework, created, stage, version, repository), found %q", t.text)}
 	}
 	c := Cmp{Pos: t.pos}
 	field := strings.ToLower(t.text)
@@ -266,6 +272,12 @@ func (p *parser) comparison() (Node, error) {
 				return nil, &Error{t.pos, fmt.Sprintf("%q needs a name after the dot", t.text)}
 			}
 			c.Field, c.Key = strings.ToLower(prefix), key
+		case "weights":
+			k := strings.ToLower(key)
+			if _, ok := WeightFields[k]; !ok {
+				return nil, &Error{t.pos, fmt.Sprintf("unknown field %q: weights has parameters, tensors, context_length, format, architecture, quantization and dtype", t.text)}
+			}
+			c.Field, c.Key = "weights", k
 		default:
 			return nil, &Error{t.pos, fmt.Sprintf("unknown field %q", t.text)}
 		}
@@ -311,16 +323,23 @@ func (p *parser) comparison() (Node, error) {
 		}
 		c.Vals = []Value{v}
 	}
+	numeric := c.Field == "weights" && WeightFields[c.Key]
 	for _, v := range c.Vals {
 		if c.Field == "metrics" && !v.IsNum {
 			return nil, &Error{c.Pos, fmt.Sprintf("metrics.%s is numeric: compare it with a number", c.Key)}
+		}
+		if numeric && !v.IsNum {
+			return nil, &Error{c.Pos, fmt.Sprintf("weights.%s is numeric: compare it with a number, e.g. weights.%s > 7e9", c.Key, c.Key)}
+		}
+		if c.Field == "weights" && !numeric && v.IsNum {
+			return nil, &Error{c.Pos, fmt.Sprintf("weights.%s is text: compare it with a quoted string", c.Key)}
 		}
 		if c.Op == "like" && v.IsNum {
 			return nil, &Error{c.Pos, "like needs a quoted pattern, e.g. 'team/%'"}
 		}
 	}
-	if c.Field == "metrics" && c.Op == "like" {
-		return nil, &Error{c.Pos, "like does not apply to metrics"}
+	if (c.Field == "metrics" || numeric) && c.Op == "like" {
+		return nil, &Error{c.Pos, "like does not apply to numbers"}
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@
 package wire
 
 import (
+	"github.com/modelreg/modelreg/pkg/weights"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -30,6 +31,9 @@ type VersionRow struct {
 	Metrics     map[string]float64 `json:"metrics"`
 	Params      map[string]string  `json:"params"`
 	Labels      map[string]string  `json:"labels"`
+	// Weights is what the headers of the version's weights files say, once
+	// the server has read them (weights.NAME in queries).
+	Weights *weights.Facts `json:"weights,omitempty"`
 }
 
 // ModelRow summarizes one model repository.
