@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelreg/modelreg/pkg/weights"
+
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/remote"
@@ -162,6 +164,9 @@ type Inspection struct {
 	// Image is the version's image view pinned by digest, when the
 	// registry serves or holds one (docs/format.md, "Image view").
 	Image string `json:"image,omitempty"`
+	// Weights is what the headers of the version's safetensors and GGUF
+	// files say (read with Range requests, never the weights).
+	Weights *weights.Facts `json:"weights,omitempty"`
 }
 
 // Inspect reads one version and finds the tags that point at it.

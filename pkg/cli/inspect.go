@@ -13,6 +13,19 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// humanCount writes a parameter count as people say it: 8.03B, 124M.
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return strconv.FormatFloat(float64(n)/1e9, 'f', 2, 64) + "B"
+	case n >= 1e6:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', 1, 64) + "M"
+	case n >= 1e3:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', 1, 64) + "K"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 func (a *app) inspectCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "inspect REF",
@@ -46,6 +59,18 @@ stages alike. REF may name a version, a stage or a digest.`,
 			fmt.Fprintf(w, "Stages:\t%s\n", orNone(in.Stages))
 			if in.Image != "" {
 				fmt.Fprintf(w, "Image view:\t%s\n", in.Image)
+			}
+			if f := in.Weights; f != nil {
+				line := fmt.Sprintf("%s parameters in %d tensors (%s; %s)", humanCount(f.Parameters), f.Tensors, f.Format, strings.Join(f.DTypes, ", "))
+				for _, s := range []string{f.Architecture, f.Quantization} {
+					if s != "" {
+						line += ", " + s
+					}
+				}
+				if f.ContextLength > 0 {
+					line += fmt.Sprintf(", context %d", f.ContextLength)
+				}
+				fmt.Fprintf(w, "Weights:\t%s\n", line)
 			}
 			m := v.Metadata
 			if !m.Created.IsZero() {

@@ -224,6 +224,9 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*catalog.Inspection, 
 	if iv, err := c.imageOf(ctx, r, repo, in.Version); err == nil {
 		in.Image = iv.Reference
 	}
+	if in.Weights, err = c.weightsOf(ctx, r, in.Version); err != nil {
+		return nil, err
+	}
 	return in, nil
 }
 

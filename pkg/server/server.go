@@ -292,6 +292,9 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	if f, err := idx.Failures(ctx); err == nil && len(f) > 0 {
 		opts.Logger.Error("manifests the index could not take (listed on /v2/_modelreg/v1/status)", "count", len(f), "first", f[0])
 	}
+	// Versions whose weights were never read (pushed before this server
+	// read them, or just rebuilt): read in the background.
+	go s.views.backfill(context.WithoutCancel(ctx))
 	return nil
 }
 

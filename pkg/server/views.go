@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/imageview"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/weights"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
@@ -62,16 +64,111 @@ func (vs *views) enqueue(repo string, version digest.Digest) {
 	}
 }
 
+// work derives, for each version queued, what is read from its blobs
+// once: the weights files' header facts (searchable as weights.NAME) and
+// the image view's tar digests.
 func (vs *views) work() {
 	for j := range vs.queue {
+		ctx := context.Background()
 		start := time.Now()
-		v, err := vs.build(context.Background(), j.repo, j.version)
+		if err := vs.readWeights(ctx, j.repo, j.version); err != nil {
+			vs.log.Warn("reading the headers of a version's weights files", "repo", j.repo, "version", j.version, "err", err)
+		}
+		v, err := vs.build(ctx, j.repo, j.version)
 		if err != nil {
-			vs.log.Warn("preparing an image view; it is built at its first request", "repo", j.repo, "version", j.version, "err", err)
+			if !errors.Is(err, errNotView) {
+				vs.log.Warn("preparing an image view; it is built at its first request", "repo", j.repo, "version", j.version, "err", err)
+			}
 			continue
 		}
 		vs.log.Info("image view prepared", "repo", j.repo, "version", j.version, "view", v.Descriptor.Digest, "took", time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// backfill queues the versions whose weights were never read (pushed
+// before this server read them, or after an index rebuild), a batch at a
+// time, behind the pushes.
+func (vs *views) backfill(ctx context.Context) {
+	tried := map[[2]string]bool{} // a version that fails is tried once per start
+	for {
+		left, err := vs.idx.Underived(ctx, 100+len(tried))
+		if err != nil {
+			return
+		}
+		left = slices.DeleteFunc(left, func(v [2]string) bool { return tried[v] })
+		if len(left) == 0 {
+			return
+		}
+		for _, v := range left {
+			tried[v] = true
+			select {
+			case vs.queue <- viewJob{v[0], digest.Digest(v[1])}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		// Wait for the batch to be read before asking again.
+		for len(vs.queue) > 0 {
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readWeights reads the headers of the version's safetensors and GGUF
+// files (a few reads at the start of each stored blob) into the index.
+// A version of another kind, or whose files are not weights, is recorded
+// as read, with no facts.
+func (vs *views) readWeights(ctx context.Context, repo string, version digest.Digest) error {
+	mt, payload, ok, err := vs.st.manifest(ctx, repo, version)
+	if err != nil || !ok {
+		return err
+	}
+	var facts *weights.Facts
+	if mv, err := model.Parse(ocispec.Descriptor{MediaType: mt, Digest: version, Size: int64(len(payload))}, payload); err == nil {
+		for _, f := range mv.Files {
+			if f.Encoding != "raw" || !weights.Supported(f.Path) {
+				continue
+			}
+			rc, err := vs.open(ctx, repo, f.Descriptor.Digest)
+			if err != nil {
+				vs.log.Warn("a weights file could not be opened; it adds nothing to the version's weights facts", "repo", repo, "file", f.Path, "err", err)
+				continue
+			}
+			ff, err := weights.Read(f.Path, weights.Blocks(&seekReaderAt{rs: rc}, f.Descriptor.Size), f.Descriptor.Size)
+			rc.Close()
+			if err != nil {
+				vs.log.Warn("a weights file's header could not be read; it adds nothing to the version's weights facts", "repo", repo, "file", f.Path, "err", err)
+				continue
+			}
+			if facts == nil {
+				facts = &weights.Facts{}
+			}
+			facts.Merge(ff)
+		}
+	}
+	return vs.idx.PutWeights(ctx, repo, version, facts)
+}
+
+// seekReaderAt reads a stored blob (a ReadSeeker) at offsets; one reader
+// at a time.
+type seekReaderAt struct {
+	rs io.ReadSeeker
+}
+
+func (s *seekReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if _, err := s.rs.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := io.ReadFull(s.rs, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // errNotView is a version that has no image view (not a model, or with

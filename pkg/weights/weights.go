@@ -339,3 +339,45 @@ func ReadGGUF(r io.ReaderAt, size int64) (*Facts, error) {
 	}
 	return f, nil
 }
+
+// Blocks wraps a ReaderAt whose reads are costly (a Range request, a seek
+// on a stored blob) for the header readers, which make many small reads
+// close together: it reads ahead in blocks, the first of 64 KiB (most
+// headers fit), each next one twice as large up to 4 MiB (a GGUF
+// vocabulary of several MiB takes a handful of reads), and keeps the last.
+func Blocks(r io.ReaderAt, size int64) io.ReaderAt {
+	return &blocks{r: r, size: size, next: 64 << 10}
+}
+
+type blocks struct {
+	r    io.ReaderAt
+	size int64
+	at   int64 // offset of buf
+	buf  []byte
+	next int64 // size of the next block read
+}
+
+func (b *blocks) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		o := off + int64(n)
+		if o >= b.size {
+			return n, io.EOF
+		}
+		if o < b.at || o >= b.at+int64(len(b.buf)) {
+			want := min(max(b.next, int64(len(p)-n)), b.size-o)
+			b.next = min(2*b.next, 4<<20)
+			buf := make([]byte, want)
+			m, err := b.r.ReadAt(buf, o)
+			if int64(m) < want {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return n, err
+			}
+			b.at, b.buf = o, buf
+		}
+		n += copy(p[n:], b.buf[o-b.at:])
+	}
+	return n, nil
+}

@@ -82,3 +82,29 @@ func FuzzRead(f *testing.F) {
 		Read(name, bytes.NewReader(b), int64(len(b))) // must not panic or hang
 	})
 }
+
+// countingReaderAt counts the reads that reach it.
+type countingReaderAt struct {
+	r     *bytes.Reader
+	reads int
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	return c.r.ReadAt(p, off)
+}
+
+// A GGUF header of a 50,000-token vocabulary (about 700 KiB) is read in a
+// few block reads,
+// with the same facts as from memory.
+func TestBlocks(t *testing.T) {
+	b := fixture.GGUF(map[string]any{"general.architecture": "llama"}, 50000, []fixture.Tensor{{Name: "w", DType: "1", Shape: []int64{4, 4}}}, 3)
+	c := &countingReaderAt{r: bytes.NewReader(b)}
+	f, err := Read("m.gguf", Blocks(c, int64(len(b))), int64(len(b)))
+	if err != nil || f.Parameters != 16 || f.Architecture != "llama" {
+		t.Fatalf("%+v %v", f, err)
+	}
+	if c.reads > 6 {
+		t.Errorf("%d reads of a %d-byte header", c.reads, len(b))
+	}
+}
