@@ -51,7 +51,7 @@ func (c *Client) imageOf(ctx context.Context, r registry.Reference, repo *orasre
 		}
 		return &ImageView{Reference: fmt.Sprintf("%s/%s@%s", r.Registry, iv.Repository, iv.Digest), Digest: iv.Digest, Version: iv.Version}, nil
 	}
-	l, err := referrers.List(ctx, repo, v.Descriptor, referrers.ListOptions{ArtifactType: ocispec.MediaTypeImageConfig})
+	l, err := referrers.List(ctx, repo, v.Descriptor, referrers.ListOptions{ArtifactType: imageview.ArtifactType})
 	if err != nil {
 		return nil, err
 	}

@@ -48,9 +48,10 @@ type Written struct {
 
 // Push writes the image view of the version described by version into
 // target with real tar layers: each file is read once for its tar digest,
-// then once more to upload the layer when target lacks it; then the config
-// and the manifest (whose subject is the version, so the view is listed
-// among the version's referrers). concurrency bounds the files at once.
+// then once more to upload the layer when target lacks it; then the
+// configs, the manifests and the index (whose subject is the version, so
+// the view is listed among the version's referrers). concurrency bounds
+// the files at once.
 func Push(ctx context.Context, target oras.Target, version ocispec.Descriptor, srcs []Source, concurrency int) (*Written, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(concurrency, 1))
@@ -111,16 +112,14 @@ func Push(ctx context.Context, target oras.Target, version ocispec.Descriptor, s
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	for _, b := range []struct {
-		desc ocispec.Descriptor
-		data []byte
-	}{{view.ConfigDescriptor, view.Config}, {view.Descriptor, view.Manifest}} {
-		ok, err := target.Exists(ctx, b.desc)
+	// Configs, then manifests, then the index: each after what it names.
+	for _, b := range append(append(append([]Blob(nil), view.Configs...), view.Manifests...), Blob{view.Descriptor, view.Index}) {
+		ok, err := target.Exists(ctx, b.Descriptor)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
-			if err := target.Push(ctx, b.desc, bytes.NewReader(b.data)); err != nil {
+			if err := target.Push(ctx, b.Descriptor, bytes.NewReader(b.Bytes)); err != nil {
 				return nil, fmt.Errorf("uploading the image view: %w", err)
 			}
 		}

@@ -22,38 +22,48 @@ func testFiles(t *testing.T) (ocispec.Descriptor, []File) {
 	return version, files
 }
 
-// The view is an image a runtime can unpack: an image config with
-// diff_ids equal to the tar layers, linux, layers of the tar media type
-// in the version's order, each naming the raw layer it wraps, and the
-// version as its subject. Built twice, it is the same bytes.
+// The view is an index over one image per platform that a runtime can
+// unpack: each config linux with its platform's architecture and diff_ids
+// equal to the tar layers, layers of the tar media type in the version's
+// order naming the raw layer each wraps; the index names the version as
+// its subject. Built twice, it is the same bytes.
 func TestBuild(t *testing.T) {
 	version, files := testFiles(t)
 	v, err := Build(version, files)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m ocispec.Manifest
-	var cfg ocispec.Image
-	if json.Unmarshal(v.Manifest, &m) != nil || json.Unmarshal(v.Config, &cfg) != nil {
-		t.Fatal("not JSON")
+	var idx ocispec.Index
+	if json.Unmarshal(v.Index, &idx) != nil || v.Descriptor.Digest != digest.FromBytes(v.Index) || v.Descriptor.MediaType != ocispec.MediaTypeImageIndex {
+		t.Fatal("the index is not JSON or its descriptor is wrong")
 	}
-	if cfg.OS != "linux" || cfg.RootFS.Type != "layers" || len(cfg.RootFS.DiffIDs) != 2 {
-		t.Errorf("config %s", v.Config)
+	if idx.ArtifactType != ArtifactType || idx.Subject == nil || idx.Subject.Digest != version.Digest ||
+		idx.Annotations[AnnotationVersion] != version.Digest.String() || idx.Annotations[AnnotationEncoding] != Encoding {
+		t.Errorf("the index does not name its version: %s", v.Index)
 	}
-	if m.Config.MediaType != ocispec.MediaTypeImageConfig || m.Config.Digest != digest.FromBytes(v.Config) {
-		t.Errorf("config descriptor %+v", m.Config)
+	if len(idx.Manifests) != len(Platforms) {
+		t.Fatalf("%d manifests for %d platforms", len(idx.Manifests), len(Platforms))
 	}
-	for i, l := range m.Layers {
-		size, _ := LayerSize(files[i].Path, files[i].Mode, files[i].Size)
-		if l.MediaType != ocispec.MediaTypeImageLayer || l.Digest != cfg.RootFS.DiffIDs[i] || l.Digest != files[i].Tar || l.Size != size || l.Annotations[AnnotationRaw] != files[i].Raw.String() {
-			t.Errorf("layer %d: %+v", i, l)
+	for i, md := range idx.Manifests {
+		var m ocispec.Manifest
+		var cfg ocispec.Image
+		mb, ok := v.Find(md.Digest)
+		if !ok || json.Unmarshal(mb.Bytes, &m) != nil || md.Platform == nil || md.Platform.OS != Platforms[i].OS || md.Platform.Architecture != Platforms[i].Architecture {
+			t.Fatalf("manifest %d: %+v", i, md)
 		}
-	}
-	if m.Subject == nil || m.Subject.Digest != version.Digest || m.Annotations[AnnotationVersion] != version.Digest.String() || m.Annotations[AnnotationEncoding] != Encoding {
-		t.Errorf("manifest does not name its version: %s", v.Manifest)
-	}
-	if v.Descriptor.Digest != digest.FromBytes(v.Manifest) {
-		t.Error("descriptor digest is not the manifest's")
+		cb, ok := v.Find(m.Config.Digest)
+		if !ok || json.Unmarshal(cb.Bytes, &cfg) != nil || m.Config.MediaType != ocispec.MediaTypeImageConfig {
+			t.Fatalf("config of manifest %d", i)
+		}
+		if cfg.OS != "linux" || cfg.Architecture != Platforms[i].Architecture || cfg.RootFS.Type != "layers" || len(cfg.RootFS.DiffIDs) != len(files) {
+			t.Errorf("config %d: %s", i, cb.Bytes)
+		}
+		for j, l := range m.Layers {
+			size, _ := LayerSize(files[j].Path, files[j].Mode, files[j].Size)
+			if l.MediaType != ocispec.MediaTypeImageLayer || l.Digest != cfg.RootFS.DiffIDs[j] || l.Digest != files[j].Tar || l.Size != size || l.Annotations[AnnotationRaw] != files[j].Raw.String() {
+				t.Errorf("manifest %d layer %d: %+v", i, j, l)
+			}
+		}
 	}
 	again, _ := Build(version, files)
 	if again.Descriptor.Digest != v.Descriptor.Digest {

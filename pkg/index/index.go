@@ -161,12 +161,11 @@ CREATE TABLE IF NOT EXISTS tar_digests (
 CREATE INDEX IF NOT EXISTS tar_digests_tar ON tar_digests (tar);
 CREATE TABLE IF NOT EXISTS views (
 	repo    TEXT NOT NULL,
-	view    TEXT NOT NULL,
-	config  TEXT NOT NULL,
+	digest  TEXT NOT NULL, -- the view's index, one of its manifests or configs
+	kind    TEXT NOT NULL, -- index, manifest or config
 	version TEXT NOT NULL,
-	PRIMARY KEY (repo, view)
+	PRIMARY KEY (repo, digest)
 );
-CREATE INDEX IF NOT EXISTS views_config ON views (repo, config);
 -- What the headers of a version's weights files say (pkg/weights), for
 -- weights.NAME in searches; key '_derived' marks a version read (with or
 -- without weights files), so a backfill knows what is left.
@@ -185,7 +184,7 @@ CREATE INDEX IF NOT EXISTS version_weights_version ON version_weights (repo, dig
 // schemaVersion changes whenever the schema does. The index holds only
 // what storage can give again, so an index of another version is dropped
 // and rebuilt rather than migrated.
-const schemaVersion = "3"
+const schemaVersion = "4"
 
 var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta", "tar_digests", "views", "version_weights"}
 

@@ -61,23 +61,32 @@ func (x *Index) TarLayers(ctx context.Context, tar digest.Digest) ([]TarLayer, e
 	return out, rows.Err()
 }
 
-// PutView records that the version of repo has the image view view whose
-// config is config.
-func (x *Index) PutView(ctx context.Context, repo string, view, config, version digest.Digest) error {
-	_, err := x.db.ExecContext(ctx, `INSERT INTO views (repo, view, config, version) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		repo, view.String(), config.String(), version.String())
-	return err
+// PutView records the pieces of the image view of the version of repo
+// (digest to kind: index, manifest or config), so each can be found by
+// its digest.
+func (x *Index) PutView(ctx context.Context, repo string, version digest.Digest, pieces map[digest.Digest]string) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for d, kind := range pieces {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO views (repo, digest, kind, version) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			repo, d.String(), kind, version.String()); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
-// ViewOf returns the version whose image view (or whose view's config)
-// has digest d in repo; ok is false when none was built.
-func (x *Index) ViewOf(ctx context.Context, repo string, d digest.Digest) (version digest.Digest, isConfig, ok bool, err error) {
+// ViewOf returns the version whose image view has a piece (index,
+// manifest or config) with digest d in repo, and the piece's kind; ok is
+// false when no view built here has it.
+func (x *Index) ViewOf(ctx context.Context, repo string, d digest.Digest) (version digest.Digest, kind string, ok bool, err error) {
 	var v string
-	var cfg bool
-	err = x.rd.QueryRowContext(ctx, `SELECT version, config = ? FROM views WHERE repo = ? AND (view = ? OR config = ?) LIMIT 1`,
-		d.String(), repo, d.String(), d.String()).Scan(&v, &cfg)
+	err = x.rd.QueryRowContext(ctx, `SELECT version, kind FROM views WHERE repo = ? AND digest = ?`, repo, d.String()).Scan(&v, &kind)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, false, nil
+		return "", "", false, nil
 	}
-	return digest.Digest(v), cfg, err == nil, err
+	return digest.Digest(v), kind, err == nil, err
 }

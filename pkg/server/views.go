@@ -206,7 +206,12 @@ func (vs *views) build(ctx context.Context, repo string, version digest.Digest) 
 		if err != nil {
 			return nil, err
 		}
-		if err := vs.idx.PutView(ctx, repo, view.Descriptor.Digest, view.ConfigDescriptor.Digest, version); err != nil {
+		pieces := map[digest.Digest]string{view.Descriptor.Digest: "index"}
+		for i := range view.Manifests {
+			pieces[view.Manifests[i].Descriptor.Digest] = "manifest"
+			pieces[view.Configs[i].Descriptor.Digest] = "config"
+		}
+		if err := vs.idx.PutView(ctx, repo, version, pieces); err != nil {
 			return nil, err
 		}
 		return view, nil
@@ -264,11 +269,16 @@ func (vs *views) serve(w http.ResponseWriter, r *http.Request, name, route, ref 
 			vs.fail(w, err, errManifestUnknown)
 			return
 		}
-		if d, err := digest.Parse(ref); err == nil && d != view.Descriptor.Digest {
-			serveError(w, errManifestUnknown, fmt.Sprintf("%s is not an image view of %s", d, repo))
-			return
+		piece := imageview.Blob{Descriptor: view.Descriptor, Bytes: view.Index} // by tag: the index
+		if d, err := digest.Parse(ref); err == nil {
+			b, ok := view.Find(d)
+			if !ok || b.Descriptor.MediaType == ocispec.MediaTypeImageConfig {
+				serveError(w, errManifestUnknown, fmt.Sprintf("%s is not an image view of %s", d, repo))
+				return
+			}
+			piece = b
 		}
-		writeBlob(w, r, ocispec.MediaTypeImageManifest, view.Descriptor.Digest, bytes.NewReader(view.Manifest))
+		writeBlob(w, r, piece.Descriptor.MediaType, piece.Descriptor.Digest, bytes.NewReader(piece.Bytes))
 	case "blob":
 		d, err := digest.Parse(ref)
 		if err != nil {
@@ -285,11 +295,11 @@ func (vs *views) serve(w http.ResponseWriter, r *http.Request, name, route, ref 
 // (version or stage, read from storage at this moment) or a view digest.
 func (vs *views) resolve(ctx context.Context, repo, ref string) (digest.Digest, error) {
 	if d, err := digest.Parse(ref); err == nil {
-		version, isConfig, ok, err := vs.idx.ViewOf(ctx, repo, d)
+		version, kind, ok, err := vs.idx.ViewOf(ctx, repo, d)
 		if err != nil {
 			return "", err
 		}
-		if !ok || isConfig {
+		if !ok || kind == "config" {
 			return "", fmt.Errorf("%w: %s is not an image view of %s (a view is known once its version was pushed here)", errNotView, d, repo)
 		}
 		return version, nil
@@ -308,19 +318,21 @@ func (vs *views) resolve(ctx context.Context, repo, ref string) (digest.Digest, 
 // blob from storage, trailer; with Range.
 func (vs *views) blob(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) {
 	ctx := r.Context()
-	version, isConfig, ok, err := vs.idx.ViewOf(ctx, repo, d)
+	version, kind, ok, err := vs.idx.ViewOf(ctx, repo, d)
 	if err != nil {
 		vs.fail(w, err, errBlobUnknown)
 		return
 	}
-	if ok && isConfig {
+	if ok && kind == "config" {
 		view, err := vs.build(ctx, repo, version)
 		if err != nil {
 			vs.fail(w, err, errBlobUnknown)
 			return
 		}
-		writeBlob(w, r, ocispec.MediaTypeImageConfig, d, bytes.NewReader(view.Config))
-		return
+		if b, ok := view.Find(d); ok {
+			writeBlob(w, r, ocispec.MediaTypeImageConfig, d, bytes.NewReader(b.Bytes))
+			return
+		}
 	}
 	layers, err := vs.idx.TarLayers(ctx, d)
 	if err != nil {

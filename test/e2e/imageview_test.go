@@ -262,10 +262,17 @@ func TestServedImageView(t *testing.T) {
 	tool(t, "ctr", "--address", sock, "image", "mount", repo+"/image:1.0.0", mnt)
 	sameTree(t, want, tree(t, filepath.Join(mnt, "models")))
 	tool(t, "ctr", "--address", sock, "image", "unmount", mnt)
+	// A node of another platform takes its own manifest of the view, with
+	// the same files.
+	tool(t, "ctr", "--address", sock, "image", "pull", "--plain-http", "--platform", "linux/arm64", repo+"/image:1.0.0")
+	mnt = t.TempDir()
+	tool(t, "ctr", "--address", sock, "image", "mount", "--platform", "linux/arm64", repo+"/image:1.0.0", mnt)
+	sameTree(t, want, tree(t, filepath.Join(mnt, "models")))
+	tool(t, "ctr", "--address", sock, "image", "unmount", mnt)
 
 	// A range of the weights' tar layer: header (models/, the file) then bytes.
 	var m struct{ Layers []struct{ Digest string } }
-	if err := json.Unmarshal([]byte(tool(t, craneBin, "manifest", "--insecure", ref)), &m); err != nil {
+	if err := json.Unmarshal([]byte(tool(t, craneBin, "manifest", "--insecure", "--platform", "linux/amd64", ref)), &m); err != nil {
 		t.Fatal(err)
 	}
 	weights, _ := os.ReadFile(filepath.Join(v1, "model.safetensors"))
