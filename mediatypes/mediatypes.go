@@ -51,6 +51,8 @@ const (
 	KitOpsPrefix = "application/vnd.kitops.modelkit."
 	// DockerModelConfig is the config media type of a Docker model artifact.
 	DockerModelConfig = "application/vnd.docker.ai.model.config.v0.1+json"
+	// DockerModelConfigV02 is its next version (same fields, more layer kinds).
+	DockerModelConfigV02 = "application/vnd.docker.ai.model.config.v0.2+json"
 	// DockerModelPrefix is the prefix of every Docker model layer media type.
 	DockerModelPrefix = "application/vnd.docker.ai."
 )
@@ -107,7 +109,7 @@ func ModelFormat(t string) string {
 		return "modelpack-legacy"
 	case t == KitOpsConfig:
 		return "kitops"
-	case t == DockerModelConfig:
+	case t == DockerModelConfig || t == DockerModelConfigV02:
 		return "docker-model"
 	}
 	return ""

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"oras.land/oras-go/v2/content"
+
 	"github.com/modelreg/modelreg/pkg/weights"
 
 	"github.com/modelreg/modelreg/pkg/evaluation"
@@ -164,6 +166,10 @@ type Inspection struct {
 	// Image is the version's image view pinned by digest, when the
 	// registry serves or holds one (docs/format.md, "Image view").
 	Image string `json:"image,omitempty"`
+	// Producer is what another producer's config says (a Docker model's
+	// format, quantization, parameters...; a KitOps Kitfile's package
+	// name, version, description, authors).
+	Producer map[string]string `json:"producer,omitempty"`
 	// Weights is what the headers of the version's safetensors and GGUF
 	// files say (read with Range requests, never the weights).
 	Weights *weights.Facts `json:"weights,omitempty"`
@@ -194,6 +200,11 @@ func Inspect(ctx context.Context, repo registry.Repository, ref registry.Referen
 		return nil, remote.Explain(err, ref.String())
 	}
 	in := &Inspection{Reference: ref.String(), Version: v, Tags: []string{}, Versions: []string{}, Stages: []string{}, Evaluations: evals}
+	if (v.Format == "kitops" || v.Format == "docker-model") && v.Config.Size <= model.MaxProducerConfig {
+		if b, err := content.FetchAll(ctx, repo, v.Config); err == nil { // digest and size verified
+			in.Producer = model.ProducerFacts(v.Format, b)
+		}
+	}
 	for _, t := range slices.Sorted(maps.Keys(digests)) {
 		if digests[t] != v.Descriptor.Digest {
 			continue

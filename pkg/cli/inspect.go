@@ -13,6 +13,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
+func producerName(format string) string {
+	if format == "kitops" {
+		return "Kitfile"
+	}
+	return "Docker model"
+}
+
 // humanCount writes a parameter count as people say it: 8.03B, 124M.
 func humanCount(n int64) string {
 	switch {
@@ -59,6 +66,9 @@ stages alike. REF may name a version, a stage or a digest.`,
 			fmt.Fprintf(w, "Stages:\t%s\n", orNone(in.Stages))
 			if in.Image != "" {
 				fmt.Fprintf(w, "Image view:\t%s\n", in.Image)
+			}
+			for _, k := range slices.Sorted(maps.Keys(in.Producer)) {
+				fmt.Fprintf(w, "%s %s:\t%s\n", producerName(in.Version.Format), k, in.Producer[k])
 			}
 			if f := in.Weights; f != nil {
 				line := fmt.Sprintf("%s parameters in %d tensors (%s; %s)", humanCount(f.Parameters), f.Tensors, f.Format, strings.Join(f.DTypes, ", "))

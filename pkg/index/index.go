@@ -913,7 +913,7 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 		return err
 	}
 	defer tx.Rollback()
-	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "promotions", "lineage", "retired", "failures"} {
+	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "version_weights", "promotions", "lineage", "retired", "failures"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE repo = ?`, repo); err != nil {
 			return err
 		}

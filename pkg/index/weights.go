@@ -115,3 +115,21 @@ func fillWeights(ctx context.Context, db querier, in string, keys []any, at map[
 	}
 	return wq.Err()
 }
+
+// PutDerivedLabels records labels read from a version's config (a KitOps
+// Kitfile's package fields), beside the labels of its annotations, which
+// win where both name a key.
+func (x *Index) PutDerivedLabels(ctx context.Context, repo string, d digest.Digest, labels map[string]string) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for k, v := range labels {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO version_props (repo, digest, kind, key, value) VALUES (?, ?, 'labels', ?, ?) ON CONFLICT DO NOTHING`,
+			repo, d.String(), k, v); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}

@@ -183,6 +183,12 @@ func Parse(desc ocispec.Descriptor, raw []byte) (*Version, error) {
 		if err != nil {
 			return nil, fmt.Errorf("manifest %s, layer %d (%s): %w", desc.Digest, i, l.Digest, err)
 		}
+		if _, dup := seen[f.Path]; dup && untitled(l) && len(l.Digest.Encoded()) >= 12 {
+			// A name modelreg gave (two GGUF shards of a Docker model):
+			// told apart by digest.
+			ext := path.Ext(f.Path)
+			f.Path = strings.TrimSuffix(f.Path, ext) + "-" + l.Digest.Encoded()[:12] + ext
+		}
 		if f.Encoding == mediatypes.EncodingRaw {
 			if j, dup := seen[f.Path]; dup {
 				return nil, fmt.Errorf("manifest %s: layer %d (%s) and layer %d (%s) both hold file path %q; a model's file paths must be unique",
@@ -235,6 +241,11 @@ func fileEntry(format string, l ocispec.Descriptor) (FileEntry, error) {
 	if f.Path == "" && format == "docker-model" {
 		f.Path = dockerModelFileName(l.MediaType)
 	}
+	if f.Path == "" && f.Encoding == mediatypes.EncodingRaw && l.Digest.Validate() == nil {
+		// A raw layer nobody named: a documented name from its digest
+		// (docs/format.md, "What modelreg reads").
+		f.Path = "untitled-" + l.Digest.Encoded()[:12]
+	}
 	if f.Path == "" && f.Encoding == mediatypes.EncodingRaw {
 		return f, fmt.Errorf("no file path: set the %s (or %s) annotation on the layer", mediatypes.AnnotationFilepath, mediatypes.AnnotationTitle)
 	}
@@ -255,12 +266,30 @@ func fileEntry(format string, l ocispec.Descriptor) (FileEntry, error) {
 	return f, nil
 }
 
+// untitled says whether a layer carries no name of its own.
+func untitled(l ocispec.Descriptor) bool {
+	for _, key := range []string{mediatypes.AnnotationFilepath, mediatypes.LegacyAnnotationFilepath, mediatypes.AnnotationTitle} {
+		if l.Annotations[key] != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// dockerModelFileName names the untitled layers of a Docker model artifact
+// by their media type (docs/format.md).
 func dockerModelFileName(mediaType string) string {
 	switch {
 	case strings.HasSuffix(mediaType, ".gguf.v3"):
 		return "model.gguf"
+	case strings.HasSuffix(mediaType, ".safetensors"):
+		return "model.safetensors"
 	case strings.HasSuffix(mediaType, ".license"):
 		return "LICENSE"
+	case strings.HasSuffix(mediaType, ".mmproj"):
+		return "model.mmproj"
+	case strings.Contains(mediaType, ".chat.template"):
+		return "template.jinja"
 	}
 	return ""
 }

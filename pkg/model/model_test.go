@@ -138,9 +138,9 @@ func TestPackIsReproducible(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
-	manifest := func(artifactType string, layer ocispec.Descriptor) []byte {
+	manifest := func(artifactType string, layers ...ocispec.Descriptor) []byte {
 		b, _ := json.Marshal(ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: artifactType,
-			Config: ocispec.DescriptorEmptyJSON, Layers: []ocispec.Descriptor{layer}})
+			Config: ocispec.DescriptorEmptyJSON, Layers: layers})
 		return b
 	}
 	ok := ocispec.Descriptor{MediaType: "application/vnd.cncf.model.weight.v1.raw", Digest: digest.FromString("x"), Size: 1,
@@ -153,15 +153,28 @@ func TestParseRejects(t *testing.T) {
 	if _, err := Parse(ocispec.Descriptor{}, manifest(mediatypes.ArtifactTypeModel, evil)); err == nil || !strings.Contains(err.Error(), "leaves the model directory") {
 		t.Errorf("traversal accepted: %v", err)
 	}
+	// A raw layer nobody named gets a name from its digest (docs/format.md);
+	// two such layers of the same name are told apart by digest.
 	nameless := ok
 	nameless.Annotations = nil
+	other := nameless
+	other.Digest = digest.FromString("y")
+	v, err := Parse(ocispec.Descriptor{}, manifest(mediatypes.ArtifactTypeModel, nameless, other))
+	if err != nil || v.Files[0].Path != "untitled-"+nameless.Digest.Encoded()[:12] || v.Files[1].Path != "untitled-"+other.Digest.Encoded()[:12] {
+		t.Errorf("nameless layers: %v %+v", err, v)
+	}
+	if v, err := Parse(ocispec.Descriptor{}, manifest(mediatypes.DockerModelConfigV02, withType(nameless, "application/vnd.docker.ai.gguf.v3"), withType(other, "application/vnd.docker.ai.gguf.v3"))); err != nil ||
+		v.Files[0].Path != "model.gguf" || v.Files[1].Path != "model-"+other.Digest.Encoded()[:12]+".gguf" {
+		t.Errorf("Docker model shards: %v %+v", err, v)
+	}
+	nameless.Digest = "sha256:short"
 	if _, err := Parse(ocispec.Descriptor{}, manifest(mediatypes.ArtifactTypeModel, nameless)); err == nil || !strings.Contains(err.Error(), "no file path") {
-		t.Errorf("nameless layer accepted: %v", err)
+		t.Errorf("a nameless layer with a bad digest was accepted: %v", err)
 	}
 	legacy := ok
 	legacy.MediaType = "application/vnd.cnai.model.weight.v1.tar"
 	legacy.Annotations = map[string]string{mediatypes.LegacyAnnotationFilepath: "w.bin"}
-	v, err := Parse(ocispec.Descriptor{}, manifest(mediatypes.LegacyArtifactTypeModel, legacy))
+	v, err = Parse(ocispec.Descriptor{}, manifest(mediatypes.LegacyArtifactTypeModel, legacy))
 	if err != nil || v.Format != "modelpack-legacy" || v.Files[0].Encoding != "tar" || v.Files[0].Kind != "weight" {
 		t.Errorf("legacy ModelPack: %+v %v", v, err)
 	}
@@ -213,4 +226,9 @@ func TestParseRefusesPathConflictsAndSpecialModes(t *testing.T) {
 	if err != nil || v.Files[0].Mode != 0o755 || v.Files[1].Mode != 0o644 {
 		t.Errorf("distinct paths and a plain mode: %+v %v", v, err)
 	}
+}
+
+func withType(d ocispec.Descriptor, mediaType string) ocispec.Descriptor {
+	d.MediaType = mediaType
+	return d
 }

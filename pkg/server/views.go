@@ -120,7 +120,8 @@ func (vs *views) backfill(ctx context.Context) {
 }
 
 // readWeights reads the headers of the version's safetensors and GGUF
-// files (a few reads at the start of each stored blob) into the index.
+// files (a few reads at the start of each stored blob) into the index,
+// and a KitOps version's Kitfile package fields into its labels.
 // A version of another kind, or whose files are not weights, is recorded
 // as read, with no facts.
 func (vs *views) readWeights(ctx context.Context, repo string, version digest.Digest) error {
@@ -130,6 +131,18 @@ func (vs *views) readWeights(ctx context.Context, repo string, version digest.Di
 	}
 	var facts *weights.Facts
 	if mv, err := model.Parse(ocispec.Descriptor{MediaType: mt, Digest: version, Size: int64(len(payload))}, payload); err == nil {
+		if mv.Format == "kitops" && mv.Config.Size <= model.MaxProducerConfig {
+			// A Kitfile's package fields, searchable as labels.kitfile.NAME.
+			if b, err := vs.st.blob(ctx, repo, mv.Config.Digest); err == nil && digest.FromBytes(b) == mv.Config.Digest {
+				labels := map[string]string{}
+				for k, v := range model.ProducerFacts(mv.Format, b) {
+					labels["kitfile."+k] = v
+				}
+				if err := vs.idx.PutDerivedLabels(ctx, repo, version, labels); err != nil {
+					return err
+				}
+			}
+		}
 		for _, f := range mv.Files {
 			if f.Encoding != "raw" || !weights.Supported(f.Path) {
 				continue
