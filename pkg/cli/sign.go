@@ -105,6 +105,7 @@ func writeNew(path string, b []byte, mode os.FileMode) error {
 
 func (a *app) signCmd() *cobra.Command {
 	var keyPath, format string
+	var noImage bool
 	c := &cobra.Command{
 		Use:   "sign REF --key cosign.key",
 		Short: "Sign a version's digest with a cosign key",
@@ -114,7 +115,14 @@ by default as a sigstore bundle referrer (cosign v3's format, checked by
 ` + "`cosign verify --key KEY.pub --insecure-ignore-tlog`" + ` with cosign v3), or with
 --format legacy as the sha256-<hex>.sig tag cosign v2 reads. No transparency
 log is used: the key pair is the trust. A tag REF is resolved first; the
-signature covers the digest, so moving tags cannot transfer it.`,
+signature covers the digest, so moving tags cannot transfer it.
+
+When the version has an image view (always on modelreg serve; on other
+registries once written), its digest is signed too, in the same form, so a
+deploy pipeline can run cosign verify on exactly what it deploys
+(REGISTRY/REPO/image@sha256:... on modelreg serve). modelreg serve's gate
+and modelreg verify count a signature on the view it derives from a version
+as approval of that version. --no-image signs the version only.`,
 		Example: `  COSIGN_PASSWORD=... modelreg sign localhost:5000/team/fraud:1.4.0 --key alice.key`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -140,19 +148,31 @@ signature covers the digest, so moving tags cannot transfer it.`,
 			if err != nil {
 				return err
 			}
-			s, err := a.client(c, true).Sign(c.Context(), args[0], priv, form)
-			if err != nil {
+			sign := a.client(c, true).Sign
+			if noImage {
+				sign = a.client(c, true).SignVersionOnly
+			}
+			s, err := sign(c.Context(), args[0], priv, form)
+			if err != nil && (s == nil || s.Signature == "") {
+				return err
+			}
+			if err != nil { // the version is signed; its image view is not
+				fmt.Fprintf(a.io.Err, "signed %s@%s with key %s (%s signature %s)\n", args[0], s.Digest, s.Key, s.Format, shortDigest(s.Signature))
 				return err
 			}
 			if jsonOut {
 				return a.json(s)
 			}
 			fmt.Fprintf(a.io.Err, "signed %s@%s with key %s (%s signature %s)\n", args[0], s.Digest, s.Key, s.Format, shortDigest(s.Signature))
+			if s.Image != "" {
+				fmt.Fprintf(a.io.Err, "signed its image view %s too (signature %s)\n", s.Image, shortDigest(s.ImageSignature))
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&keyPath, "key", "", "cosign private key file (required)")
 	c.Flags().StringVar(&format, "format", "bundle", "signature format: bundle (cosign v3) or legacy (cosign v2 .sig tag)")
+	c.Flags().BoolVar(&noImage, "no-image", false, "sign the version only, not its image view (by default both are signed, so `cosign verify` of the view passes)")
 	a.addOutputFlag(c)
 	return c
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/signature"
@@ -24,11 +25,27 @@ type Signed struct {
 	Key       string         `json:"key"`
 	Format    signature.Form `json:"format"`
 	Signature string         `json:"signature"`
+	// Image is the version's image view, signed too when there is one, so
+	// a deploy pipeline can `cosign verify` what it deploys;
+	// ImageSignature is that signature.
+	Image          string `json:"image,omitempty"`
+	ImageSignature string `json:"imageSignature,omitempty"`
 }
 
 // Sign signs the manifest digest of the version ref with priv and stores
-// the signature in the registry, in form (a sigstore bundle by default).
+// the signature in the registry, in form (a sigstore bundle by default);
+// and its image view's digest the same way, when there is one.
 func (c *Client) Sign(ctx context.Context, ref string, priv key.Private, form signature.Form) (*Signed, error) {
+	return c.sign(ctx, ref, priv, form, true)
+}
+
+// SignVersionOnly is Sign without the image view: for a signer who
+// approves the files but not what is deployed of them.
+func (c *Client) SignVersionOnly(ctx context.Context, ref string, priv key.Private, form signature.Form) (*Signed, error) {
+	return c.sign(ctx, ref, priv, form, false)
+}
+
+func (c *Client) sign(ctx context.Context, ref string, priv key.Private, form signature.Form, image bool) (*Signed, error) {
 	if form == "" {
 		form = signature.FormBundle
 	}
@@ -43,7 +60,31 @@ func (c *Client) Sign(ctx context.Context, ref string, priv key.Private, form si
 	if err != nil {
 		return nil, fmt.Errorf("storing the signature: %w", err)
 	}
-	return &Signed{Digest: v.Descriptor.Digest.String(), Key: priv.Fingerprint, Format: form, Signature: desc.Digest.String()}, nil
+	out := &Signed{Digest: v.Descriptor.Digest.String(), Key: priv.Fingerprint, Format: form, Signature: desc.Digest.String()}
+	// The image view too, when the registry serves or holds one: its
+	// signature is stored beside the model's (modelreg serve shows it
+	// through the view's repository).
+	if !image {
+		return out, nil
+	}
+	if iv, err := c.imageOf(ctx, r, repo, v); err == nil {
+		vd, err := repo.Resolve(ctx, iv.Digest)
+		if err != nil {
+			vr, vrepo, rerr := c.Repository(iv.Reference)
+			if rerr != nil {
+				return out, fmt.Errorf("the version is signed, but its image view %s: %w", iv.Reference, rerr)
+			}
+			if vd, err = vrepo.Resolve(ctx, vr.Reference); err != nil {
+				return out, fmt.Errorf("the version is signed, but its image view %s could not be read: %w", iv.Reference, err)
+			}
+		}
+		sd, err := signature.Sign(ctx, repo, r, vd, priv, signature.SignOptions{Form: form})
+		if err != nil {
+			return out, fmt.Errorf("the version is signed, but signing its image view %s: %w", iv.Reference, err)
+		}
+		out.Image, out.ImageSignature = iv.Reference, sd.Digest.String()
+	}
+	return out, nil
 }
 
 // Verdict is what Verify found: every signature and the policy's decision
@@ -78,6 +119,11 @@ func (c *Client) Verify(ctx context.Context, ref string, pol *policy.Policy, sta
 	if err != nil {
 		return nil, err
 	}
+	// On modelreg serve, signatures on the image view it derives from the
+	// version approve the version too, as its gate counts them.
+	if found, err := c.viewSignatures(ctx, r, repo, v, pol); err == nil {
+		ev.Signatures = append(ev.Signatures, found...)
+	}
 	vd := &Verdict{Digest: v.Descriptor.Digest.String(), Signatures: ev.Signatures, Lineage: ev.Lineage, Evaluations: ev.Evaluations,
 		SignatureNote: ev.SignatureNote, Descriptor: v.Descriptor, Repository: r.Repository, Evidence: ev, Policy: pol}
 	if vd.Signatures == nil {
@@ -98,6 +144,38 @@ func (c *Client) Verify(ctx context.Context, ref string, pol *policy.Policy, sta
 		}
 	}
 	return vd, nil
+}
+
+// viewSignatures gathers the signatures of the image view modelreg serve
+// derives from v (none from another registry: there the view is whatever
+// a client wrote, which the server did not derive).
+func (c *Client) viewSignatures(ctx context.Context, r registry.Reference, repo registry.Repository, v *model.Version, pol *policy.Policy) ([]signature.Found, error) {
+	api, err := c.Server(ctx, r.Registry)
+	if err != nil {
+		return nil, err
+	}
+	iv, err := api.Image(ctx, r.Repository, v.Descriptor.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	_, vrepo, err := c.Repository(r.Registry + "/" + iv.Repository + "@" + iv.Digest)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := vrepo.Resolve(ctx, iv.Digest)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := pol.Gather(ctx, repo, desc)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]signature.Found, len(ev.Signatures))
+	for i, f := range ev.Signatures {
+		f.Source = "image view: " + f.Source
+		out[i] = f
+	}
+	return out, nil
 }
 
 // MoveOptions are the choices of a promotion or rollback.
@@ -169,6 +247,15 @@ func (c *Client) moveOptions(ctx context.Context, r registry.Reference, o MoveOp
 	opts.Tagger = tagger
 	opts.History = func(ctx context.Context, stage string) ([]promotion.Record, error) {
 		return api.History(ctx, r.Repository, stage)
+	}
+	if o.Policy != nil {
+		opts.MoreSignatures = func(ctx context.Context, target ocispec.Descriptor) ([]signature.Found, error) {
+			_, repo, err := c.Repository(r.Registry + "/" + r.Repository)
+			if err != nil {
+				return nil, err
+			}
+			return c.viewSignatures(ctx, r, repo, &model.Version{Descriptor: target}, o.Policy)
+		}
 	}
 	return opts, nil
 }

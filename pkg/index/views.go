@@ -90,3 +90,14 @@ func (x *Index) ViewOf(ctx context.Context, repo string, d digest.Digest) (versi
 	}
 	return digest.Digest(v), kind, err == nil, err
 }
+
+// ViewIndexOf returns the digest of the image view built for the version
+// of repo; ok is false when none was built yet.
+func (x *Index) ViewIndexOf(ctx context.Context, repo string, version digest.Digest) (d digest.Digest, ok bool, err error) {
+	var s string
+	err = x.rd.QueryRowContext(ctx, `SELECT digest FROM views WHERE repo = ? AND version = ? AND kind = 'index' LIMIT 1`, repo, version.String()).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return digest.Digest(s), err == nil, err
+}

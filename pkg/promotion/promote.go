@@ -37,6 +37,10 @@ type Options struct {
 	// server's signed history, so a record a client pushed can never pick
 	// the version a rollback returns to.
 	History func(ctx context.Context, stage string) ([]Record, error)
+	// MoreSignatures, when set, adds signatures that approve target though
+	// they sign another digest: against modelreg serve, those on the image
+	// view it derives from target, which its gate counts too.
+	MoreSignatures func(ctx context.Context, target ocispec.Descriptor) ([]signature.Found, error)
 }
 
 // Result is what a promotion or rollback did.
@@ -121,6 +125,11 @@ func move(ctx context.Context, repo registry.Repository, ref registry.Reference,
 		ev, err := opts.Policy.Gather(ctx, repo, target)
 		if err != nil {
 			return nil, remote.Explain(err, repoName(ref)+"@"+target.Digest.String())
+		}
+		if opts.MoreSignatures != nil {
+			if more, err := opts.MoreSignatures(ctx, target); err == nil {
+				ev.Signatures = append(ev.Signatures, more...)
+			}
 		}
 		res.Evidence = ev
 	}

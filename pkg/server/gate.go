@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelreg/modelreg/pkg/signature"
+
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/model"
@@ -45,6 +47,9 @@ type gate struct {
 	// the policy) with the same router, without auth: the same code
 	// `modelreg promote` runs, over a transport that never leaves memory.
 	self http.Handler
+	// views finds the image view the server derived from a version, whose
+	// signatures approve the version too.
+	views *views
 	// clientAddr puts the client's address in the actor of anonymous moves.
 	clientAddr bool
 
@@ -183,12 +188,34 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 	if err != nil {
 		return tagWrite{}, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
 	}
+	// A signature on the version's image view approves the version too,
+	// for the view this server derived from it (and no other digest).
+	if g.views != nil {
+		if view, ok := g.views.prepared(ctx, repo, m.Digest); ok {
+			vev, err := pol.Gather(ctx, g.repository(repo), view.Descriptor)
+			if err != nil {
+				return tagWrite{}, fmt.Errorf("reading the image view's signatures: %w", err)
+			}
+			ev.Signatures = append(ev.Signatures, onView(vev.Signatures)...)
+		}
+	}
 	d := pol.Evaluate(t, ev)
 	if err := d.Err(); err != nil {
 		return tagWrite{}, denied{fmt.Sprintf("%s@%s may not enter %q: %v", repo, m.Digest, t, err)}
 	}
 	w.decision = &d
 	return w, nil
+}
+
+// onView marks signatures found on an image view, for the decision's
+// reader.
+func onView(found []signature.Found) []signature.Found {
+	out := make([]signature.Found, len(found))
+	for i, f := range found {
+		f.Source = "image view: " + f.Source
+		out[i] = f
+	}
+	return out
 }
 
 // chained reports whether a stage has a history (a signed record).

@@ -155,7 +155,9 @@ func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref st
 		}
 	}
 	artifactType := q.Get("artifactType")
-	descs, err := rt.idx.Referrers(r.Context(), name, subject, artifactType, q.Get("last"), limit)
+	// The referrers of an image view (its signatures) are stored in the
+	// model's repository: the view repository is derived, never written.
+	descs, err := rt.idx.Referrers(r.Context(), strings.TrimSuffix(name, ViewSuffix), subject, artifactType, q.Get("last"), limit)
 	if err != nil {
 		rt.log.Error("referrers query", "repo", name, "subject", subject, "err", err)
 		serveError(w, errUnknown, "the index could not be read")

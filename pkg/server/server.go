@@ -256,6 +256,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
 	s.views = newViews(idx, st, opts.Logger)
+	s.gate.views = s.views
 	fail := func(err error) error {
 		idx.Close()
 		s.idx = nil

@@ -17,6 +17,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/imageview"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/modelreg/modelreg/pkg/weights"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -235,6 +236,17 @@ func (vs *views) build(ctx context.Context, repo string, version digest.Digest) 
 	return v.(*imageview.View), nil
 }
 
+// prepared returns the view of the version when it was built already (its
+// tar digests known): cheap, for the gate, which must not read a model's
+// blobs while it holds a stage's lock.
+func (vs *views) prepared(ctx context.Context, repo string, version digest.Digest) (*imageview.View, bool) {
+	if _, ok, err := vs.idx.ViewIndexOf(ctx, repo, version); err != nil || !ok {
+		return nil, false
+	}
+	v, err := vs.build(ctx, repo, version)
+	return v, err == nil
+}
+
 // tarDigest is the digest of f's tar layer: recorded, or read from the raw
 // blob (one pass) and recorded.
 func (vs *views) tarDigest(ctx context.Context, repo string, f imageview.File) (digest.Digest, error) {
@@ -272,6 +284,9 @@ func (vs *views) serve(w http.ResponseWriter, r *http.Request, name, route, ref 
 	ctx := r.Context()
 	switch route {
 	case "manifest":
+		if vs.passThrough(w, r, repo, ref) {
+			return
+		}
 		version, err := vs.resolve(ctx, repo, ref)
 		if err != nil {
 			vs.fail(w, err, errManifestUnknown)
@@ -366,7 +381,52 @@ func (vs *views) blob(w http.ResponseWriter, r *http.Request, repo string, d dig
 		writeBlob(w, r, "application/octet-stream", d, newConcat(bytes.NewReader(h), &sizedSeeker{raw, l.Size}, bytes.NewReader(imageview.Trailer(l.Size))))
 		return
 	}
+	// Another blob of the model's repository (a signature's layer).
+	if rc, err := vs.open(ctx, repo, d); err == nil {
+		defer rc.Close()
+		if size, err := rc.Seek(0, io.SeekEnd); err == nil {
+			rc.Seek(0, io.SeekStart)
+			writeBlob(w, r, "application/octet-stream", d, newConcat(&sizedSeeker{rc, size}))
+			return
+		}
+	}
 	serveError(w, errBlobUnknown, fmt.Sprintf("%s is not a blob of the image views of %s", d, repo))
+}
+
+// passThrough serves, from the model's repository, the manifests that
+// are about views rather than views themselves: signatures and
+// attestations (cosign's sha256-<hex>.sig tags, bundles by digest), so
+// `cosign verify REGISTRY/repo/image@sha256:…` finds what `modelreg sign`
+// stored beside the model. Versions, stages and view digests are left to
+// the view; so is anything that is a model version. It reports whether it
+// answered.
+func (vs *views) passThrough(w http.ResponseWriter, r *http.Request, repo, ref string) bool {
+	ctx := r.Context()
+	var d digest.Digest
+	if pd, err := digest.Parse(ref); err == nil {
+		if _, _, ok, _ := vs.idx.ViewOf(ctx, repo, pd); ok {
+			return false
+		}
+		d = pd
+	} else {
+		if tag.Classify(ref) != tag.Other {
+			return false
+		}
+		desc, ok, err := vs.st.tag(ctx, repo, ref)
+		if err != nil || !ok {
+			return false
+		}
+		d = desc.Digest
+	}
+	mt, payload, ok, err := vs.st.manifest(ctx, repo, d)
+	if err != nil || !ok {
+		return false
+	}
+	if c, err := model.ClassifyManifest(mt, payload); err != nil || c.Kind == model.KindModel {
+		return false
+	}
+	writeBlob(w, r, mt, d, bytes.NewReader(payload))
+	return true
 }
 
 func (vs *views) fail(w http.ResponseWriter, err error, notFound errcode.ErrorCode) {
