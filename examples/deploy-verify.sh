@@ -8,12 +8,20 @@
 #   THRESHOLD=2 ./deploy-verify.sh /srv/models/fraud
 #
 # STAGE defaults to production; ORAS_FLAGS=--plain-http for an HTTP registry.
+#
+# cosign v2 and v3 both work. cosign v2 (2.6) refuses offline any digest
+# that carries a sigstore bundle (modelreg sign's default form), even with
+# a legacy signature beside it ("trusted root is required when using new
+# bundle format"); given an empty trusted root (no transparency log, no CA:
+# the key is the trust, as with --insecure-ignore-tlog) it verifies the
+# bundle. So each key is tried as is, then with that root.
 set -eu
 : "${REPO:?set REPO=REGISTRY/REPOSITORY}"
 : "${KEYS:?set KEYS to the approvers public key files}"
 STAGE=${STAGE:-production}
 THRESHOLD=${THRESHOLD:-1}
 target=${1:?usage: deploy-verify.sh TARGET_DIR}
+ROOT=${ROOT:-$(dirname "$0")/cosign-offline-trusted-root.json}
 
 # Resolve once: everything below uses the digest, so a stage moving during the
 # deploy cannot swap the model between verification and download.
@@ -22,7 +30,8 @@ echo "$REPO:$STAGE is $digest"
 
 ok=0
 for k in $KEYS; do
-  if cosign verify --key "$k" --insecure-ignore-tlog=true "$REPO@$digest" >/dev/null 2>&1; then
+  if cosign verify --key "$k" --insecure-ignore-tlog=true "$REPO@$digest" >/dev/null 2>&1 ||
+     cosign verify --key "$k" --insecure-ignore-tlog=true --new-bundle-format --trusted-root "$ROOT" "$REPO@$digest" >/dev/null 2>&1; then
     ok=$((ok + 1)); echo "signed by $k"
   else
     echo "not signed by $k"

@@ -407,14 +407,21 @@ func TestDeployExample(t *testing.T) {
 	script, _ := filepath.Abs(filepath.Join("..", "..", "examples", "deploy-verify.sh"))
 	path := "PATH=" + filepath.Dir(cosign3Bin) + ":" + filepath.Dir(orasBin) + ":/usr/bin:/bin"
 	env := []string{path, "REPO=" + repo, "KEYS=alice.pub bob.pub carol.pub", "ORAS_FLAGS=--plain-http"}
-	r := e.exec("", append(env, "THRESHOLD=2"), "/bin/sh", script, filepath.Join(e.dir, "deployed"))
-	if r.Code != 0 || !strings.Contains(r.Stdout, "deployed "+repo+"@"+d) || !strings.Contains(r.Stdout, "not signed by carol.pub") {
-		t.Fatalf("deploy: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	// The same deploy with cosign v3 and with cosign v2 on the PATH: both
+	// count alice's and bob's bundles.
+	for _, cosign := range []string{cosign3Bin, cosign2Bin} {
+		env := append([]string{"PATH=" + filepath.Dir(cosign) + ":" + filepath.Dir(orasBin) + ":/usr/bin:/bin"}, env[1:]...)
+		out := filepath.Join(e.dir, "deployed-"+filepath.Base(filepath.Dir(cosign)))
+		r := e.exec("", append(env, "THRESHOLD=2"), "/bin/sh", script, out)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "deployed "+repo+"@"+d) || !strings.Contains(r.Stdout, "signed by alice.pub") ||
+			!strings.Contains(r.Stdout, "signed by bob.pub") || !strings.Contains(r.Stdout, "not signed by carol.pub") {
+			t.Fatalf("deploy with %s: exit %d\n%s\n%s", cosign, r.Code, r.Stdout, r.Stderr)
+		}
+		if b, _ := os.ReadFile(filepath.Join(out, "model.safetensors")); string(b) != "ship it" {
+			t.Errorf("deployed content with %s: %q", cosign, b)
+		}
 	}
-	if b, _ := os.ReadFile(filepath.Join(e.dir, "deployed", "model.safetensors")); string(b) != "ship it" {
-		t.Errorf("deployed content: %q", b)
-	}
-	r = e.exec("", append(env, "THRESHOLD=3"), "/bin/sh", script, filepath.Join(e.dir, "refused"))
+	r := e.exec("", append(env, "THRESHOLD=3"), "/bin/sh", script, filepath.Join(e.dir, "refused"))
 	if r.Code == 0 || !strings.Contains(r.Stderr, "only 2 of 3 required signatures") {
 		t.Errorf("deploy with too few signatures: exit %d\n%s", r.Code, r.Stderr)
 	}
