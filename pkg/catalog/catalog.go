@@ -166,6 +166,10 @@ type Inspection struct {
 	// Image is the version's image view pinned by digest, when the
 	// registry serves or holds one (docs/format.md, "Image view").
 	Image string `json:"image,omitempty"`
+	// Modelcar is the version's modelcar and ModelcarBase its base image,
+	// when modelreg serve serves modelcars.
+	Modelcar     string `json:"modelcar,omitempty"`
+	ModelcarBase string `json:"modelcarBase,omitempty"`
 	// Producer is what another producer's config says (a Docker model's
 	// format, quantization, parameters...; a KitOps Kitfile's package
 	// name, version, description, authors).

@@ -9,7 +9,7 @@ import (
 )
 
 func (a *app) imageCmd() *cobra.Command {
-	var write, check bool
+	var write, check, modelcar bool
 	c := &cobra.Command{
 		Use:   "image REF",
 		Short: "Print (or write) the image view of a version: the reference a Pod or ctr pulls",
@@ -42,6 +42,10 @@ view").`,
 			cl := a.client(c, jsonOut)
 			var iv *client.ImageView
 			switch {
+			case modelcar && (write || check):
+				return usageError{fmt.Errorf("--modelcar takes neither --write nor --check")}
+			case modelcar:
+				iv, err = cl.Modelcar(c.Context(), args[0])
 			case write && check:
 				return usageError{fmt.Errorf("--write and --check: write first, then check")}
 			case write:
@@ -67,6 +71,7 @@ view").`,
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&modelcar, "modelcar", false, "print the version's modelcar instead: modelreg serve's base image (started with --modelcar-base) under the files at /models, for KServe oci://")
 	c.Flags().BoolVar(&check, "check", false, "recompute the view from the version's own blobs (one full read, every blob verified) and fail unless the registry's view is that one: trust the view's digest without trusting the registry")
 	c.Flags().BoolVar(&write, "write", false, "write the image view when the registry has none (reads the files from the registry and uploads them again as tars)")
 	a.addOutputFlag(c)

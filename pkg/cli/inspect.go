@@ -67,6 +67,9 @@ stages alike. REF may name a version, a stage or a digest.`,
 			if in.Image != "" {
 				fmt.Fprintf(w, "Image view:\t%s\n", in.Image)
 			}
+			if in.Modelcar != "" {
+				fmt.Fprintf(w, "Modelcar:\t%s (base %s)\n", in.Modelcar, in.ModelcarBase)
+			}
 			for _, k := range slices.Sorted(maps.Keys(in.Producer)) {
 				fmt.Fprintf(w, "%s %s:\t%s\n", producerName(in.Version.Format), k, in.Producer[k])
 			}

@@ -24,6 +24,8 @@ type ImageView struct {
 	Digest    string `json:"digest"`
 	// Version is the digest of the model version it shows.
 	Version string `json:"version"`
+	// Base is a modelcar's base image (REGISTRY/REPO@sha256:…).
+	Base string `json:"base,omitempty"`
 	// Sent and Reused are the tar bytes a write uploaded and found already
 	// in the registry (zero when the view was only looked up).
 	Sent   int64 `json:"sent"`
@@ -207,3 +209,23 @@ func (r *digestReader) Read(p []byte) (int, error) {
 }
 
 func (r *digestReader) Close() error { return r.rc.Close() }
+
+// Modelcar finds the modelcar modelreg serve serves for the version ref:
+// the operator's base image (with sh) under the version's files at
+// /models, for KServe's oci:// storage. Only modelreg serve started with
+// --modelcar-base serves them.
+func (c *Client) Modelcar(ctx context.Context, ref string) (*ImageView, error) {
+	r, _, v, err := c.Version(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	api, err := c.Server(ctx, r.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not modelreg serve: modelcars are derived by modelreg serve started with --modelcar-base", r.Registry)
+	}
+	mc, err := api.Modelcar(ctx, r.Repository, v.Descriptor.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	return &ImageView{Reference: fmt.Sprintf("%s/%s@%s", r.Registry, mc.Repository, mc.Digest), Digest: mc.Digest, Version: mc.Version, Base: r.Registry + "/" + mc.Base}, nil
+}

@@ -224,6 +224,12 @@ func (c *Client) Inspect(ctx context.Context, ref string) (*catalog.Inspection, 
 	if iv, err := c.imageOf(ctx, r, repo, in.Version); err == nil {
 		in.Image = iv.Reference
 	}
+	if api, err := c.Server(ctx, r.Registry); err == nil {
+		if mc, err := api.Modelcar(ctx, r.Repository, in.Version.Descriptor.Digest.String()); err == nil {
+			in.Modelcar = fmt.Sprintf("%s/%s@%s", r.Registry, mc.Repository, mc.Digest)
+			in.ModelcarBase = r.Registry + "/" + mc.Base
+		}
+	}
 	if in.Weights, err = c.weightsOf(ctx, r, in.Version); err != nil {
 		return nil, err
 	}

@@ -119,6 +119,13 @@ func (c *Client) Image(ctx context.Context, repo, ref string) (wire.ImageView, e
 	return out, c.get(ctx, "models/"+repo+"/versions/"+ref+"/image", nil, &out)
 }
 
+// Modelcar returns the modelcar the server serves for the version ref of
+// repo (its base image under the version's files).
+func (c *Client) Modelcar(ctx context.Context, repo, ref string) (wire.ImageView, error) {
+	var out wire.ImageView
+	return out, c.get(ctx, "models/"+repo+"/versions/"+ref+"/modelcar", nil, &out)
+}
+
 // Descendants lists the versions made directly from of (a model digest or
 // reference, or a dataset URI or digest).
 func (c *Client) Descendants(ctx context.Context, of string) ([]wire.Edge, error) {

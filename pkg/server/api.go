@@ -65,6 +65,7 @@ var apiRoutes = []apiRoute{
 	indexRoute(`models/{name}/versions`, (*router).apiVersions),
 	route(`models/{name}/versions/{ref}/lineage`, (*router).apiLineage),
 	route(`models/{name}/versions/{ref}/image`, (*router).apiImage),
+	route(`models/{name}/versions/{ref}/modelcar`, (*router).apiModelcar),
 	route(`models/{name}/versions/{ref}`, (*router).apiVersion),
 	route(`models/{name}/stages/{ref}/history`, (*router).apiHistory),
 	route(`models/{name}/referrers/{ref}`, (*router).apiReferrers),
@@ -264,6 +265,24 @@ func (rt *router) apiImage(r apiRequest) (any, error) {
 		return nil, err
 	}
 	return wire.ImageView{Repository: repo + ViewSuffix, Digest: v.Descriptor.Digest.String(), Version: d.String()}, nil
+}
+
+// apiModelcar answers the modelcar of a version: the operator's base
+// image with the version's files at /models.
+func (rt *router) apiModelcar(r apiRequest) (any, error) {
+	repo, ref := r.args[0], r.args[1]
+	d, err := rt.resolve(r.ctx, repo, ref)
+	if err != nil {
+		return nil, err
+	}
+	mc, err := rt.views.buildModelcar(r.ctx, repo, d)
+	if errors.Is(err, errNotView) {
+		return nil, &apiError{code: errManifestUnknown, msg: err.Error()}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return wire.ImageView{Repository: repo + ModelcarSuffix, Digest: mc.manifest.Descriptor.Digest.String(), Version: d.String(), Base: rt.views.base.String()}, nil
 }
 
 func (rt *router) apiHistory(r apiRequest) (any, error) {

@@ -82,6 +82,17 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if name != "" && !validName(w, name) {
 			return
 		}
+		if rt.views != nil && strings.HasSuffix(name, ModelcarSuffix) {
+			route := ""
+			switch match.Route.GetName() {
+			case v2.RouteNameManifest:
+				route = "manifest"
+			case v2.RouteNameBlob:
+				route = "blob"
+			}
+			rt.views.serveModelcar(w, r, name, route, match.Vars["reference"]+match.Vars["digest"])
+			return
+		}
 		if rt.views != nil && strings.HasSuffix(name, ViewSuffix) {
 			route := ""
 			switch match.Route.GetName() {

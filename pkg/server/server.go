@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -25,6 +26,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/wire"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	// Registered by import: the filesystem storage driver.
@@ -71,6 +73,12 @@ type Options struct {
 	// records of anonymous moves ("anonymous@10.0.0.7"); off by default,
 	// as records are readable by every client.
 	RecordClientAddress bool
+	// ModelcarBase, when set, names a base image in this registry, pinned
+	// by digest (REPO@sha256:…), under which <repo>/modelcar serves every
+	// version's files at /models: an image KServe's oci:// (modelcar) can
+	// run, since it starts the image with sh. The operator chooses and
+	// trusts the base; no user can put layers of their own under a model.
+	ModelcarBase string
 	// Bare serves distribution alone, without the modelreg extension
 	// (no index, gate or model API): only for measuring the extension's cost.
 	Bare bool
@@ -257,6 +265,13 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
 	s.views = newViews(idx, st, opts.Logger)
 	s.gate.views = s.views
+	if opts.ModelcarBase != "" {
+		repo, d, ok := strings.Cut(opts.ModelcarBase, "@")
+		if _, err := digest.Parse(d); !ok || err != nil || !validRepoName(repo) {
+			return fmt.Errorf("modelcar base %q: name a repository of this registry pinned by digest, REPO@sha256:…", opts.ModelcarBase)
+		}
+		s.views.base = &baseImage{repo: repo, digest: digest.Digest(d)}
+	}
 	fail := func(err error) error {
 		idx.Close()
 		s.idx = nil

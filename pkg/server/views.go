@@ -38,6 +38,8 @@ const ViewSuffix = "/image"
 // of each raw blob) are computed in the background after a push, or at
 // the first request, and kept in the index.
 type views struct {
+	// base is the modelcar base image, when the operator named one.
+	base   *baseImage
 	idx    *index.Index
 	st     *store
 	log    *slog.Logger

@@ -147,4 +147,6 @@ type ImageView struct {
 	Repository string `json:"repository"`
 	Digest     string `json:"digest"`
 	Version    string `json:"version"`
+	// Base is a modelcar's base image (REPO@sha256:…, of this registry).
+	Base string `json:"base,omitempty"`
 }
