@@ -67,7 +67,19 @@ func (c *Client) sign(ctx context.Context, ref string, priv key.Private, form si
 	if !image {
 		return out, nil
 	}
-	if iv, err := c.imageOf(ctx, r, repo, v); err == nil {
+	// Only a view digest this client computed from verified bytes, or that
+	// modelreg serve derived, is signed: on another registry the view a
+	// client wrote is recomputed from the version's blobs first (one read
+	// of each), so a forged view is never signed.
+	iv, err := c.imageOf(ctx, r, repo, v)
+	if err == nil {
+		if _, serr := c.Server(ctx, r.Registry); serr != nil {
+			if iv, err = c.CheckImage(ctx, ref); err != nil {
+				return out, fmt.Errorf("the version is signed, but not its image view: %w", err)
+			}
+		}
+	}
+	if err == nil {
 		vd, err := repo.Resolve(ctx, iv.Digest)
 		if err != nil {
 			vr, vrepo, rerr := c.Repository(iv.Reference)

@@ -382,4 +382,14 @@ func TestImageViewCheck(t *testing.T) {
 	}
 	e.ok("image", plain.Addr+"/team/forged:1.0.0") // found: it claims to be the view
 	e.fails([]string{"do not deploy it"}, "image", "--check", plain.Addr+"/team/forged:1.0.0")
+
+	// sign signs a view on another registry only after recomputing it: the
+	// real one is signed (and cosign verifies it there), the forged one is not.
+	e.ok("keygen", "--output-key-prefix", "alice")
+	s := decode[client.Signed](t, e.ok("sign", plain.Addr+"/team/real:1.0.0", "--key", "alice.key", "--output", "json").Stdout)
+	if !strings.HasPrefix(s.Image, plain.Addr+"/team/real@sha256:") || s.ImageSignature == "" {
+		t.Fatalf("sign on plain distribution: %+v", s)
+	}
+	e.cosign(cosign3Bin, nil, "verify", "--key", "alice.pub", "--insecure-ignore-tlog=true", s.Image)
+	e.fails([]string{"not its image view", "do not deploy it"}, "sign", plain.Addr+"/team/forged:1.0.0", "--key", "alice.key")
 }

@@ -12,13 +12,14 @@ import (
 
 // The Kubernetes examples parse, and each names the reference form
 // docs/deploy.md gives for it: a view pinned by digest, a view following a
-// stage, a KServe oci+native URI of a pinned view, a version pinned by
-// digest for CRI-O.
+// stage, KServe URIs of a pinned view (oci+native) and of a pinned
+// modelcar (oci), a version pinned by digest for CRI-O.
 func TestK8sExamples(t *testing.T) {
 	want := map[string]*regexp.Regexp{
 		"pod-image-volume.yaml":     regexp.MustCompile(`reference: \S+/image@sha256:[0-9a-f]{64}\n`),
 		"pod-stage-volume.yaml":     regexp.MustCompile(`reference: \S+/image:[a-z][a-z0-9-]*\n\s+pullPolicy: Always`),
 		"kserve-oci-native.yaml":    regexp.MustCompile(`storageUri: oci\+native://\S+/image@sha256:[0-9a-f]{64}\n`),
+		"kserve-oci-modelcar.yaml":  regexp.MustCompile(`storageUri: oci://\S+/modelcar@sha256:[0-9a-f]{64}\n`),
 		"crio-artifact-volume.yaml": regexp.MustCompile(`reference: \S+/fraud@sha256:[0-9a-f]{64}\n`),
 	}
 	files, _ := filepath.Glob(filepath.Join("..", "..", "examples", "k8s", "*.yaml"))
