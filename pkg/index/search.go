@@ -570,3 +570,8 @@ func (x *Index) History(ctx context.Context, repo, stage string) ([]json.RawMess
 	}
 	return out, rows.Err()
 }
+
+// Stages lists the stages of repo with a trusted history, by name.
+func (x *Index) Stages(ctx context.Context, repo string) ([]string, error) {
+	return x.strings(ctx, `SELECT DISTINCT stage FROM promotions WHERE repo = ? AND trusted = 1 ORDER BY stage`, repo)
+}

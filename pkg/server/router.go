@@ -62,6 +62,9 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/v2/_oci/ext/discover":
 		rt.discover(w, r)
 		return
+	case isPage(p):
+		rt.page(w, r)
+		return
 	case len(p) >= len(apiPrefix) && p[:len(apiPrefix)] == apiPrefix:
 		if rt.uploads != nil && rt.uploads.serve(w, r) {
 			return

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/query"
+	"github.com/modelreg/modelreg/pkg/ui"
+	"github.com/modelreg/modelreg/pkg/wire"
+)
+
+// isPage says whether a path is one of the web UI's (docs/ui.md): the
+// front page, model and version pages, and the stylesheet. The registry's
+// own API is under /v2/ and never collides.
+func isPage(p string) bool {
+	return p == "/" || strings.HasPrefix(p, "/models/") || strings.HasPrefix(p, "/ui/static/")
+}
+
+// page answers a web UI request, from the model API's own answers.
+func (rt *router) page(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "the web UI is read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	p := r.URL.Path
+	var page any
+	var err error
+	switch {
+	case strings.HasPrefix(p, "/ui/static/"):
+		ui.Static().ServeHTTP(w, r)
+		return
+	case p == "/":
+		page, err = rt.modelsPage(r)
+	case strings.Contains(p, "/versions/"):
+		i := strings.LastIndex(p, "/versions/")
+		page, err = rt.versionPage(r, strings.TrimPrefix(p[:i], "/models/"), p[i+len("/versions/"):])
+	default:
+		page, err = rt.modelPage(r, strings.TrimPrefix(p, "/models/"))
+	}
+	if err != nil {
+		var ae *apiError
+		status := http.StatusInternalServerError
+		if errors.As(err, &ae) {
+			status = ae.code.Descriptor().HTTPStatusCode
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	var buf bytes.Buffer
+	if err := ui.Render(&buf, page); err != nil {
+		rt.log.Error("rendering a page", "path", p, "err", err)
+		http.Error(w, "the page could not be rendered", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	// No page may be framed or run scripts: the UI has none of its own.
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.Write(buf.Bytes())
+}
+
+func (rt *router) modelsPage(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	pg := ui.ModelsPage{Title: "Models", Query: q.Get("q")}
+	if pg.Query != "" {
+		pg.Title = "Search"
+		v, err := rt.apiSearch(apiRequest{ctx: r.Context(), query: url.Values{"q": {pg.Query}, "limit": {"100"}, "order_by": {q.Get("order_by")}}})
+		var qe *query.Error
+		if errors.As(err, &qe) {
+			pg.QueryError, pg.Caret = qe.Error(), ui.Caret(qe.Pos)
+			return pg, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		pg.Results = ui.NewTable(v.(wire.Versions).Versions, nil)
+		return pg, nil
+	}
+	v, err := rt.apiModels(apiRequest{ctx: r.Context(), query: url.Values{"last": {q.Get("last")}, "n": {"100"}}})
+	if err != nil {
+		return nil, err
+	}
+	pg.Models = v.(wire.Models).Models
+	if len(pg.Models) == 100 {
+		pg.Next = pg.Models[len(pg.Models)-1].Repository
+	}
+	return pg, nil
+}
+
+func (rt *router) modelPage(r *http.Request, repo string) (any, error) {
+	if !validRepoName(repo) {
+		return nil, &apiError{code: errNameInvalid, msg: "not a repository name: " + repo}
+	}
+	v, err := rt.apiVersions(apiRequest{ctx: r.Context(), args: []string{repo}, query: url.Values{"limit": {"100"}}})
+	if err != nil {
+		return nil, err
+	}
+	rows := v.(wire.Versions).Versions
+	var metrics []string
+	if m := r.URL.Query().Get("metrics"); m != "" {
+		metrics = strings.Split(m, ",")
+	}
+	pg := ui.ModelPage{Title: repo, Repository: repo, Versions: ui.NewTable(rows, metrics)}
+	stages, err := rt.idx.Stages(r.Context(), repo)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range stages {
+		h, err := rt.apiHistory(apiRequest{ctx: r.Context(), args: []string{repo, s}, query: url.Values{}})
+		if err != nil {
+			return nil, err
+		}
+		pg.History = append(pg.History, h.(wire.History).Records...)
+	}
+	slices.SortStableFunc(pg.History, func(a, b promotion.Record) int { return b.Time.Compare(a.Time) })
+	if len(rows) == 0 && len(pg.History) == 0 {
+		return nil, &apiError{code: errNameUnknown, msg: repo + " holds no model versions"}
+	}
+	return pg, nil
+}
+
+func (rt *router) versionPage(r *http.Request, repo, ref string) (any, error) {
+	if !validRepoName(repo) {
+		return nil, &apiError{code: errNameInvalid, msg: "not a repository name: " + repo}
+	}
+	req := apiRequest{ctx: r.Context(), args: []string{repo, ref}, query: url.Values{}}
+	v, err := rt.apiVersion(req)
+	if err != nil {
+		return nil, err
+	}
+	ver := v.(wire.Version)
+	pg := ui.VersionPage{Title: repo, Host: r.Host, Version: ver.Version, Referrers: ver.Referrers}
+	if l, err := rt.apiLineage(req); err == nil {
+		pg.Inputs = l.(wire.Lineage).Inputs
+	}
+	if iv, err := rt.apiImage(req); err == nil {
+		img := iv.(wire.ImageView)
+		pg.Image = r.Host + "/" + img.Repository + "@" + img.Digest
+	}
+	return pg, nil
+}

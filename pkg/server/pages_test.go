@@ -1,0 +1,92 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func getPage(t *testing.T, u string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// The read-only pages show what the API shows, escape what pushers wrote
+// (a <script> in an annotation is text), point at a query's error, refuse
+// writes, and forbid scripts and framing.
+func TestPages(t *testing.T) {
+	addr, stop := run(t, t.TempDir(), false)
+	defer stop()
+	a := repo(t, addr, "team/ui")
+	ctx := context.Background()
+	layer := ocispec.Descriptor{MediaType: "application/vnd.cncf.model.weight.v1.raw", Digest: digest.FromString("w"), Size: 1,
+		Annotations: map[string]string{"org.cncf.model.filepath": "w.bin"}}
+	a.Push(ctx, layer, strings.NewReader("w"))
+	a.Push(ctx, ocispec.DescriptorEmptyJSON, strings.NewReader("{}"))
+	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.cncf.model.manifest.v1+json",
+		Config: ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2}, Layers: []ocispec.Descriptor{layer},
+		Annotations: map[string]string{"io.modelreg.metric.acc": "0.5", "io.modelreg.label.team": "a", "io.modelreg.label.note": "<script>alert(1)</script>"}})
+	v := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
+	if err := a.PushReference(ctx, v, bytes.NewReader(m), "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Tag(ctx, v, "staging"); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + addr
+	status, h, body := getPage(t, base+"/")
+	if status != 200 || !strings.Contains(body, `href="/models/team/ui"`) || !strings.Contains(body, ">staging<") {
+		t.Errorf("models page: %d\n%s", status, body)
+	}
+	if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("CSP %q", csp)
+	}
+	_, _, body = getPage(t, base+"/?q="+url.QueryEscape("metrics.acc >"))
+	if !strings.Contains(body, "position 13") || !strings.Contains(body, "\n             ^</pre>") {
+		t.Errorf("search error page:\n%s", body)
+	}
+	_, _, body = getPage(t, base+"/?q="+url.QueryEscape("labels.team = 'a'"))
+	if !strings.Contains(body, `href="/models/team/ui/versions/`+v.Digest.String()+`"`) || !strings.Contains(body, "<th scope=\"col\">acc</th>") {
+		t.Errorf("search results page:\n%s", body)
+	}
+	status, _, body = getPage(t, base+"/models/team/ui/versions/1.0.0")
+	if status != 200 || strings.Contains(body, "<script>alert") || !strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Errorf("version page (%d) does not escape the annotation:\n%s", status, body)
+	}
+	if !strings.Contains(body, "modelreg pull "+addr+"/team/ui@"+v.Digest.String()) || !strings.Contains(body, addr+"/team/ui/image@sha256:") {
+		t.Errorf("version page lacks the pull commands:\n%s", body)
+	}
+	status, _, body = getPage(t, base+"/models/team/ui")
+	if status != 200 || !strings.Contains(body, "<td>staging</td>") {
+		t.Errorf("model page (%d) lacks the stage history:\n%s", status, body)
+	}
+	if status, _, _ := getPage(t, base+"/models/team/none"); status != http.StatusNotFound {
+		t.Errorf("an unknown model: %d", status)
+	}
+	if status, _, body := getPage(t, base+"/ui/static/style.css"); status != 200 || !strings.Contains(body, ".badge") {
+		t.Errorf("stylesheet: %d", status)
+	}
+	resp, err := http.Post(base+"/models/team/ui", "application/x-www-form-urlencoded", strings.NewReader("x=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST to a page: %d", resp.StatusCode)
+	}
+}

@@ -1,0 +1,142 @@
+// Package ui renders modelreg serve's web pages: server-side, with
+// html/template (every value escaped by context), an embedded stylesheet
+// and no JavaScript, so the pages work with no network and under the same
+// auth as the API. The server hands it the model API's own answers (pkg/wire
+// types): a page shows exactly what `modelreg` and the API show.
+package ui
+
+import (
+	"embed"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/modelreg/modelreg/pkg/promotion"
+	"github.com/modelreg/modelreg/pkg/wire"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// pages holds one template set per page: the layout, the shared "versions"
+// table and the page's own "content".
+var pages = func() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"short": func(d string) string {
+			if _, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+				return hex[:12]
+			}
+			return d
+		},
+		"size": func(n int64) string {
+			const unit = 1024
+			if n < unit {
+				return fmt.Sprintf("%d B", n)
+			}
+			div, exp := int64(unit), 0
+			for m := n / unit; m >= unit; m /= unit {
+				div *= unit
+				exp++
+			}
+			return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+		},
+		"metric": func(r wire.VersionRow, name string) string {
+			if v, ok := r.Metrics[name]; ok {
+				return strconv.FormatFloat(v, 'g', 6, 64)
+			}
+			return ""
+		},
+	}
+	out := map[string]*template.Template{}
+	for _, p := range []string{"models", "model", "version"} {
+		out[p] = template.Must(template.New("layout").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/versions.html", "templates/"+p+".html"))
+	}
+	return out
+}()
+
+// Static serves the embedded stylesheet under /ui/static/.
+func Static() http.Handler {
+	sub, _ := fs.Sub(staticFS, "static")
+	return http.StripPrefix("/ui/static/", http.FileServer(http.FS(sub)))
+}
+
+// Table is a table of version rows with the metric columns to show.
+type Table struct {
+	Rows    []wire.VersionRow
+	Metrics []string
+}
+
+// NewTable picks the metric columns: those asked for, else every metric
+// the rows have, sorted.
+func NewTable(rows []wire.VersionRow, metrics []string) Table {
+	if len(metrics) == 0 {
+		seen := map[string]bool{}
+		for _, r := range rows {
+			for k := range r.Metrics {
+				if !seen[k] {
+					seen[k] = true
+					metrics = append(metrics, k)
+				}
+			}
+		}
+		slices.Sort(metrics)
+	}
+	return Table{Rows: rows, Metrics: metrics}
+}
+
+// ModelsPage is the front page: the models, or a search's results.
+type ModelsPage struct {
+	Title, Query string
+	// QueryError and Caret show where a query failed to parse.
+	QueryError, Caret string
+	Models            []wire.ModelRow
+	Next              string
+	Results           Table
+}
+
+// ModelPage is one model: its versions and every stage's history.
+type ModelPage struct {
+	Title, Query string
+	Repository   string
+	Versions     Table
+	History      []promotion.Record
+}
+
+// VersionPage is one version.
+type VersionPage struct {
+	Title, Query string
+	Host         string
+	Version      wire.VersionRow
+	Referrers    map[string]int
+	Inputs       []wire.Edge
+	Image        string
+}
+
+// Render writes page (one of the types above) as HTML.
+func Render(w io.Writer, page any) error {
+	name := ""
+	switch page.(type) {
+	case ModelsPage:
+		name = "models"
+	case ModelPage:
+		name = "model"
+	case VersionPage:
+		name = "version"
+	default:
+		return fmt.Errorf("ui: no page for %T", page)
+	}
+	return pages[name].ExecuteTemplate(w, "layout", page)
+}
+
+// Caret is a line with a caret under byte pos of a query, for an error.
+func Caret(pos int) string {
+	return strings.Repeat(" ", max(pos, 0)) + "^"
+}
