@@ -2,16 +2,20 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/query"
 	"github.com/modelreg/modelreg/pkg/ui"
 	"github.com/modelreg/modelreg/pkg/wire"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // isPage says whether a path is one of the web UI's (docs/ui.md): the
@@ -37,6 +41,8 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 		return
 	case p == "/":
 		page, err = rt.modelsPage(r)
+	case strings.HasSuffix(p, "/compare"):
+		page, err = rt.comparePage(r, strings.TrimSuffix(strings.TrimPrefix(p, "/models/"), "/compare"))
 	case strings.Contains(p, "/versions/"):
 		i := strings.LastIndex(p, "/versions/")
 		page, err = rt.versionPage(r, strings.TrimPrefix(p[:i], "/models/"), p[i+len("/versions/"):])
@@ -144,5 +150,50 @@ func (rt *router) versionPage(r *http.Request, repo, ref string) (any, error) {
 		img := iv.(wire.ImageView)
 		pg.Image = r.Host + "/" + img.Repository + "@" + img.Digest
 	}
+	if pg.Files, err = rt.files(r.Context(), repo, ver.Version.Digest); err != nil {
+		return nil, err
+	}
+	return pg, nil
+}
+
+// files reads a version's files from its manifest in storage.
+func (rt *router) files(ctx context.Context, repo, d string) ([]model.FileEntry, error) {
+	dg, err := digest.Parse(d)
+	if err != nil {
+		return nil, err
+	}
+	mt, payload, ok, err := rt.gate.st.manifest(ctx, repo, dg)
+	if err != nil || !ok {
+		return nil, err
+	}
+	v, err := model.Parse(ocispec.Descriptor{MediaType: mt, Digest: dg, Size: int64(len(payload))}, payload)
+	if err != nil {
+		return nil, nil // shown without files: the index took it, a reader may not
+	}
+	return v.Files, nil
+}
+
+func (rt *router) comparePage(r *http.Request, repo string) (any, error) {
+	if !validRepoName(repo) {
+		return nil, &apiError{code: errNameInvalid, msg: "not a repository name: " + repo}
+	}
+	q := r.URL.Query()
+	var rows [2]wire.VersionRow
+	var files [2][]model.FileEntry
+	for i, ref := range []string{q.Get("a"), q.Get("b")} {
+		if ref == "" {
+			return nil, &apiError{code: errNameInvalid, msg: "compare needs two versions: ?a=TAG-OR-DIGEST&b=TAG-OR-DIGEST"}
+		}
+		v, err := rt.apiVersion(apiRequest{ctx: r.Context(), args: []string{repo, ref}, query: url.Values{}})
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = v.(wire.Version).Version
+		if files[i], err = rt.files(r.Context(), repo, rows[i].Digest); err != nil {
+			return nil, err
+		}
+	}
+	pg := ui.ComparePage{Title: repo + ": compare", Repository: repo, A: rows[0], B: rows[1]}
+	pg.Rows, pg.Files = ui.Compare(rows[0], rows[1], files[0], files[1])
 	return pg, nil
 }

@@ -5,14 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
 )
 
 func getPage(t *testing.T, u string) (int, http.Header, string) {
@@ -34,17 +37,9 @@ func TestPages(t *testing.T) {
 	defer stop()
 	a := repo(t, addr, "team/ui")
 	ctx := context.Background()
-	layer := ocispec.Descriptor{MediaType: "application/vnd.cncf.model.weight.v1.raw", Digest: digest.FromString("w"), Size: 1,
-		Annotations: map[string]string{"org.cncf.model.filepath": "w.bin"}}
-	a.Push(ctx, layer, strings.NewReader("w"))
-	a.Push(ctx, ocispec.DescriptorEmptyJSON, strings.NewReader("{}"))
-	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.cncf.model.manifest.v1+json",
-		Config: ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2}, Layers: []ocispec.Descriptor{layer},
-		Annotations: map[string]string{"io.modelreg.metric.acc": "0.5", "io.modelreg.label.team": "a", "io.modelreg.label.note": "<script>alert(1)</script>"}})
-	v := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
-	if err := a.PushReference(ctx, v, bytes.NewReader(m), "1.0.0"); err != nil {
-		t.Fatal(err)
-	}
+	v := pushModel(t, a, "1.0.0", map[string]string{"w.bin": "w"},
+		map[string]string{"io.modelreg.metric.acc": "0.5", "io.modelreg.label.team": "a", "io.modelreg.label.note": "<script>alert(1)</script>"})
+	pushModel(t, a, "2.0.0", map[string]string{"w.bin": "w2", "tok.json": "{}"}, map[string]string{"io.modelreg.metric.acc": "0.7", "io.modelreg.label.team": "a"})
 	if err := a.Tag(ctx, v, "staging"); err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +76,15 @@ func TestPages(t *testing.T) {
 	if status, _, body := getPage(t, base+"/ui/static/style.css"); status != 200 || !strings.Contains(body, ".badge") {
 		t.Errorf("stylesheet: %d", status)
 	}
+	if _, _, body := getPage(t, base+"/models/team/ui/versions/1.0.0"); !strings.Contains(body, "<td>w.bin</td><td>weight</td><td>0644</td>") {
+		t.Errorf("version page lacks its files")
+	}
+	_, _, body = getPage(t, base+"/models/team/ui/compare?a=1.0.0&b=2.0.0")
+	for _, want := range []string{`<tr class="differs"><th scope="row">metrics.acc</th><td>0.5</td><td>0.7</td>`, `<th scope="row">tok.json</th>`, "<td>added</td>", "<td>changed</td>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("compare page lacks %q:\n%s", want, body)
+		}
+	}
 	resp, err := http.Post(base+"/models/team/ui", "application/x-www-form-urlencoded", strings.NewReader("x=1"))
 	if err != nil {
 		t.Fatal(err)
@@ -89,4 +93,32 @@ func TestPages(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST to a page: %d", resp.StatusCode)
 	}
+}
+
+// pushModel stores a model version with files (path to content) and
+// manifest annotations.
+func pushModel(t *testing.T, a *remote.Repository, tag string, files, annotations map[string]string) ocispec.Descriptor {
+	t.Helper()
+	ctx := context.Background()
+	var layers []ocispec.Descriptor
+	for _, p := range slices.Sorted(maps.Keys(files)) {
+		l := ocispec.Descriptor{MediaType: "application/vnd.cncf.model.weight.v1.raw", Digest: digest.FromString(files[p]), Size: int64(len(files[p])),
+			Annotations: map[string]string{"org.cncf.model.filepath": p}}
+		if ok, _ := a.Exists(ctx, l); !ok {
+			if err := a.Push(ctx, l, strings.NewReader(files[p])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		layers = append(layers, l)
+	}
+	if ok, _ := a.Exists(ctx, ocispec.DescriptorEmptyJSON); !ok {
+		a.Push(ctx, ocispec.DescriptorEmptyJSON, strings.NewReader("{}"))
+	}
+	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.cncf.model.manifest.v1+json",
+		Config: ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: ocispec.DescriptorEmptyJSON.Digest, Size: 2}, Layers: layers, Annotations: annotations})
+	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
+	if err := a.PushReference(ctx, d, bytes.NewReader(m), tag); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/wire"
 )
@@ -56,7 +57,7 @@ var pages = func() map[string]*template.Template {
 		},
 	}
 	out := map[string]*template.Template{}
-	for _, p := range []string{"models", "model", "version"} {
+	for _, p := range []string{"models", "model", "version", "compare"} {
 		out[p] = template.Must(template.New("layout").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/versions.html", "templates/"+p+".html"))
 	}
 	return out
@@ -118,6 +119,74 @@ type VersionPage struct {
 	Referrers    map[string]int
 	Inputs       []wire.Edge
 	Image        string
+	Files        []model.FileEntry
+}
+
+// ComparePage sets two versions side by side: metrics and params with
+// their differences, and the files added, removed and changed.
+type ComparePage struct {
+	Title, Query string
+	Repository   string
+	A, B         wire.VersionRow
+	Rows         []CompareRow
+	Files        []CompareRow
+}
+
+// CompareRow is one field (or file) of a comparison.
+type CompareRow struct {
+	Name, A, B string
+	Differs    bool
+}
+
+// Compare builds the rows of a comparison of a and b, files included.
+func Compare(a, b wire.VersionRow, fa, fb []model.FileEntry) (rows, files []CompareRow) {
+	add := func(name, x, y string) {
+		rows = append(rows, CompareRow{Name: name, A: x, B: y, Differs: x != y})
+	}
+	add("created", a.Created, b.Created)
+	add("framework", a.Framework, b.Framework)
+	for _, k := range unionKeys(a.Metrics, b.Metrics) {
+		add("metrics."+k, num(a.Metrics, k), num(b.Metrics, k))
+	}
+	for _, k := range unionKeys(a.Params, b.Params) {
+		add("params."+k, a.Params[k], b.Params[k])
+	}
+	for _, k := range unionKeys(a.Labels, b.Labels) {
+		add("labels."+k, a.Labels[k], b.Labels[k])
+	}
+	byPath := func(fs []model.FileEntry) map[string]string {
+		m := map[string]string{}
+		for _, f := range fs {
+			m[f.Path] = f.Descriptor.Digest.String()
+		}
+		return m
+	}
+	pa, pb := byPath(fa), byPath(fb)
+	for _, p := range unionKeys(pa, pb) {
+		files = append(files, CompareRow{Name: p, A: pa[p], B: pb[p], Differs: pa[p] != pb[p]})
+	}
+	return rows, files
+}
+
+func num(m map[string]float64, k string) string {
+	if v, ok := m[k]; ok {
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return ""
+}
+
+func unionKeys[V any](a, b map[string]V) []string {
+	var out []string
+	for k := range a {
+		out = append(out, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Render writes page (one of the types above) as HTML.
@@ -130,6 +199,8 @@ func Render(w io.Writer, page any) error {
 		name = "model"
 	case VersionPage:
 		name = "version"
+	case ComparePage:
+		name = "compare"
 	default:
 		return fmt.Errorf("ui: no page for %T", page)
 	}
