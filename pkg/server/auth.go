@@ -174,13 +174,25 @@ func User(ctx context.Context) string {
 	return u
 }
 
+// mayWriteKey marks a request that passed the authenticator with whether
+// its user may write (neither anonymous nor read-only). A request with no
+// mark met no authenticator: the server has no users, and anyone writes.
+type mayWriteKey struct{}
+
+// MayWrite says whether the request's user may write: what the web UI
+// asks before it offers a button that moves a stage.
+func MayWrite(ctx context.Context) bool {
+	v, ok := ctx.Value(mayWriteKey{}).(bool)
+	return !ok || v
+}
+
 func isRead(method string) bool { return method == http.MethodGet || method == http.MethodHead }
 
 func (a *authenticator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		if a.anonymousRead && isRead(r.Method) {
-			a.next.ServeHTTP(w, r)
+			a.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mayWriteKey{}, false)))
 			return
 		}
 		a.challenge(w, "authentication required")
@@ -203,7 +215,8 @@ func (a *authenticator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveError(w, errDenied, fmt.Sprintf("user %q has a read-only account: it may pull (GET, HEAD) but not %s %s", user, r.Method, r.URL.Path))
 		return
 	}
-	a.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+	ctx := context.WithValue(r.Context(), userKey{}, user)
+	a.next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, mayWriteKey{}, !a.readOnly[user])))
 }
 
 func (a *authenticator) challenge(w http.ResponseWriter, msg string) {

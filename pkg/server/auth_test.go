@@ -354,3 +354,24 @@ func TestCheckReadOnly(t *testing.T) {
 		t.Errorf("without htpasswd: %v", err)
 	}
 }
+
+// What the web UI asks before it offers a button that moves a stage: a
+// writer may, a read-only user and an anonymous reader may not, and with
+// no users at all anyone may.
+func TestMayWrite(t *testing.T) {
+	users := map[string][]byte{"alice": hash(t, "a", bcrypt.MinCost), "reader": hash(t, "r", bcrypt.MinCost)}
+	var got []bool
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = append(got, MayWrite(r.Context())) })
+	a := newAuthenticator(users, []string{"reader"}, true, next, nil)
+	for _, u := range []struct{ user, pw string }{{"alice", "a"}, {"reader", "r"}, {"", ""}} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if u.user != "" {
+			r.SetBasicAuth(u.user, u.pw)
+		}
+		a.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	next.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil)) // no authenticator
+	if fmt.Sprint(got) != "[true false false true]" {
+		t.Errorf("MayWrite for alice, reader, anonymous, no auth: %v", got)
+	}
+}

@@ -184,27 +184,35 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 		return w, nil
 	}
 	subject := ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}
-	ev, err := pol.Gather(ctx, g.repository(repo), subject)
+	d, err := g.decide(ctx, pol, repo, t, subject)
 	if err != nil {
-		return tagWrite{}, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
+		return tagWrite{}, err
 	}
-	// A signature on the version's image view approves the version too,
-	// for the view this server derived from it (and no other digest).
-	if g.views != nil {
-		if view, ok := g.views.prepared(ctx, repo, m.Digest); ok {
-			vev, err := pol.Gather(ctx, g.repository(repo), view.Descriptor)
-			if err != nil {
-				return tagWrite{}, fmt.Errorf("reading the image view's signatures: %w", err)
-			}
-			ev.Signatures = append(ev.Signatures, onView(vev.Signatures)...)
-		}
-	}
-	d := pol.Evaluate(t, ev)
 	if err := d.Err(); err != nil {
 		return tagWrite{}, denied{fmt.Sprintf("%s@%s may not enter %q: %v", repo, m.Digest, t, err)}
 	}
 	w.decision = &d
 	return w, nil
+}
+
+// decide is the policy's decision on subject entering stage of repo, from
+// the subject's signatures, lineage and evaluations, and the signatures on
+// the image view this server derived from it (and no other digest).
+func (g *gate) decide(ctx context.Context, pol *policy.Policy, repo, stage string, subject ocispec.Descriptor) (policy.Decision, error) {
+	ev, err := pol.Gather(ctx, g.repository(repo), subject)
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
+	}
+	if g.views != nil {
+		if view, ok := g.views.prepared(ctx, repo, subject.Digest); ok {
+			vev, err := pol.Gather(ctx, g.repository(repo), view.Descriptor)
+			if err != nil {
+				return policy.Decision{}, fmt.Errorf("reading the image view's signatures: %w", err)
+			}
+			ev.Signatures = append(ev.Signatures, onView(vev.Signatures)...)
+		}
+	}
+	return pol.Evaluate(stage, ev), nil
 }
 
 // onView marks signatures found on an image view, for the decision's

@@ -27,15 +27,23 @@ func isPage(p string) bool {
 
 // page answers a web UI request, from the model API's own answers.
 func (rt *router) page(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	p := r.URL.Path
+	moves := strings.HasSuffix(p, "/promote") || strings.HasSuffix(p, "/rollback")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !(moves && r.Method == http.MethodPost) {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "the web UI is read-only", http.StatusMethodNotAllowed)
+		if moves {
+			w.Header().Set("Allow", "GET, HEAD, POST")
+		}
+		http.Error(w, "the web UI takes only GET, and POST to move a stage", http.StatusMethodNotAllowed)
 		return
 	}
-	p := r.URL.Path
 	var page any
 	var err error
 	switch {
+	case strings.HasSuffix(p, "/promote"):
+		page, err = rt.movePage(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/models/"), "/promote"), false)
+	case strings.HasSuffix(p, "/rollback"):
+		page, err = rt.movePage(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/models/"), "/rollback"), true)
 	case strings.HasPrefix(p, "/ui/static/"):
 		ui.Static().ServeHTTP(w, r)
 		return
@@ -126,6 +134,16 @@ func (rt *router) modelPage(r *http.Request, repo string) (any, error) {
 		pg.History = append(pg.History, h.(wire.History).Records...)
 	}
 	slices.SortStableFunc(pg.History, func(a, b promotion.Record) int { return b.Time.Compare(a.Time) })
+	pg.MayWrite = MayWrite(r.Context())
+	pg.Rollbacks = stages
+	offer := slices.Clone(stages)
+	if pol := rt.gate.policy(); pol != nil {
+		for s := range pol.Stages {
+			offer = append(offer, s)
+		}
+	}
+	slices.Sort(offer)
+	pg.Stages = slices.Compact(offer)
 	if len(rows) == 0 && len(pg.History) == 0 {
 		return nil, &apiError{code: errNameUnknown, msg: repo + " holds no model versions"}
 	}

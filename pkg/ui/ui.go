@@ -57,7 +57,7 @@ var pages = func() map[string]*template.Template {
 		},
 	}
 	out := map[string]*template.Template{}
-	for _, p := range []string{"models", "model", "version", "compare"} {
+	for _, p := range []string{"models", "model", "version", "compare", "move"} {
 		out[p] = template.Must(template.New("layout").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/versions.html", "templates/"+p+".html"))
 	}
 	return out
@@ -109,6 +109,10 @@ type ModelPage struct {
 	Repository   string
 	Versions     Table
 	History      []promotion.Record
+	// Stages are the stages to offer a promotion to (the policy's and
+	// those with a history); Rollbacks those with a history.
+	Stages, Rollbacks []string
+	MayWrite          bool
 }
 
 // VersionPage is one version.
@@ -120,6 +124,23 @@ type VersionPage struct {
 	Inputs       []wire.Edge
 	Image        string
 	Files        []model.FileEntry
+}
+
+// MovePage confirms a promotion or a rollback: what the stage holds and
+// will hold, and what the trust policy says, before the click; or, after
+// it, what happened (Done, Refused).
+type MovePage struct {
+	Title, Query       string
+	Repository, Stage  string
+	Rollback           bool
+	Current            string
+	Target             wire.VersionRow
+	Protected, Allowed bool
+	Approvers, Missing []string
+	MayWrite           bool
+	CSRF               string
+	Done               string
+	Refused            bool
 }
 
 // ComparePage sets two versions side by side: metrics and params with
@@ -201,6 +222,8 @@ func Render(w io.Writer, page any) error {
 		name = "version"
 	case ComparePage:
 		name = "compare"
+	case MovePage:
+		name = "move"
 	default:
 		return fmt.Errorf("ui: no page for %T", page)
 	}
