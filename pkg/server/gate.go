@@ -199,20 +199,31 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 // the subject's signatures, lineage and evaluations, and the signatures on
 // the image view this server derived from it (and no other digest).
 func (g *gate) decide(ctx context.Context, pol *policy.Policy, repo, stage string, subject ocispec.Descriptor) (policy.Decision, error) {
+	ev, err := g.evidence(ctx, pol, repo, subject)
+	if err != nil {
+		return policy.Decision{}, err
+	}
+	return pol.Evaluate(stage, ev), nil
+}
+
+// evidence is what the policy's keys find about subject: its signatures
+// (and those on the image view the server derived from it), lineage and
+// evaluations.
+func (g *gate) evidence(ctx context.Context, pol *policy.Policy, repo string, subject ocispec.Descriptor) (policy.Evidence, error) {
 	ev, err := pol.Gather(ctx, g.repository(repo), subject)
 	if err != nil {
-		return policy.Decision{}, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
+		return ev, fmt.Errorf("reading signatures, lineage and evaluations: %w", err)
 	}
 	if g.views != nil {
 		if view, ok := g.views.prepared(ctx, repo, subject.Digest); ok {
 			vev, err := pol.Gather(ctx, g.repository(repo), view.Descriptor)
 			if err != nil {
-				return policy.Decision{}, fmt.Errorf("reading the image view's signatures: %w", err)
+				return ev, fmt.Errorf("reading the image view's signatures: %w", err)
 			}
 			ev.Signatures = append(ev.Signatures, onView(vev.Signatures)...)
 		}
 	}
-	return pol.Evaluate(stage, ev), nil
+	return ev, nil
 }
 
 // onView marks signatures found on an image view, for the decision's

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/modelreg/modelreg/pkg/key"
+	"github.com/modelreg/modelreg/pkg/signature"
+	"oras.land/oras-go/v2/registry"
 )
 
 // A browser session: a cookie jar, the pages' anti-forgery token read from
@@ -59,7 +61,7 @@ func (b browser) post(path string, form url.Values, origin string) (int, string)
 // cross-site post or one without the token is refused.
 func TestPageMoves(t *testing.T) {
 	dir := t.TempDir()
-	_, pub, err := key.Generate([]byte("pw"))
+	privPEM, pub, err := key.Generate([]byte("pw"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +74,14 @@ func TestPageMoves(t *testing.T) {
 	a := repo(t, addr, "team/mv")
 	v1 := pushModel(t, a, "1.0.0", map[string]string{"w.bin": "one"}, map[string]string{"io.modelreg.metric.acc": "0.5"})
 	v2 := pushModel(t, a, "2.0.0", map[string]string{"w.bin": "two"}, map[string]string{"io.modelreg.metric.acc": "0.6"})
+	// alice signs 2.0.0: its page names her key.
+	priv, err := key.ParsePrivate(privPEM, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signature.Sign(context.Background(), a, registry.Reference{Registry: addr, Repository: "team/mv"}, v2, priv, signature.SignOptions{Form: signature.FormBundle}); err != nil {
+		t.Fatal(err)
+	}
 	jar, _ := cookiejar.New(nil)
 	b := browser{t: t, c: &http.Client{Jar: jar}, base: "http://" + addr}
 	stageIs := func(stage, want string) {
@@ -82,6 +92,9 @@ func TestPageMoves(t *testing.T) {
 		}
 	}
 
+	if _, page := b.get("/models/team/mv/versions/2.0.0"); !strings.Contains(page, "<td>alice</td><td>bundle</td>") || !strings.Contains(page, "<td>yes</td>") {
+		t.Errorf("the version page does not show alice's signature:\n%s", page)
+	}
 	_, model := b.get("/models/team/mv")
 	if !strings.Contains(model, `<option value="production">`) || strings.Contains(model, "disabled") {
 		t.Errorf("the model page does not offer the policy's stages:\n%s", model)

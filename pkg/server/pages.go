@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"html/template"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -171,7 +173,50 @@ func (rt *router) versionPage(r *http.Request, repo, ref string) (any, error) {
 	if pg.Files, err = rt.files(r.Context(), repo, ver.Version.Digest); err != nil {
 		return nil, err
 	}
+	pg.Card = rt.card(r.Context(), repo, pg.Files)
+	pol := rt.gate.policy()
+	subject := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest(ver.Version.Digest)}
+	if ev, err := rt.gate.evidence(r.Context(), pol, repo, subject); err == nil {
+		names := map[string]string{}
+		if pol != nil {
+			for name, k := range pol.Keys {
+				names[k.Fingerprint] = name
+			}
+		}
+		for _, f := range ev.Signatures {
+			k := names[f.Key]
+			if k == "" {
+				k = orNone(f.Key)
+			}
+			pg.Signatures = append(pg.Signatures, ui.Signature{Key: k, Form: string(f.Form), Source: f.Source, Valid: f.Valid, Problem: f.Problem})
+		}
+		pg.Evaluations = ev.Evaluations
+	}
 	return pg, nil
+}
+
+// card renders the version's README or MODEL_CARD, if it has one (raw,
+// at the top of the tree), read up to ui.MaxCard bytes.
+func (rt *router) card(ctx context.Context, repo string, files []model.FileEntry) template.HTML {
+	best, bestRank := -1, 0
+	for i, f := range files {
+		if rank, ok := ui.CardFile(f.Path); ok && f.Encoding == "raw" && (best < 0 || rank < bestRank) {
+			best, bestRank = i, rank
+		}
+	}
+	if best < 0 || rt.views == nil {
+		return ""
+	}
+	rc, err := rt.views.open(ctx, repo, files[best].Descriptor.Digest)
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, ui.MaxCard))
+	if err != nil {
+		return ""
+	}
+	return ui.Card(b)
 }
 
 // files reads a version's files from its manifest in storage.

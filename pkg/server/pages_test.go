@@ -39,7 +39,9 @@ func TestPages(t *testing.T) {
 	ctx := context.Background()
 	v := pushModel(t, a, "1.0.0", map[string]string{"w.bin": "w"},
 		map[string]string{"io.modelreg.metric.acc": "0.5", "io.modelreg.label.team": "a", "io.modelreg.label.note": "<script>alert(1)</script>"})
-	pushModel(t, a, "2.0.0", map[string]string{"w.bin": "w2", "tok.json": "{}"}, map[string]string{"io.modelreg.metric.acc": "0.7", "io.modelreg.label.team": "a"})
+	pushModel(t, a, "2.0.0", map[string]string{"w.bin": "w2", "tok.json": "{}",
+		"README.md": "# Fraud model\n\n<script>alert(2)</script>\n\n[docs](javascript:alert(3)) and [site](https://example.com)\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"},
+		map[string]string{"io.modelreg.metric.acc": "0.7", "io.modelreg.label.team": "a"})
 	if err := a.Tag(ctx, v, "staging"); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +80,17 @@ func TestPages(t *testing.T) {
 	}
 	if _, _, body := getPage(t, base+"/models/team/ui/versions/1.0.0"); !strings.Contains(body, "<td>w.bin</td><td>weight</td><td>0644</td>") {
 		t.Errorf("version page lacks its files")
+	}
+	_, _, card := getPage(t, base+"/models/team/ui/versions/2.0.0")
+	for _, want := range []string{"<h1>Fraud model</h1>", `<a href="https://example.com" rel="nofollow">site</a>`, "<td>1</td>"} {
+		if !strings.Contains(card, want) {
+			t.Errorf("the model card lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"alert(2)", "javascript:"} {
+		if strings.Contains(card, bad) {
+			t.Errorf("the model card kept %q:\n%s", bad, card)
+		}
 	}
 	_, _, body = getPage(t, base+"/models/team/ui/compare?a=1.0.0&b=2.0.0")
 	for _, want := range []string{`<tr class="differs"><th scope="row">metrics.acc</th><td>0.5</td><td>0.7</td>`, `<th scope="row">tok.json</th>`, "<td>added</td>", "<td>changed</td>"} {

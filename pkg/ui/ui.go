@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/wire"
@@ -124,6 +125,19 @@ type VersionPage struct {
 	Inputs       []wire.Edge
 	Image        string
 	Files        []model.FileEntry
+	// Card is the README or MODEL_CARD, rendered and sanitized (Card).
+	Card template.HTML
+	// Signatures and Evaluations are what the trust policy's keys find.
+	Signatures  []Signature
+	Evaluations []evaluation.Record
+}
+
+// Signature is one signature as a page shows it: the policy's name for
+// the key that verified it, the form, where it is, and why it does not
+// count when it does not.
+type Signature struct {
+	Key, Form, Source, Problem string
+	Valid                      bool
 }
 
 // MovePage confirms a promotion or a rollback: what the stage holds and
