@@ -166,6 +166,12 @@ func (rt *router) versionPage(r *http.Request, repo, ref string) (any, error) {
 	if l, err := rt.apiLineage(req); err == nil {
 		pg.Inputs = l.(wire.Lineage).Inputs
 	}
+	down, _ := rt.idx.Descendants(r.Context(), ver.Version.Digest)
+	label := ver.Version.Repository
+	if len(ver.Version.Versions) > 0 {
+		label += ":" + ver.Version.Versions[0]
+	}
+	pg.Graph = ui.Lineage(repo, ver.Version.Digest, label, pg.Inputs, down)
 	if iv, err := rt.apiImage(req); err == nil {
 		img := iv.(wire.ImageView)
 		pg.Image = r.Host + "/" + img.Repository + "@" + img.Digest

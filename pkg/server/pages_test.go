@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -134,4 +135,32 @@ func pushModel(t *testing.T, a *remote.Repository, tag string, files, annotation
 		t.Fatal(err)
 	}
 	return d
+}
+
+// The version page draws the lineage: inputs on the left, linked; the
+// base model's page draws this version among what was made from it.
+func TestPageLineage(t *testing.T) {
+	addr, stop := run(t, t.TempDir(), false)
+	defer stop()
+	a := repo(t, addr, "team/ln")
+	ctx := context.Background()
+	base := pushModel(t, a, "1.0.0", map[string]string{"w.bin": "base"}, nil)
+	tuned := pushModel(t, a, "2.0.0", map[string]string{"w.bin": "tuned"}, nil)
+	st := lineage.New(addr+"/team/ln", tuned.Digest, lineage.Predicate{Inputs: []lineage.Input{
+		{Kind: lineage.KindDataset, URI: "s3://data/train.parquet", Digest: map[string]string{"sha256": strings.Repeat("d", 64)}},
+		lineage.ModelInput(addr+"/team/ln", base.Digest),
+	}})
+	if _, err := lineage.Write(ctx, a, tuned, st); err != nil {
+		t.Fatal(err)
+	}
+	_, _, page := getPage(t, "http://"+addr+"/models/team/ln/versions/2.0.0")
+	for _, want := range []string{"<svg", `href="/models/team/ln/versions/` + base.Digest.String() + `"`, "s3://data/train.parquet", ">dataset<", ">this version<"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the tuned version's lineage lacks %q:\n%s", want, page)
+		}
+	}
+	_, _, page = getPage(t, "http://"+addr+"/models/team/ln/versions/1.0.0")
+	if !strings.Contains(page, ">made from it<") || !strings.Contains(page, `href="/models/team/ln/versions/`+tuned.Digest.String()+`"`) {
+		t.Errorf("the base version's page does not show what was made from it:\n%s", page)
+	}
 }

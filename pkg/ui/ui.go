@@ -50,6 +50,7 @@ var pages = func() map[string]*template.Template {
 			}
 			return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 		},
+		"clip": Clip,
 		"metric": func(r wire.VersionRow, name string) string {
 			if v, ok := r.Metrics[name]; ok {
 				return strconv.FormatFloat(v, 'g', 6, 64)
@@ -123,6 +124,7 @@ type VersionPage struct {
 	Version      wire.VersionRow
 	Referrers    map[string]int
 	Inputs       []wire.Edge
+	Graph        *Graph
 	Image        string
 	Files        []model.FileEntry
 	// Card is the README or MODEL_CARD, rendered and sanitized (Card).
