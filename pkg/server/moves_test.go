@@ -157,4 +157,17 @@ func TestPageMoves(t *testing.T) {
 	if _, model = b.get("/models/team/mv"); !strings.Contains(model, `class="rollback"`) {
 		t.Errorf("the rollback is not marked in the history")
 	}
+	// The audit report, in its three forms, tells the same moves.
+	for _, f := range []string{"md", "html", "json"} {
+		resp, err := b.c.Get(b.base + "/models/team/mv/audit." + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Disposition"), "team-mv-audit."+f) ||
+			!strings.Contains(string(body), "regressed") || !strings.Contains(string(body), v2.Digest.Encoded()[:12]) {
+			t.Errorf("audit.%s: %d %q\n%.600s", f, resp.StatusCode, resp.Header.Get("Content-Disposition"), body)
+		}
+	}
 }

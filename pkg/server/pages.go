@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/audit"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/query"
@@ -18,6 +20,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
 )
 
 // isPage says whether a path is one of the web UI's (docs/ui.md): the
@@ -51,6 +54,9 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 		return
 	case p == "/":
 		page, err = rt.modelsPage(r)
+	case strings.HasSuffix(p, "/audit.md") || strings.HasSuffix(p, "/audit.html") || strings.HasSuffix(p, "/audit.json"):
+		rt.auditReport(w, r, strings.TrimPrefix(p[:strings.LastIndex(p, "/audit.")], "/models/"), p[strings.LastIndex(p, ".")+1:])
+		return
 	case strings.HasSuffix(p, "/compare"):
 		page, err = rt.comparePage(r, strings.TrimSuffix(strings.TrimPrefix(p, "/models/"), "/compare"))
 	case strings.Contains(p, "/versions/"):
@@ -265,4 +271,46 @@ func (rt *router) comparePage(r *http.Request, repo string) (any, error) {
 	pg := ui.ComparePage{Title: repo + ": compare", Repository: repo, A: rows[0], B: rows[1]}
 	pg.Rows, pg.Files = ui.Compare(rows[0], rows[1], files[0], files[1])
 	return pg, nil
+}
+
+// auditReport serves a model's compliance report (what `modelreg audit`
+// writes) as Markdown, HTML or JSON, to download: its versions, what they
+// were made from, their signatures by the policy's keys, evaluations and
+// every stage move, checked against the server's record key.
+func (rt *router) auditReport(w http.ResponseWriter, r *http.Request, repo, format string) {
+	if !validRepoName(repo) {
+		http.Error(w, "not a repository name: "+repo, http.StatusBadRequest)
+		return
+	}
+	ref := registry.Reference{Registry: r.Host, Repository: repo} // as users name it; read in-process
+	rep, err := audit.Build(r.Context(), rt.gate.repository(repo), ref, "", rt.gate.policy().Trusted(), rt.gate.key.Public())
+	if err != nil {
+		rt.log.Error("audit report", "repo", repo, "err", err)
+		http.Error(w, "the report could not be built: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var buf bytes.Buffer
+	switch format {
+	case "md":
+		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+		rep.Markdown(&buf)
+	case "html":
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+		if err := rep.HTML(&buf); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		buf.Write(append(b, '\n'))
+	}
+	name := strings.ReplaceAll(repo, "/", "-") + "-audit." + format
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Write(buf.Bytes())
 }
