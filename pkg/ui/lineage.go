@@ -1,6 +1,8 @@
 package ui
 
 import (
+	"strings"
+
 	"github.com/modelreg/modelreg/pkg/wire"
 )
 
@@ -44,9 +46,9 @@ func Lineage(repo, digest, label string, inputs, descendants []wire.Edge) *Graph
 	g.Center = Node{X: colX + 10, Y: y(0, 1), Label: label, Kind: "this version", Href: "/models/" + repo + "/versions/" + digest}
 	for i, e := range inputs {
 		n := Node{X: 10, Y: y(i, len(inputs)), Kind: e.Kind, Label: e.URI}
-		if e.Kind == "model" && e.Repo != "" && e.InputDigest != "" {
-			n.Label = e.Repo + "@" + short(e.InputDigest)
-			n.Href = "/models/" + e.Repo + "/versions/" + e.InputDigest
+		if r := InputRepo(e); r != "" {
+			n.Label = r + "@" + short(e.InputDigest)
+			n.Href = "/models/" + r + "/versions/" + e.InputDigest
 		}
 		g.Nodes = append(g.Nodes, n)
 		g.Edges = append(g.Edges, Line{n.X + nodeW, n.Y + nodeH/2, g.Center.X, g.Center.Y + nodeH/2})
@@ -72,4 +74,28 @@ func Clip(s string) string {
 		return s[:16] + "…" + s[len(s)-16:]
 	}
 	return s
+}
+
+// InputRepo is the repository of a model input named by its reference
+// (REGISTRY/REPO@DIGEST or :TAG), for a link to its page on this registry;
+// "" for other inputs (datasets, code) or a model without a digest.
+func InputRepo(e wire.Edge) string {
+	if e.Kind != "model" || e.InputDigest == "" {
+		return ""
+	}
+	ref := e.URI
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	host, rest, ok := strings.Cut(ref, "/")
+	if !ok {
+		return ""
+	}
+	if !strings.ContainsAny(host, ".:") && host != "localhost" {
+		rest = ref // no registry host in the reference
+	}
+	if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		rest = rest[:i]
+	}
+	return rest
 }

@@ -50,7 +50,8 @@ var pages = func() map[string]*template.Template {
 			}
 			return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 		},
-		"clip": Clip,
+		"clip":      Clip,
+		"inputRepo": InputRepo,
 		"metric": func(r wire.VersionRow, name string) string {
 			if v, ok := r.Metrics[name]; ok {
 				return strconv.FormatFloat(v, 'g', 6, 64)
