@@ -84,6 +84,7 @@ func indexSuite(c config) map[string]any {
 		{"list models", "models?n=100"},
 	}
 	out := map[string]any{}
+	defer func() { out["pages"] = pagesTimings(client, "http://"+s.Addr()) }()
 	fmt.Printf("\n%-50s %8s %8s %8s\n", "request", "p50 ms", "p99 ms", "rows")
 	for _, q := range queries {
 		var lat []float64
@@ -205,4 +206,43 @@ func startDistribution(c config, data string) (string, func()) {
 func mustDir(d string) string {
 	check(os.MkdirAll(d, 0o755))
 	return d
+}
+
+// pagesTimings times the web UI's pages over the same index (each request
+// a miss of the answer cache, by an ignored parameter), 100 times each.
+func pagesTimings(client *http.Client, base string) map[string]any {
+	pages := []struct{ name, path string }{
+		{"page: models", "/"},
+		{"page: search", "/?" + url.Values{"q": {"metrics.accuracy >= 0.9 and stage = 'production'"}}.Encode()},
+		{"page: model (100 versions, history)", "/models/team-07/model-0507"},
+		{"page: version", "/models/team-07/model-0507/versions/1.50.0"},
+		{"page: compare", "/models/team-07/model-0507/compare?a=1.50.0&b=1.51.0"},
+	}
+	out := map[string]any{}
+	fmt.Printf("\n%-50s %8s %8s\n", "web UI page (server time)", "p50 ms", "p99 ms")
+	for _, p := range pages {
+		var lat []float64
+		for i := range 120 {
+			sep := "?"
+			if strings.Contains(p.path, "?") {
+				sep = "&"
+			}
+			t0 := time.Now()
+			resp, err := client.Get(base + p.path + sep + "uncached=" + strconv.Itoa(i))
+			check(err)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				fail(p.name + ": " + resp.Status)
+			}
+			if i >= 20 {
+				lat = append(lat, float64(time.Since(t0).Microseconds())/1000)
+			}
+		}
+		slices.Sort(lat)
+		p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+		fmt.Printf("%-50s %8.2f %8.2f\n", p.name, p50, p99)
+		out[p.name] = map[string]any{"p50ms": p50, "p99ms": p99}
+	}
+	return out
 }
