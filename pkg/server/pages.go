@@ -129,7 +129,8 @@ func (rt *router) modelPage(r *http.Request, repo string) (any, error) {
 	if m := r.URL.Query().Get("metrics"); m != "" {
 		metrics = strings.Split(m, ",")
 	}
-	pg := ui.ModelPage{Title: repo, Repository: repo, Versions: ui.NewTable(rows, metrics)}
+	metrics = append(metrics, r.URL.Query()["metric"]...)
+	pg := ui.ModelPage{Title: repo, Repository: repo, Versions: ui.NewTable(rows, metrics), AllMetrics: ui.NewTable(rows, nil).Metrics}
 	stages, err := rt.idx.Stages(r.Context(), repo)
 	if err != nil {
 		return nil, err

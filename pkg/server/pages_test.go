@@ -73,6 +73,12 @@ func TestPages(t *testing.T) {
 	if status != 200 || !strings.Contains(body, "<td>staging</td>") {
 		t.Errorf("model page (%d) lacks the stage history:\n%s", status, body)
 	}
+	// Metric columns chosen on the page.
+	pushModel(t, a, "3.0.0", map[string]string{"w.bin": "w3"}, map[string]string{"io.modelreg.metric.acc": "0.8", "io.modelreg.metric.f1": "0.6"})
+	if _, _, body := getPage(t, base+"/models/team/ui?metric=f1"); !strings.Contains(body, `<th scope="col">f1</th>`) || strings.Contains(body, `<th scope="col">acc</th>`) ||
+		!strings.Contains(body, `value="f1" checked`) {
+		t.Errorf("choosing the metric columns:\n%s", body)
+	}
 	if status, _, _ := getPage(t, base+"/models/team/none"); status != http.StatusNotFound {
 		t.Errorf("an unknown model: %d", status)
 	}

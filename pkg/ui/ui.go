@@ -116,7 +116,12 @@ type ModelPage struct {
 	// those with a history); Rollbacks those with a history.
 	Stages, Rollbacks []string
 	MayWrite          bool
+	// AllMetrics are the metrics the versions have, for choosing columns.
+	AllMetrics []string
 }
+
+// Shown says whether the metric m is one of the table's columns.
+func (p ModelPage) Shown(m string) bool { return slices.Contains(p.Versions.Metrics, m) }
 
 // VersionPage is one version.
 type VersionPage struct {
