@@ -199,6 +199,24 @@ stages:
 		t.Errorf("production moved after a refused promotion: %s", r.Stdout)
 	}
 
+	// On a narrow screen (a phone's 390 px) no page scrolls sideways: the
+	// header wraps, tables and code scroll within themselves, the picture
+	// shrinks.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/", "/models/team/fraud", "/models/team/fraud/versions/1.0.0", "/models/team/fraud/compare?a=1.0.0&b=2.0.0"} {
+		text(base + path)
+		wide, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`))
+		if err != nil || wide {
+			t.Errorf("%s scrolls sideways at 390 px (%v)", path, err)
+		}
+		if path == "/models/team/fraud/versions/1.0.0" {
+			shot(t, ctx, "version-narrow")
+		}
+	}
+	chromedp.Do(ctx, chromedp.EmulateViewport(1200, 900))
+
 	// A page of another site that posts a promotion form at once: the
 	// browser sends no cookie (SameSite=Strict) and its Origin; nothing moves.
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
