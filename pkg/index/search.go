@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -548,6 +549,21 @@ func models(ctx context.Context, db querier, after string, limit int) ([]ModelRo
 	}
 	if err := sq.Err(); err != nil {
 		return nil, err
+	}
+	sq.Close()
+	// The newest version's tag and the last stage move, one model at a
+	// time (index lookups: a page of 100 models is 200 of them).
+	for i := range out {
+		m := &out[i]
+		var v, moved sql.NullString
+		if err := db.QueryRowContext(ctx, `SELECT t.tag FROM versions v JOIN tags t ON t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version'
+			WHERE v.repo = ? ORDER BY v.created DESC, t.tag DESC LIMIT 1`, m.Repository).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		if err := db.QueryRowContext(ctx, `SELECT MAX(time) FROM promotions WHERE repo = ? AND trusted = 1`, m.Repository).Scan(&moved); err != nil {
+			return nil, err
+		}
+		m.LatestVersion, m.LastMove = v.String, moved.String
 	}
 	return out, nil
 }

@@ -157,6 +157,14 @@ func TestPageMoves(t *testing.T) {
 	if _, model = b.get("/models/team/mv"); !strings.Contains(model, `class="rollback"`) {
 		t.Errorf("the rollback is not marked in the history")
 	}
+	// Signature counts on the model page: 2.0.0 has alice's, 1.0.0 none.
+	if !strings.Contains(model, `<th scope="col">Signatures</th>`) || !regexp.MustCompile(`versions/`+v2.Digest.String()+`">2\.0\.0 </a></td>\s*<td>(<span[^>]*>[a-z]+</span> )*</td><td>[^<]*</td><td>1</td>`).MatchString(model) {
+		t.Errorf("the model page does not count 2.0.0's signature:\n%s", model)
+	}
+	// The models page: the newest version and the last stage move.
+	if _, front := b.get("/"); !strings.Contains(front, `href="/models/team/mv/versions/2.0.0">2.0.0</a>`) || !regexp.MustCompile(`<td>20\d\d-\d\d-\d\dT[^<]+</td></tr>`).MatchString(front) {
+		t.Errorf("the models page lacks the latest version or the last move:\n%s", front)
+	}
 	// The audit report, in its three forms, tells the same moves.
 	for _, f := range []string{"md", "html", "json"} {
 		resp, err := b.c.Get(b.base + "/models/team/mv/audit." + f)

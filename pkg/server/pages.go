@@ -131,6 +131,30 @@ func (rt *router) modelPage(r *http.Request, repo string) (any, error) {
 	}
 	metrics = append(metrics, r.URL.Query()["metric"]...)
 	pg := ui.ModelPage{Title: repo, Repository: repo, Versions: ui.NewTable(rows, metrics), AllMetrics: ui.NewTable(rows, nil).Metrics}
+	// Signatures of each version: bundle and OCI referrers, and a cosign
+	// legacy .sig manifest (counted once), as stored; the version page
+	// says which keys made them and whether they count.
+	pg.Versions.Signatures = map[string]int{}
+	for _, row := range rows {
+		d, err := digest.Parse(row.Digest)
+		if err != nil {
+			continue
+		}
+		refs, err := rt.idx.Referrers(r.Context(), repo, d, "", "", 1000)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, ref := range refs {
+			if referrerKind(ref) == "signature" {
+				n++
+			}
+		}
+		if t, _ := rt.idx.Tag(r.Context(), repo, "sha256-"+d.Encoded()+".sig"); t != "" {
+			n++
+		}
+		pg.Versions.Signatures[row.Digest] = n
+	}
 	stages, err := rt.idx.Stages(r.Context(), repo)
 	if err != nil {
 		return nil, err
@@ -201,7 +225,7 @@ func (rt *router) versionPage(r *http.Request, repo, ref string) (any, error) {
 			if k == "" {
 				k = orNone(f.Key)
 			}
-			pg.Signatures = append(pg.Signatures, ui.Signature{Key: k, Form: string(f.Form), Source: f.Source, Valid: f.Valid, Problem: f.Problem})
+			pg.Signatures = append(pg.Signatures, ui.Signature{Key: k, Form: string(f.Form), Source: f.Source, Valid: f.Valid, Problem: f.Problem, Time: f.Time})
 		}
 		pg.Evaluations = ev.Evaluations
 	}

@@ -34,6 +34,10 @@ type Found struct {
 	Valid bool `json:"valid"`
 	// Problem says why Valid is false.
 	Problem string `json:"problem,omitempty"`
+	// Time is when the signature says it was made (its manifest's
+	// org.opencontainers.image.created, as the signer wrote it: a claim,
+	// not a timestamp authority's); "" for a legacy signature.
+	Time string `json:"time,omitempty"`
 }
 
 // MaxSignatureReferrers caps, per version, the signatures examined in each
@@ -141,7 +145,9 @@ func SearchFrom(ctx context.Context, l *referrers.Listing, trusted []key.Public,
 			for i, layer := range m.Layers {
 				if layer.MediaType == mediatypes.CosignSimpleSigning {
 					payload, err := it.Fetch(ctx, layer)
-					res.Found = append(res.Found, checkSimple(payload, err, layer, subject, trusted, FormReferrer, fmt.Sprintf("%s layer %d", source, i)))
+					f := checkSimple(payload, err, layer, subject, trusted, FormReferrer, fmt.Sprintf("%s layer %d", source, i))
+					f.Time = m.Annotations[mediatypes.AnnotationCreated]
+					res.Found = append(res.Found, f)
 				}
 			}
 		case mediatypes.SigstoreBundle:
@@ -152,7 +158,9 @@ func SearchFrom(ctx context.Context, l *referrers.Listing, trusted []key.Public,
 				continue // an attestation (lineage, provenance), not a signature
 			}
 			blob, err := it.Fetch(ctx, m.Layers[0])
-			res.Found = append(res.Found, checkBundle(ctx, blob, err, subject, trusted, source))
+			f := checkBundle(ctx, blob, err, subject, trusted, source)
+			f.Time = m.Annotations[mediatypes.AnnotationCreated]
+			res.Found = append(res.Found, f)
 		}
 	}
 	return res, nil

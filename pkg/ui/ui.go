@@ -76,6 +76,8 @@ func Static() http.Handler {
 type Table struct {
 	Rows    []wire.VersionRow
 	Metrics []string
+	// Signatures, when set, counts each row's signatures (by digest).
+	Signatures map[string]int
 }
 
 // NewTable picks the metric columns: those asked for, else every metric
@@ -144,8 +146,8 @@ type VersionPage struct {
 // the key that verified it, the form, where it is, and why it does not
 // count when it does not.
 type Signature struct {
-	Key, Form, Source, Problem string
-	Valid                      bool
+	Key, Form, Source, Problem, Time string
+	Valid                            bool
 }
 
 // MovePage confirms a promotion or a rollback: what the stage holds and

@@ -42,6 +42,10 @@ type ModelRow struct {
 	Versions   int               `json:"versions"`
 	Stages     map[string]string `json:"stages"`
 	Latest     string            `json:"latest,omitempty"`
+	// LatestVersion is the newest version's tag; LastMove the time of the
+	// last recorded stage move ("" when none).
+	LatestVersion string `json:"latestVersion,omitempty"`
+	LastMove      string `json:"lastMove,omitempty"`
 }
 
 // Edge is one lineage edge: version Repo@Digest was made from an input.

@@ -68,7 +68,7 @@ func mainText(t *testing.T, ctx context.Context) string {
 
 // The web UI in a real browser: the models page, a search with and
 // without an error, a version page with its files, signature, lineage
-// picture and model card, a one-click rollback (checked with oras and
+// picture, evaluation and model card, a one-click rollback (checked with oras and
 // modelreg history), a refused promotion that moves nothing, a forged
 // cross-site form that moves nothing, and a <script> in a label and in a
 // README that does not run.
@@ -85,6 +85,7 @@ stages:
 	writeFile(t, filepath.Join(src, "model.safetensors"), "weights one", 0o644)
 	writeFile(t, filepath.Join(src, "README.md"), "# Fraud detector\n\nTrained weekly.\n\n<script>document.title='pwned-readme'</script>\n", 0o644)
 	e.ok("push", repo+":1.0.0", src, "--metric", "accuracy=0.91", "--label", "note=<script>document.title='pwned-label'</script>", "--dataset", "s3://data/train.parquet")
+	e.ok("eval", "add", repo+":1.0.0", "--metric", "auc=0.95", "--dataset", "s3://data/holdout.parquet")
 	writeFile(t, filepath.Join(src, "model.safetensors"), "weights two", 0o644)
 	e.ok("push", repo+":2.0.0", src, "--metric", "accuracy=0.93", "--base-model", repo+":1.0.0")
 	e.ok("sign", repo+":2.0.0", "--key", "alice.key")
@@ -127,7 +128,7 @@ stages:
 	// The version page: files, the signature by name, the lineage picture,
 	// the model card; neither script ran.
 	body = text(base + "/models/team/fraud/versions/1.0.0")
-	for _, want := range []string{"model.safetensors", "README.md", "s3://data/train.parquet", "Fraud detector", "made from it"} {
+	for _, want := range []string{"model.safetensors", "README.md", "s3://data/train.parquet", "Fraud detector", "made from it", "auc = 0.95", "s3://data/holdout.parquet"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("version 1.0.0 page lacks %q", want)
 		}
