@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -164,15 +163,8 @@ func (vs *views) serveModelcar(w http.ResponseWriter, r *http.Request, name, rou
 			writeBlob(w, r, ocispec.MediaTypeImageConfig, d, bytes.NewReader(mc.config.Bytes))
 			return
 		}
-		if vs.base != nil {
-			if rc, err := vs.open(ctx, vs.base.repo, d); err == nil { // a layer of the base
-				defer rc.Close()
-				if size, err := rc.Seek(0, io.SeekEnd); err == nil {
-					rc.Seek(0, io.SeekStart)
-					writeBlob(w, r, "application/octet-stream", d, newConcat(&sizedSeeker{rc, size}))
-					return
-				}
-			}
+		if vs.base != nil && vs.serveStored(w, r, vs.base.repo, d) { // a layer of the base
+			return
 		}
 		vs.blob(w, r, repo, d)
 	default:

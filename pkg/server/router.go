@@ -85,7 +85,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if name != "" && !validName(w, name) {
 			return
 		}
-		if rt.views != nil && strings.HasSuffix(name, ModelcarSuffix) {
+		if derived := rt.derivedRepo(name); derived != nil {
 			route := ""
 			switch match.Route.GetName() {
 			case v2.RouteNameManifest:
@@ -93,18 +93,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case v2.RouteNameBlob:
 				route = "blob"
 			}
-			rt.views.serveModelcar(w, r, name, route, match.Vars["reference"]+match.Vars["digest"])
-			return
-		}
-		if rt.views != nil && strings.HasSuffix(name, ViewSuffix) {
-			route := ""
-			switch match.Route.GetName() {
-			case v2.RouteNameManifest:
-				route = "manifest"
-			case v2.RouteNameBlob:
-				route = "blob"
-			}
-			rt.views.serve(w, r, name, route, match.Vars["reference"]+match.Vars["digest"])
+			derived(w, r, name, route, match.Vars["reference"]+match.Vars["digest"])
 			return
 		}
 		switch match.Route.GetName() {
@@ -133,6 +122,20 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.next.ServeHTTP(w, r)
+}
+
+// derivedRepo returns the handler of a repository derived from a model's
+// (its image views, its modelcars), nil for any other name.
+func (rt *router) derivedRepo(name string) func(w http.ResponseWriter, r *http.Request, name, route, ref string) {
+	switch {
+	case rt.views == nil:
+		return nil
+	case strings.HasSuffix(name, ModelcarSuffix):
+		return rt.views.serveModelcar
+	case strings.HasSuffix(name, ViewSuffix):
+		return rt.views.serve
+	}
+	return nil
 }
 
 // validName answers 400 NAME_INVALID for a repository name distribution

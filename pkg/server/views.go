@@ -384,15 +384,27 @@ func (vs *views) blob(w http.ResponseWriter, r *http.Request, repo string, d dig
 		return
 	}
 	// Another blob of the model's repository (a signature's layer).
-	if rc, err := vs.open(ctx, repo, d); err == nil {
-		defer rc.Close()
-		if size, err := rc.Seek(0, io.SeekEnd); err == nil {
-			rc.Seek(0, io.SeekStart)
-			writeBlob(w, r, "application/octet-stream", d, newConcat(&sizedSeeker{rc, size}))
-			return
-		}
+	if vs.serveStored(w, r, repo, d) {
+		return
 	}
 	serveError(w, errBlobUnknown, fmt.Sprintf("%s is not a blob of the image views of %s", d, repo))
+}
+
+// serveStored answers with a blob repo holds in storage, as it is; it
+// reports false when repo has no such blob.
+func (vs *views) serveStored(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) bool {
+	rc, err := vs.open(r.Context(), repo, d)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	size, err := rc.Seek(0, io.SeekEnd)
+	if err != nil {
+		return false
+	}
+	rc.Seek(0, io.SeekStart)
+	writeBlob(w, r, "application/octet-stream", d, newConcat(&sizedSeeker{rc, size}))
+	return true
 }
 
 // passThrough serves, from the model's repository, the manifests that

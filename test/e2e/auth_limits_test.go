@@ -16,16 +16,7 @@ import (
 // read-only user missing from the htpasswd file stops the server at start.
 // Repeated wrong passwords from one address are answered 429.
 func TestReadOnlyUserAndThrottle(t *testing.T) {
-	var lines []string
-	for _, u := range []string{"alice", "reader"} {
-		h, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, u+":"+string(h))
-	}
-	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
-	writeFile(t, htpasswd, strings.Join(lines, "\n")+"\n", 0o600)
+	htpasswd := htpasswdFile(t, "alice", "reader")
 
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a guard, not an assertion
@@ -73,4 +64,21 @@ func TestReadOnlyUserAndThrottle(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "60" {
 		t.Errorf("after 10 failures: %d, Retry-After %q; want 429, 60", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+}
+
+// htpasswdFile writes an htpasswd file (bcrypt) of users, each with the
+// password USER-pw.
+func htpasswdFile(t *testing.T, users ...string) string {
+	t.Helper()
+	var lines []string
+	for _, u := range users {
+		h, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, u+":"+string(h))
+	}
+	path := filepath.Join(t.TempDir(), "htpasswd")
+	writeFile(t, path, strings.Join(lines, "\n")+"\n", 0o600)
+	return path
 }

@@ -7,24 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Behind --htpasswd the web UI asks for the same login as the API; a
 // read-only user sees the move buttons disabled and is refused if they
 // post anyway; a writer sees them enabled.
 func TestWebUIRights(t *testing.T) {
-	var lines []string
-	for _, u := range []string{"writer", "reader"} {
-		h, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, u+":"+string(h))
-	}
-	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
-	writeFile(t, htpasswd, strings.Join(lines, "\n")+"\n", 0o600)
+	htpasswd := htpasswdFile(t, "writer", "reader")
 	reg := startServer(t, "--htpasswd", htpasswd, "--read-only-user", "reader")
 	e := newEnv(t)
 	e.exec("writer-pw\n", nil, modelregBin, "login", reg.Addr, "-u", "writer", "--password-stdin")
