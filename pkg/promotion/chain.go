@@ -45,6 +45,8 @@ type Tombstone struct {
 	Tags       []string  `json:"tags"`
 	Actor      string    `json:"actor"`
 	Time       time.Time `json:"time"`
+	// Reason is why, as the deleting client said (Modelreg-Reason).
+	Reason string `json:"reason,omitempty"`
 	// Manifest is the deleted manifest's bytes.
 	Manifest []byte `json:"manifest"`
 	// Record is the digest of the tombstone's own manifest (set when read).

@@ -517,7 +517,8 @@ func (g *gate) tombstone(ctx context.Context, r *http.Request, repo string, d di
 	if err != nil || !ok {
 		return fmt.Errorf("reading %s@%s: %v", repo, d, err)
 	}
-	t := promotion.Tombstone{Repository: repo, Digest: d.String(), MediaType: mt, Tags: tags, Actor: g.actor(r), Time: time.Now().UTC(), Manifest: raw}
+	t := promotion.Tombstone{Repository: repo, Digest: d.String(), MediaType: mt, Tags: tags, Actor: g.actor(r), Time: time.Now().UTC(),
+		Reason: r.Header.Get(mediatypes.HeaderReason), Manifest: raw}
 	payload, err := json.Marshal(t)
 	if err != nil {
 		return err
