@@ -65,3 +65,20 @@ func TestWeightsSearch(t *testing.T) {
 		}
 	}
 }
+
+// MarkAllRead leaves no version for the backfill, and keeps facts read.
+func TestMarkAllRead(t *testing.T) {
+	idx := openFixture(t)
+	ctx := context.Background()
+	rows, _ := idx.Search(ctx, SearchOptions{Limit: 1})
+	idx.PutWeights(ctx, rows[0].Repository, digest.Digest(rows[0].Digest), &weights.Facts{Format: "gguf", Tensors: 1, Parameters: 5})
+	if err := idx.MarkAllRead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := idx.Underived(ctx, 100); err != nil || len(left) != 0 {
+		t.Errorf("after MarkAllRead, %d versions left to read (%v)", len(left), err)
+	}
+	if got, _ := search(t, idx, "weights.parameters = 5", ""); len(got) != 1 {
+		t.Errorf("the facts read before were lost: %v", got)
+	}
+}

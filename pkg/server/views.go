@@ -129,8 +129,11 @@ func (vs *views) backfill(ctx context.Context) {
 // as read, with no facts.
 func (vs *views) readWeights(ctx context.Context, repo string, version digest.Digest) error {
 	mt, payload, ok, err := vs.st.manifest(ctx, repo, version)
-	if err != nil || !ok {
+	if err != nil {
 		return err
+	}
+	if !ok { // gone from storage: nothing to read, and nothing to try again
+		return vs.idx.PutWeights(ctx, repo, version, nil)
 	}
 	var facts *weights.Facts
 	if mv, err := model.Parse(ocispec.Descriptor{MediaType: mt, Digest: version, Size: int64(len(payload))}, payload); err == nil {
