@@ -556,8 +556,10 @@ func models(ctx context.Context, db querier, after string, limit int) ([]ModelRo
 	for i := range out {
 		m := &out[i]
 		var v, moved sql.NullString
-		if err := db.QueryRowContext(ctx, `SELECT t.tag FROM versions v JOIN tags t ON t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version'
-			WHERE v.repo = ? ORDER BY v.created DESC, t.tag DESC LIMIT 1`, m.Repository).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		// The newest version by the (repo, created) index, then its tag by
+		// (repo, digest): a join ordered by both read every version tag.
+		if err := db.QueryRowContext(ctx, `SELECT (SELECT t.tag FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version' ORDER BY t.tag DESC LIMIT 1)
+			FROM versions v WHERE v.repo = ? ORDER BY v.created DESC LIMIT 1`, m.Repository).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return nil, err
 		}
 		if err := db.QueryRowContext(ctx, `SELECT MAX(time) FROM promotions WHERE repo = ? AND trusted = 1`, m.Repository).Scan(&moved); err != nil {
