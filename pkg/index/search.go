@@ -4,8 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/modelreg/modelreg/pkg/query"
@@ -551,21 +551,30 @@ func models(ctx context.Context, db querier, after string, limit int) ([]ModelRo
 		return nil, err
 	}
 	sq.Close()
-	// The newest version's tag and the last stage move, one model at a
-	// time (index lookups: a page of 100 models is 200 of them).
-	for i := range out {
-		m := &out[i]
+	// The newest version's tag (by the (repo, created) index, then its tag
+	// by (repo, digest): "+t.kind" keeps SQLite from walking every version
+	// tag through the (kind, tag) index instead) and the last stage move,
+	// for the page's models in one statement.
+	lq, err := db.QueryContext(ctx, `WITH r(repo) AS (VALUES `+strings.Join(slices.Repeat([]string{"(?)"}, len(out)), ", ")+`)
+		SELECT r.repo,
+			(SELECT (SELECT MAX(t.tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND +t.kind = 'version')
+				FROM versions v WHERE v.repo = r.repo ORDER BY v.created DESC LIMIT 1),
+			(SELECT MAX(p.time) FROM promotions p WHERE p.repo = r.repo AND p.trusted = 1)
+		FROM r`, names...)
+	if err != nil {
+		return nil, err
+	}
+	defer lq.Close()
+	for lq.Next() {
+		var repo string
 		var v, moved sql.NullString
-		// The newest version by the (repo, created) index, then its tag by
-		// (repo, digest): a join ordered by both read every version tag.
-		if err := db.QueryRowContext(ctx, `SELECT (SELECT t.tag FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version' ORDER BY t.tag DESC LIMIT 1)
-			FROM versions v WHERE v.repo = ? ORDER BY v.created DESC LIMIT 1`, m.Repository).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		if err := lq.Scan(&repo, &v, &moved); err != nil {
 			return nil, err
 		}
-		if err := db.QueryRowContext(ctx, `SELECT MAX(time) FROM promotions WHERE repo = ? AND trusted = 1`, m.Repository).Scan(&moved); err != nil {
-			return nil, err
-		}
-		m.LatestVersion, m.LastMove = v.String, moved.String
+		at[repo].LatestVersion, at[repo].LastMove = v.String, moved.String
+	}
+	if err := lq.Err(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
