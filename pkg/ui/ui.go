@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/wire"
 )
@@ -38,18 +39,7 @@ var pages = func() map[string]*template.Template {
 			}
 			return d
 		},
-		"size": func(n int64) string {
-			const unit = 1024
-			if n < unit {
-				return fmt.Sprintf("%d B", n)
-			}
-			div, exp := int64(unit), 0
-			for m := n / unit; m >= unit; m /= unit {
-				div *= unit
-				exp++
-			}
-			return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-		},
+		"size":      progress.Size,
 		"clip":      Clip,
 		"inputRepo": InputRepo,
 		"metric": func(r wire.VersionRow, name string) string {
