@@ -115,10 +115,6 @@ func (vs *views) buildModelcar(ctx context.Context, repo string, version digest.
 // the config, the base's layers and the version's tar layers.
 func (vs *views) serveModelcar(w http.ResponseWriter, r *http.Request, name, route, ref string) {
 	repo := strings.TrimSuffix(name, ModelcarSuffix)
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		serveError(w, errDenied, fmt.Sprintf("%s holds the modelcars of %s, derived from its versions: nothing can be written to it; push versions to %s", name, repo, repo))
-		return
-	}
 	ctx := r.Context()
 	switch route {
 	case "manifest":

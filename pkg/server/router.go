@@ -86,6 +86,11 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if derived := rt.derivedRepo(name); derived != nil {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				model := strings.TrimSuffix(strings.TrimSuffix(name, ModelcarSuffix), ViewSuffix)
+				serveError(w, errDenied, fmt.Sprintf("%s is derived from the versions of %s (image views, modelcars): nothing can be written to it; push versions to %s", name, model, model))
+				return
+			}
 			route := ""
 			switch match.Route.GetName() {
 			case v2.RouteNameManifest:

@@ -282,10 +282,6 @@ func (vs *views) open(ctx context.Context, repo string, d digest.Digest) (io.Rea
 // manifests by tag or digest and blobs, read-only.
 func (vs *views) serve(w http.ResponseWriter, r *http.Request, name, route, ref string) {
 	repo := strings.TrimSuffix(name, ViewSuffix)
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		serveError(w, errDenied, fmt.Sprintf("%s holds the image views of %s, derived from its versions: nothing can be written to it; push versions to %s", name, repo, repo))
-		return
-	}
 	ctx := r.Context()
 	switch route {
 	case "manifest":
