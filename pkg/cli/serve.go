@@ -7,13 +7,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/server"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) serveCmd() *cobra.Command {
 	var opts server.Options
-	var logFormat, logLevel, policyPath string
+	var logFormat, logLevel, policyPath, configPath string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an OCI registry for models on this machine",
@@ -46,6 +47,13 @@ ones finish, and exits.`,
 				return usageError{fmt.Errorf("--log-format %q: expected text or json", logFormat)}
 			}
 			opts.PolicyFile = policyPath
+			if configPath != "" {
+				cfg, err := config.Load(configPath)
+				if err != nil {
+					return usageError{err}
+				}
+				opts.Config = cfg
+			}
 			server.LogDistributionTo(opts.Logger)
 			s, err := server.New(c.Context(), opts)
 			if err != nil {
@@ -67,6 +75,7 @@ ones finish, and exits.`,
 		},
 	}
 	f := c.Flags()
+	f.StringVar(&configPath, "config", "", "configuration file (YAML): event subscriptions and retention rules (docs/server.md); flags override it")
 	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "listen address; port 0 picks a free port")
 	f.StringVar(&opts.DataDir, "data", "./data", "directory holding the registry's storage")
 	f.StringVar(&opts.Htpasswd, "htpasswd", "", "htpasswd file (bcrypt); when set, every request needs basic auth")

@@ -22,6 +22,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
@@ -84,6 +85,9 @@ type Options struct {
 	Bare bool
 	// PprofAddr, when set, serves net/http/pprof there, for profiling.
 	PprofAddr string
+	// Config is the configuration file's content (event subscriptions,
+	// retention); nil is an empty configuration.
+	Config *config.Config
 }
 
 // DefaultPolicyPath is where `modelreg serve` looks for a trust policy
@@ -179,6 +183,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxTags <= 0 {
 		o.MaxTags = 1000
+	}
+	if o.Config == nil {
+		o.Config = &config.Config{}
 	}
 	return o
 }

@@ -1,0 +1,53 @@
+// Package config is the `modelreg serve` configuration file: the settings
+// that do not fit a flag (event subscriptions, retention rules), in one
+// YAML document an operator keeps beside the data. Flags set on the
+// command line override the file, so a config can be shared by replicas
+// and tuned per process.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is one configuration file. Every section is optional; an empty
+// file is a valid configuration that changes nothing.
+type Config struct {
+	// Events lists the subscriptions that receive CloudEvents for changes
+	// in the registry (docs/events.md).
+	Events Events `yaml:"events"`
+}
+
+// Load reads and checks a configuration file. Unknown keys are errors, not
+// warnings: a misspelt "subscriptions" would otherwise silently send no
+// events.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the configuration: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads a configuration from its bytes (see Load).
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := c.Events.check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
