@@ -59,6 +59,8 @@ func indexRoute(pattern string, h func(rt *router, r apiRequest) (any, error)) a
 // apiRoutes are declared once, most specific first.
 var apiRoutes = []apiRoute{
 	route(`status`, (*router).apiStatus),
+	route(`events`, (*router).apiEvents),
+	route(`events/deliveries`, (*router).apiDeliveries),
 	indexRoute(`models`, (*router).apiModels),
 	indexRoute(`search`, (*router).apiSearch),
 	route(`lineage/descendants`, (*router).apiDescendants),
@@ -85,11 +87,15 @@ func badQuery(msg string, pos int) error {
 }
 
 func (rt *router) api(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		serveError(w, errUnsupported, "the model API is read-only")
+	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
+	if m := retryRE.FindStringSubmatch(p); m != nil && r.Method == http.MethodPost {
+		rt.retryDelivery(w, r, m[1])
 		return
 	}
-	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		serveError(w, errUnsupported, "the model API is read-only (but for POST events/deliveries/{id}/retry)")
+		return
+	}
 	for _, rte := range apiRoutes {
 		m := rte.pattern.FindStringSubmatch(p)
 		if m == nil {
