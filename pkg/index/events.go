@@ -408,13 +408,37 @@ type Due struct {
 	Event    wire.Event
 }
 
-// Due lists pending deliveries whose next attempt is at or before now,
-// oldest event first.
-func (x *Index) Due(ctx context.Context, now time.Time, limit int) ([]Due, error) {
+// Due lists, per subscription, the pending deliveries that are due, in
+// event order, stopping at the subscription's first one that is not due
+// yet: a subscription receives its events in order (a deploy hook never
+// sees production's older move after its newer one); a delivery that
+// keeps failing holds the ones after it until it succeeds or is dead.
+func (x *Index) Due(ctx context.Context, now time.Time, perSubscription int) ([]Due, error) {
+	subs, err := x.strings(ctx, `SELECT DISTINCT subscription FROM outbox_deliveries WHERE state = 'pending' ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	var out []Due
+	for _, sub := range subs {
+		ds, err := x.pending(ctx, sub, perSubscription)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			if d.Delivery.NextAttempt.After(now) {
+				break
+			}
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func (x *Index) pending(ctx context.Context, sub string, limit int) ([]Due, error) {
 	rows, err := x.rd.QueryContext(ctx, `SELECT d.id, d.subscription, d.event, d.state, d.attempts, d.next_attempt, d.last_status, d.last_error, d.updated,
 			e.seq, e.id, e.type, e.subject, e.time, e.data
 		FROM outbox_deliveries d JOIN outbox_events e ON e.seq = d.event
-		WHERE d.state = 'pending' AND d.next_attempt <= ? ORDER BY d.event, d.id LIMIT ?`, now.UnixNano(), limit)
+		WHERE d.subscription = ? AND d.state = 'pending' ORDER BY d.event LIMIT ?`, sub, limit)
 	if err != nil {
 		return nil, err
 	}

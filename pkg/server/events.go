@@ -105,9 +105,10 @@ func (d *dispatcher) run(ctx context.Context) {
 }
 
 // deliverDue sends the due deliveries: subscriptions in parallel, each
-// one's deliveries in event order.
+// one's deliveries in event order, stopping at a failure (the rest wait
+// behind it: see index.Due).
 func (d *dispatcher) deliverDue(ctx context.Context) {
-	due, err := d.idx.Due(ctx, time.Now(), 256)
+	due, err := d.idx.Due(ctx, time.Now(), 64)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Error("events: reading due deliveries", "err", err)

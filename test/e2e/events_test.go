@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,4 +335,91 @@ func TestEvents(t *testing.T) {
 		t.Errorf("the receiver refused deliveries: %v", pr)
 	}
 	t.Logf("%d events, %d delivered to 'all' (%d deliveries counting repeats); %d stage moves to 'deploy'", len(log), len(got), len(all.events), len(dgot))
+}
+
+// examples/deploy-on-promotion, built and run as a user would: it deploys
+// when production moves (not staging), a failing deploy is retried by
+// the registry, and a redelivery never deploys twice.
+func TestDeployOnPromotionExample(t *testing.T) {
+	e := newEnv(t)
+	signers(t, e)
+	writeFile(t, filepath.Join(e.dir, "policy.yaml"), policyYAML, 0o644)
+	bin := filepath.Join(e.dir, "deploy-on-promotion")
+	build := exec.Command("go", "build", "-o", bin, "./examples/deploy-on-promotion")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the example: %v\n%s", err, out)
+	}
+	secret := filepath.Join(e.dir, "deploy.secret")
+	writeFile(t, secret, "0123456789abcdef0123456789abcdef\n", 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := ln.Addr().String()
+	ln.Close()
+	deployed := filepath.Join(e.dir, "deployed.txt")
+	ready := filepath.Join(e.dir, "cluster-ready")
+	// The deploy fails until the "cluster" is ready.
+	cmd := exec.Command(bin, "--listen", hook, "--secret-file", secret, "--state", filepath.Join(e.dir, "handled"),
+		"--command", fmt.Sprintf(`test -e %s && echo "$MODELREG_STAGE $MODELREG_DIGEST $MODELREG_KIND $MODELREG_PREVIOUS" >> %s`, ready, deployed))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	cfg := filepath.Join(e.dir, "modelreg.yaml")
+	writeFile(t, cfg, fmt.Sprintf("events:\n  subscriptions:\n    - name: deploy\n      url: http://%s/hook\n      types: [stage.moved]\n      secretFile: %s\n      backoff: 200ms\n", hook, secret), 0o644)
+	reg := startServer(t, "--policy", filepath.Join(e.dir, "policy.yaml"), "--config", cfg)
+	repo := reg.Addr + "/team/fraud"
+	v1 := pushVersion(t, e, repo+":1.0.0", "one")
+	v2 := pushVersion(t, e, repo+":2.0.0", "two")
+	for _, v := range []string{"1.0.0", "2.0.0"} {
+		e.ok("sign", repo+":"+v, "--key", "alice.key")
+		e.ok("sign", repo+":"+v, "--key", "bob.key")
+	}
+	e.ok("promote", repo+":1.0.0", "--to", "staging")
+	e.ok("promote", repo+":1.0.0", "--to", "production")
+	// Failing deploys are retried by the registry.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "the deploy command failed"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failing deploy attempt; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	writeFile(t, ready, "", 0o644)
+	e.ok("promote", repo+":2.0.0", "--to", "production")
+	e.ok("rollback", repo, "--stage", "production")
+	want := fmt.Sprintf("production %s promotion \nproduction %s promotion %s\nproduction %s rollback %s\n", v1, v2, v1, v1, v2)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		b, _ := os.ReadFile(deployed)
+		if string(b) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deployed:\n%s\nwant:\n%s\nreceiver logs:\n%s", b, want, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// An operator's redelivery of a handled event deploys nothing again.
+	var ds wire.Deliveries
+	apiGet(t, reg.Addr, "events/deliveries?subscription=deploy&state=delivered", &ds)
+	for _, d := range ds.Deliveries {
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://%s/v2/_modelreg/v1/events/deliveries/%d/retry", reg.Addr, d.ID), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("retry: %v %v", err, resp)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(logs.String(), "a redelivery of a handled event") < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the redeliveries did not arrive; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(deployed); string(b) != want {
+		t.Errorf("a redelivery deployed again:\n%s", b)
+	}
 }
