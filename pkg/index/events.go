@@ -503,6 +503,10 @@ type EventFilter struct {
 	Limit int
 	Repo  string
 	Type  string
+	// Newest lists newest first, below Before when it is set (After is
+	// then ignored).
+	Newest bool
+	Before int64
 }
 
 // Events lists events with their deliveries, oldest first.
@@ -512,6 +516,12 @@ func (x *Index) Events(ctx context.Context, f EventFilter) ([]wire.Event, error)
 	}
 	q := `SELECT seq, id, type, subject, time, data FROM outbox_events WHERE seq > ?`
 	args := []any{f.After}
+	if f.Newest {
+		q, args = `SELECT seq, id, type, subject, time, data FROM outbox_events WHERE seq < ?`, []any{f.Before}
+		if f.Before <= 0 {
+			args[0] = int64(1) << 62
+		}
+	}
 	if f.Repo != "" {
 		q += ` AND repo = ?`
 		args = append(args, f.Repo)
@@ -520,7 +530,11 @@ func (x *Index) Events(ctx context.Context, f EventFilter) ([]wire.Event, error)
 		q += ` AND type = ?`
 		args = append(args, f.Type)
 	}
-	q += ` ORDER BY seq LIMIT ?`
+	if f.Newest {
+		q += ` ORDER BY seq DESC LIMIT ?`
+	} else {
+		q += ` ORDER BY seq LIMIT ?`
+	}
 	args = append(args, f.Limit)
 	rows, err := x.rd.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -230,7 +230,8 @@ func (d *dispatcher) redeliver(ctx context.Context, id int64) (bool, error) {
 }
 
 // apiEvents lists the event log with each event's deliveries:
-// ?after=SEQ&n=N&repository=REPO&type=TYPE.
+// ?after=SEQ&n=N&repository=REPO&type=TYPE, oldest first; with
+// order=newest, newest first (below ?before=SEQ).
 func (rt *router) apiEvents(r apiRequest) (any, error) {
 	f := index.EventFilter{Repo: r.query.Get("repository"), Type: r.query.Get("type"), Limit: 100}
 	if t := f.Type; t != "" && !slices.Contains(wire.EventTypes, t) {
@@ -250,12 +251,25 @@ func (rt *router) apiEvents(r apiRequest) (any, error) {
 			return nil, &apiError{code: errQueryInvalid, msg: fmt.Sprintf("n=%q: expected 1 to 1000", n)}
 		}
 	}
+	switch r.query.Get("order") {
+	case "", "oldest":
+	case "newest":
+		f.Newest = true
+		if b := r.query.Get("before"); b != "" {
+			if f.Before, err = strconv.ParseInt(b, 10, 64); err != nil || f.Before < 0 {
+				return nil, &apiError{code: errQueryInvalid, msg: fmt.Sprintf("before=%q: expected an event seq (a number)", b)}
+			}
+		}
+	default:
+		return nil, &apiError{code: errQueryInvalid, msg: "order: expected oldest (the default) or newest"}
+	}
 	evs, err := rt.idx.Events(r.ctx, f)
 	if err != nil {
 		return nil, err
 	}
 	out := wire.Events{Events: evs}
 	if len(evs) == f.Limit {
+		// The seq to pass as after= (oldest first) or before= (newest first).
 		out.Next = evs[len(evs)-1].Seq
 	}
 	return out, nil

@@ -76,7 +76,8 @@ type Delivery struct {
 // Events is a page of the event log.
 type Events struct {
 	Events []Event `json:"events"`
-	// Next is the seq to pass as ?after= for the next page; 0 at the end.
+	// Next is the seq to pass as ?after= (or, newest first, ?before=)
+	// for the next page; 0 at the end.
 	Next int64 `json:"next,omitempty"`
 }
 

@@ -276,6 +276,21 @@ func TestEvents(t *testing.T) {
 	if d := dead.Deliveries[0]; d.Attempts != 3 || d.LastStatus != http.StatusServiceUnavailable || !strings.Contains(d.LastError, "503") {
 		t.Errorf("a dead delivery: %+v", d)
 	}
+	// The web UI's event log shows the same, newest first.
+	resp0, err := http.Get("http://" + addr + "/ui/events?repository=team/fraud&type=stage.moved")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp0.Body)
+	resp0.Body.Close()
+	for _, want := range []string{"rollback", "2.0 regressed", "broken: dead after 3 attempts (503)", "deploy: delivered", "all: delivered"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("/ui/events lacks %q", want)
+		}
+	}
+	if strings.Contains(string(page), "version.pushed</span>") || strings.Index(string(page), "rollback") > strings.Index(string(page), "nightly") {
+		t.Errorf("/ui/events?type=stage.moved is not the stage moves, newest first:\n%s", page)
+	}
 	// Retried by an operator once the receiver is fixed.
 	broken.down.Store(false)
 	retry := dead.Deliveries[0]
