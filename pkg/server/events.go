@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -184,6 +186,13 @@ func (d *dispatcher) post(ctx context.Context, sub config.Subscription, x index.
 	req.Header.Set(event.AttemptHeader, strconv.Itoa(x.Delivery.Attempts+1))
 	resp, err := d.client.Do(req)
 	if err != nil {
+		// The delivery log is readable by every reader of the registry,
+		// and a subscription's URL can be a secret (a chat webhook): keep
+		// it out of the error.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return 0, err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
