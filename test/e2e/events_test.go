@@ -125,6 +125,17 @@ func (rc *receiver) waitFor(ids []string) map[string]*event.CloudEvent {
 	}
 }
 
+// closedPort is a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
 func eventLog(t *testing.T, addr, query string) []wire.Event {
 	t.Helper()
 	var out []wire.Event
@@ -190,7 +201,12 @@ func TestEvents(t *testing.T) {
       secret: broken-secret-0123456789abcdef
       backoff: 50ms
       maxAttempts: 3
-`, all.url, deploy.url, filepath.Join(e.dir, "deploy.secret"), broken.url), 0o644)
+    - name: unreachable
+      url: http://%s/hooks/T0KEN-in-the-url
+      secret: unreachable-secret-0123456789
+      types: [version.deleted]
+      maxAttempts: 1
+`, all.url, deploy.url, filepath.Join(e.dir, "deploy.secret"), broken.url, closedPort(t)), 0o644)
 	os.Setenv("EVENTS_SECRET", "all-events-secret-0123456789")
 	t.Cleanup(func() { os.Unsetenv("EVENTS_SECRET") })
 
@@ -275,6 +291,16 @@ func TestEvents(t *testing.T) {
 	}
 	if d := dead.Deliveries[0]; d.Attempts != 3 || d.LastStatus != http.StatusServiceUnavailable || !strings.Contains(d.LastError, "503") {
 		t.Errorf("a dead delivery: %+v", d)
+	}
+	// A receiver that cannot be reached: dead at once (maxAttempts 1),
+	// and its URL (a secret, for some webhooks) is in no answer.
+	var unreachable wire.Deliveries
+	for deadline := time.Now().Add(30 * time.Second); len(unreachable.Deliveries) == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		apiGet(t, addr, "events/deliveries?subscription=unreachable&state=dead", &unreachable)
+	}
+	if len(unreachable.Deliveries) != 1 || unreachable.Deliveries[0].LastError == "" || strings.Contains(unreachable.Deliveries[0].LastError, "T0KEN") {
+		t.Errorf("the unreachable subscription's deliveries: %+v", unreachable.Deliveries)
 	}
 	// The web UI's event log shows the same, newest first.
 	resp0, err := http.Get("http://" + addr + "/ui/events?repository=team/fraud&type=stage.moved")
