@@ -324,7 +324,7 @@ func (x *Index) init() error {
 		}
 		x.stale = true
 	}
-	if _, err := x.db.Exec(schema + stateSchema); err != nil {
+	if _, err := x.db.Exec(schema + stateSchema + robotSchema); err != nil {
 		return err
 	}
 	if x.stale {
