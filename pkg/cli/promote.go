@@ -237,7 +237,11 @@ func (a *app) printCopied(copied []promotion.Copied, stage string) error {
 		if i > 0 {
 			fmt.Fprintln(a.io.Out)
 		}
-		fmt.Fprintf(a.io.Out, "history at %s (stage %s, %d records): ", src.Source(), stage, len(src.Records))
+		n := fmt.Sprintf("%d records", len(src.Records))
+		if len(src.Records) == 1 {
+			n = "1 record"
+		}
+		fmt.Fprintf(a.io.Out, "history at %s (stage %s, %s): ", src.Source(), stage, n)
 		switch {
 		case src.Trusted && src.Registry == promotion.ThisRegistry:
 			fmt.Fprintf(a.io.Out, "signed by this registry's key %s, in another repository\n", shortDigest(src.KeyID))
