@@ -77,10 +77,19 @@ func (c *Client) Copy(ctx context.Context, src, dst string) (*CopyResult, error)
 		return nil, usage(fmt.Errorf("the destination tag: %w (stages move only by promotion at the destination: modelreg copy --stages)", err))
 	}
 	res := &CopyResult{Source: src, Digest: v.Descriptor.Digest.String(), Destination: fmt.Sprintf("%s/%s:%s", dr.Registry, dr.Repository, dstTag)}
-	vc := c.copyVersion(ctx, sr, srepo, dr, drepo, v.Descriptor, []string{dstTag}, progress.Discard().Track("", "", 0))
+	tr := c.opts.Progress.Track("copied", res.Destination, filesSize(v))
+	vc := c.copyVersion(ctx, sr, srepo, dr, drepo, v.Descriptor, []string{dstTag}, tr)
 	if vc.err != nil {
+		tr.Fail(vc.err)
+		c.opts.Progress.Wait()
 		return nil, vc.err
 	}
+	if vc.Status == CopyCopied {
+		tr.Done("copied")
+	} else {
+		tr.Done("exists")
+	}
+	c.opts.Progress.Wait()
 	res.Copied, res.Skipped, res.Mounted, res.Bytes, res.LegacyTags = vc.Copied, vc.Skipped, vc.Mounted, vc.Bytes, vc.LegacyTags
 	return res, nil
 }
@@ -261,6 +270,12 @@ func (c *Client) CopyRepository(ctx context.Context, src, dst string, o CopyOpti
 	copiedOK := map[digest.Digest]bool{}
 	for i, d := range digests {
 		vc := c.copyOne(ctx, sr, srepo, dr, drepo, d, byDigest[d], i, len(digests))
+		if err := ctx.Err(); err != nil {
+			// Interrupted: a version cut short has no tag at the
+			// destination; the next run completes it.
+			c.opts.Progress.Wait()
+			return rep, err
+		}
 		switch vc.Status {
 		case CopyCopied:
 			rep.VersionsCopied++
@@ -341,11 +356,7 @@ func (c *Client) copyOne(ctx context.Context, sr registry.Reference, srepo *oras
 	if err != nil {
 		return fail(CopyFailed, err)
 	}
-	var size int64
-	for _, f := range v.Files {
-		size += f.Descriptor.Size
-	}
-	tr := c.opts.Progress.Track("copied", fmt.Sprintf("%s (%d/%d)", strings.Join(tags, ","), i+1, n), size)
+	tr := c.opts.Progress.Track("copied", fmt.Sprintf("%s (%d/%d)", strings.Join(tags, ","), i+1, n), filesSize(v))
 	vc := c.copyVersion(ctx, sr, srepo, dr, drepo, v.Descriptor, tags, tr)
 	if vc.err != nil {
 		tr.Fail(vc.err)
@@ -357,6 +368,15 @@ func (c *Client) copyOne(ctx context.Context, sr registry.Reference, srepo *oras
 		tr.Done("copied")
 	}
 	return vc
+}
+
+// filesSize is the size of a version's files, what a progress line shows.
+func filesSize(v *model.Version) int64 {
+	var n int64
+	for _, f := range v.Files {
+		n += f.Descriptor.Size
+	}
+	return n
 }
 
 // copyVersion copies desc with every referrer and cosign's legacy tags

@@ -181,10 +181,21 @@ func TestCopyStagesAndRepository(t *testing.T) {
 		t.Errorf("plain's staging history at prod team/m2: %+v", back)
 	}
 
+	// A registry without the base model: the walk falls back to the
+	// recorded host while it is reachable.
+	bare := startPlainRegistry(t)
+	e.ok("copy", m10, bare.Addr+"/team/m")
+	tree := decode[lineage.Node](t, e.ok("lineage", bare.Addr+"/team/m:1.0.0", "--up", "--format", "json").Stdout)
+	checkBaseFound(t, tree, "")
+
 	// dev goes away: lineage walks at prod and plain find the base model
-	// where they run, by digest.
+	// where they run, by digest; where it is not, the note says where the
+	// walk looked.
 	devProc.stop()
-	tree := decode[lineage.Node](t, e.ok("lineage", prod.Addr+"/team/m:1.0.0", "--up", "--format", "json").Stdout)
+	if out := e.ok("lineage", bare.Addr+"/team/m:1.0.0", "--up").Stdout; !strings.Contains(out, "not found: not in "+bare.Addr+"/team/base; at the recorded host") {
+		t.Errorf("lineage at a registry without the base, dev stopped:\n%s", out)
+	}
+	tree = decode[lineage.Node](t, e.ok("lineage", prod.Addr+"/team/m:1.0.0", "--up", "--format", "json").Stdout)
 	checkBaseFound(t, tree, prod.Addr+"/models/base")
 	tree = decode[lineage.Node](t, e.ok("lineage", plain.Addr+"/team/m:1.1.0", "--up", "--format", "json").Stdout)
 	checkBaseFound(t, tree, plain.Addr+"/team/base")
@@ -193,9 +204,8 @@ func TestCopyStagesAndRepository(t *testing.T) {
 	}
 }
 
-// checkBaseFound checks that the walk read the base model at where (not
-// at the stopped dev registry its reference names) and went on into its
-// own lineage.
+// checkBaseFound checks that the walk read the base model at where (""
+// for the registry its reference names) and went on into its own lineage.
 func checkBaseFound(t *testing.T, root lineage.Node, where string) {
 	t.Helper()
 	for _, c := range root.Children {
