@@ -621,6 +621,12 @@ func (x *Index) UntrustedOf(ctx context.Context, repo, stage string) ([]string, 
 	return x.strings(ctx, `SELECT record FROM promotions WHERE repo = ? AND stage = ? AND trusted = 0 ORDER BY time, record`, repo, stage)
 }
 
+// CopiedStages lists the stages of repo that have records outside their
+// history (UntrustedOf), by name.
+func (x *Index) CopiedStages(ctx context.Context, repo string) ([]string, error) {
+	return x.strings(ctx, `SELECT DISTINCT stage FROM promotions WHERE repo = ? AND trusted = 0 ORDER BY stage`, repo)
+}
+
 // Legacy lists, per "repo\x00stage", the untrusted promotion records of
 // stages that have no trusted record, oldest first: the histories written
 // before records were chained (or by clients).

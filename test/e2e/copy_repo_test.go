@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,6 +141,9 @@ func TestCopyStagesAndRepository(t *testing.T) {
 		t.Errorf("history text:\n%s", out)
 	}
 	e.ok("history", prod.Addr+"/team/m", "--stage", "staging", "--verify")
+	if page := httpGetBody(t, "http://"+prod.Addr+"/models/team/m"); !strings.Contains(page, "History at other registries") || !strings.Contains(page, "production: history at team/m at dev (trusted") {
+		t.Errorf("the model page does not show dev's history apart:\n%s", page)
+	}
 
 	// To plain distribution, with its stages through the client's check of
 	// the policy: production refused there too, staging promoted (a client
@@ -202,6 +207,21 @@ func TestCopyStagesAndRepository(t *testing.T) {
 	if out := e.ok("lineage", prod.Addr+"/team/m:1.0.0", "--up").Stdout; !strings.Contains(out, "[at "+prod.Addr+"/models/base]") || !strings.Contains(out, "s3://data/base-corpus.parquet") {
 		t.Errorf("lineage tree at prod:\n%s", out)
 	}
+}
+
+// httpGetBody returns the body of a 200 answer.
+func httpGetBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(b)
 }
 
 // checkBaseFound checks that the walk read the base model at where (""
