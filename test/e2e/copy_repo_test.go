@@ -116,6 +116,13 @@ func TestCopyStagesAndRepository(t *testing.T) {
 	}
 	t.Logf("second --all: %d sent, %d bytes; %d already there", again.Copied, again.Bytes, again.Skipped)
 
+	// Within one registry the weights are mounted, not sent.
+	within := decode[client.CopyResult](t, e.ok("copy", prod.Addr+"/team/m:1.1.0", prod.Addr+"/team/m3", "--output", "json").Stdout)
+	if within.Mounted == 0 || within.Bytes >= 1<<20 {
+		t.Errorf("a copy within one registry sent %d bytes, mounted %d blobs", within.Bytes, within.Mounted)
+	}
+	t.Logf("within one registry: %d sent (%d bytes), %d mounted", within.Copied, within.Bytes, within.Mounted)
+
 	// Signatures verify at prod with both cosigns and modelreg verify.
 	e.cosign(cosign2Bin, nil, "verify", "--key", "carol.pub", "--insecure-ignore-tlog=true", prod.Addr+"/team/m@"+d10)
 	e.cosign(cosign3Bin, nil, "verify", "--key", "alice.pub", "--insecure-ignore-tlog=true", prod.Addr+"/team/m@"+d11)
