@@ -87,7 +87,7 @@ func Build(ctx context.Context, repo registry.Repository, ref registry.Reference
 		if err != nil {
 			continue // not a model (or gone): not part of the report
 		}
-		ver, recs, err := readVersion(ctx, repo, v, ts, trusted, serverKey)
+		ver, recs, err := readVersion(ctx, repo, r.Repository, v, ts, trusted, serverKey)
 		if err != nil {
 			return nil, err
 		}
@@ -137,20 +137,34 @@ func versionTags(ctx context.Context, repo registry.Repository, name string, onl
 }
 
 // readVersion reads one version's referrers once and everything the report
-// says of it; recs are its promotion records (signed by serverKey, when set).
-func readVersion(ctx context.Context, repo registry.Repository, v *model.Version, tags []string, trusted []key.Public, serverKey ed25519.PublicKey) (*Version, []promotion.Record, error) {
+// says of it; recs are its promotion records: signed by serverKey, when
+// set, else the ones clients wrote for name (records copied from another
+// registry or repository are that one's history, not this one's).
+func readVersion(ctx context.Context, repo registry.Repository, name string, v *model.Version, tags []string, trusted []key.Public, serverKey ed25519.PublicKey) (*Version, []promotion.Record, error) {
 	l, err := referrers.List(ctx, repo, v.Descriptor, referrers.ListOptions{})
 	if err != nil {
 		return nil, nil, err
 	}
-	all, err := promotion.From(ctx, l, serverKey)
-	if err != nil {
-		return nil, nil, err
-	}
 	var recs []promotion.Record
-	for _, rec := range all {
-		if serverKey == nil || rec.Trusted {
-			recs = append(recs, rec)
+	if serverKey != nil {
+		all, err := promotion.From(ctx, l, serverKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, rec := range all {
+			if rec.Trusted {
+				recs = append(recs, rec)
+			}
+		}
+	} else {
+		all, err := promotion.ExamineFrom(ctx, l, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range all {
+			if promotion.OwnOnPlain(e, name) {
+				recs = append(recs, e.Record)
+			}
 		}
 	}
 	slices.Sort(tags)

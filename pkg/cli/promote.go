@@ -2,6 +2,7 @@ package cli
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -228,6 +229,36 @@ func (a *app) printHistory(records []promotion.Record, stage string, jsonOut boo
 	return w.Flush()
 }
 
+// printCopied prints the histories of the stage copied from other
+// registries, each under its own "history at <source>" heading: never
+// mixed with the registry's own.
+func (a *app) printCopied(copied []promotion.Copied, stage string) error {
+	for i, src := range copied {
+		if i > 0 {
+			fmt.Fprintln(a.io.Out)
+		}
+		n := fmt.Sprintf("%d records", len(src.Records))
+		if len(src.Records) == 1 {
+			n = "1 record"
+		}
+		fmt.Fprintf(a.io.Out, "history at %s (stage %s, %s): ", src.Source(), stage, n)
+		switch {
+		case src.Trusted && src.Registry == promotion.ThisRegistry:
+			fmt.Fprintf(a.io.Out, "signed by this registry's key %s, in another repository\n", shortDigest(src.KeyID))
+		case src.Trusted:
+			fmt.Fprintf(a.io.Out, "trusted, signed by registry %q (%s)\n", src.Registry, shortDigest(src.KeyID))
+		case src.KeyID != "":
+			fmt.Fprintf(a.io.Out, "UNTRUSTED, signed by %s: %s\n", shortDigest(src.KeyID), src.Problem)
+		default:
+			fmt.Fprintf(a.io.Out, "UNTRUSTED, %s\n", src.Problem)
+		}
+		if err := a.printHistory(src.Records, stage, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func repoOnly(ref registry.Reference) error {
 	if ref.Reference != "" {
 		return usageError{fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", ref.Registry, ref.Repository)}
@@ -236,8 +267,8 @@ func repoOnly(ref registry.Reference) error {
 }
 
 func (a *app) historyCmd() *cobra.Command {
-	var stage, at, serverKey string
-	var verify bool
+	var stage, at, serverKey, policyPath string
+	var verify, copiedOnly bool
 	c := &cobra.Command{
 		Use:   "history REPO --stage STAGE [--at TIME] [--verify]",
 		Short: "Show a stage's promotions and rollbacks, newest first; verify its hash chain",
@@ -255,10 +286,22 @@ the newest record says. It exits 1 naming the first break. The key comes
 from the registry's status endpoint unless --server-key pins it (a file
 saved from ` + "`curl REGISTRY/v2/_modelreg/v1/status`" + `), which is what an
 auditor should do. On other registries records are written by clients and
-cannot be verified this way.`,
+cannot be verified this way.
+
+Records copied from another registry (modelreg copy takes a version's
+promotion records along) are that registry's history, never this one's:
+they are listed after it, each source under "history at <source>",
+trusted only when signed by a registry key the trust policy lists under
+registries: (the source's serverKey, from its /v2/_modelreg/v1/status).
+On modelreg serve its own policy decides; elsewhere --policy does. A
+record a client wrote for another repository, or that no listed key
+signed, is shown as UNTRUSTED. --copied shows only these histories
+(with --output json: [{repository, keyId, registry, trusted, problem,
+records}]); without it the JSON is the stage's own records.`,
 		Example: `  modelreg history localhost:5000/team/fraud --stage production
   modelreg history localhost:5000/team/fraud --stage production --at 2026-03-03T14:00:00Z --output json
-  modelreg history localhost:5000/team/fraud --stage production --verify --server-key registry.pub`,
+  modelreg history localhost:5000/team/fraud --stage production --verify --server-key registry.pub
+  modelreg history prod.example.com/team/fraud --stage production --copied --output json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			jsonOut, err := a.outputJSON()
@@ -286,9 +329,35 @@ cannot be verified this way.`,
 			if err := repoOnly(ref); err != nil {
 				return err
 			}
+			if copiedOnly && (verify || at != "") {
+				return usageError{errors.New("--copied lists the histories copied from other registries; --verify and --at are about this registry's own")}
+			}
 			cl := a.client(c, true)
 			if verify {
 				return a.verifyHistory(c, cl, args[0], stage, serverKey, jsonOut)
+			}
+			var pol *policy.Policy
+			if at == "" {
+				// Only for trusting copied histories: a default policy
+				// that does not load must not hide the stage's own.
+				if pol, err = policy.LoadDefault(policyPath); err != nil && policyPath != "" {
+					return err
+				} else if err != nil {
+					fmt.Fprintf(a.io.Err, "note: %v; copied histories are shown untrusted\n", err)
+				}
+			}
+			if copiedOnly {
+				copied, err := cl.CopiedHistory(c.Context(), args[0], stage, pol)
+				if err != nil {
+					return err
+				}
+				if jsonOut {
+					return a.json(copied)
+				}
+				if len(copied) == 0 {
+					fmt.Fprintf(a.io.Err, "stage %s has no history copied from another registry\n", stage)
+				}
+				return a.printCopied(copied, stage)
 			}
 			records, err := cl.History(c.Context(), args[0], stage)
 			if err != nil {
@@ -297,13 +366,26 @@ cannot be verified this way.`,
 			if at != "" {
 				return a.printAt(records, stage, when, jsonOut)
 			}
-			return a.printHistory(records, stage, jsonOut)
+			if err := a.printHistory(records, stage, jsonOut); err != nil || jsonOut {
+				return err
+			}
+			copied, err := cl.CopiedHistory(c.Context(), args[0], stage, pol)
+			if err != nil {
+				fmt.Fprintf(a.io.Err, "note: the histories copied from other registries could not be read: %v\n", err)
+				return nil
+			}
+			if len(copied) > 0 {
+				fmt.Fprintln(a.io.Out)
+			}
+			return a.printCopied(copied, stage)
 		},
 	}
 	c.Flags().StringVar(&stage, "stage", "", "the stage (required)")
 	c.Flags().StringVar(&at, "at", "", "only what the stage held at this time (RFC 3339)")
 	c.Flags().BoolVar(&verify, "verify", false, "verify the stage's signed hash chain against storage (modelreg serve); exit 1 on any gap or edit")
 	c.Flags().StringVar(&serverKey, "server-key", "", "with --verify, the registry's public key (PEM) to trust, instead of the one it publishes")
+	c.Flags().BoolVar(&copiedOnly, "copied", false, "show only the histories copied from other registries (\"history at <source>\")")
+	c.Flags().StringVar(&policyPath, "policy", "", "trust policy whose registries: keys make a copied history trusted, on a registry other than modelreg serve (default "+policy.DefaultPath+" when present)")
 	a.addOutputFlag(c)
 	return c
 }

@@ -120,14 +120,31 @@ func (c *Client) writeLineage(ctx context.Context, r registry.Reference, repo re
 }
 
 // LineageUp walks what the version ref was made from, across repositories
-// and registries, to depth levels; trusted keys mark signed lineage.
+// and registries, to depth levels; trusted keys mark signed lineage. A
+// model input recorded at another registry is read from ref's registry
+// when it holds the digest (same repository path, then, on modelreg
+// serve, any repository by its index): the recorded host is a hint, so a
+// walk over copied models does not depend on the registry they came from.
 func (c *Client) LineageUp(ctx context.Context, ref string, trusted []key.Public, depth int) (*lineage.Node, error) {
 	r, _, v, err := c.Version(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	open := func(r registry.Reference) (registry.Repository, error) { return c.opts.Remote.Repository(r) }
-	w := &lineage.Walker{Open: open, Trusted: trusted, MaxDepth: depth}
+	w := &lineage.Walker{Open: open, Trusted: trusted, MaxDepth: depth, Home: r.Registry}
+	if api, err := c.Server(ctx, r.Registry); err == nil {
+		w.Locate = func(ctx context.Context, d string) (string, error) {
+			dg, err := digest.Parse(d)
+			if err != nil {
+				return "", err
+			}
+			rows, err := api.Search(ctx, "digest = '"+dg.String()+"'", "repository", 1, 0)
+			if err != nil || len(rows) == 0 {
+				return "", err
+			}
+			return rows[0].Repository, nil
+		}
+	}
 	return w.Up(ctx, r, v.Descriptor.Digest.String())
 }
 

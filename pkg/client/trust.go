@@ -297,6 +297,38 @@ func (c *Client) History(ctx context.Context, repository, stage string) ([]promo
 	return records, err
 }
 
+// CopiedHistory returns the histories of a stage at other registries, as
+// copied into this one (modelreg copy carries promotion records along):
+// one per origin, newest first, never part of History. On modelreg serve
+// the server examines them against its own policy's registries: keys; on
+// another registry this client does, against pol's (nil trusts none).
+func (c *Client) CopiedHistory(ctx context.Context, repository, stage string, pol *policy.Policy) ([]promotion.Copied, error) {
+	if err := tag.ValidateStage(stage); err != nil {
+		return nil, usage(err)
+	}
+	r, repo, err := c.Repository(repository)
+	if err != nil {
+		return nil, err
+	}
+	if r.Reference != "" {
+		return nil, usage(fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", r.Registry, r.Repository))
+	}
+	var copied []promotion.Copied
+	if api, aerr := c.Server(ctx, r.Registry); aerr == nil {
+		copied, err = api.Copied(ctx, r.Repository, stage)
+	} else {
+		keys := map[string]ed25519.PublicKey{}
+		for name, k := range pol.RegistryKeys() {
+			keys[name] = k.Key
+		}
+		_, copied, err = promotion.Gather(ctx, repo, r, stage, keys)
+	}
+	if copied == nil && err == nil {
+		copied = []promotion.Copied{}
+	}
+	return copied, err
+}
+
 // VerifyHistory checks a stage's signed hash chain on modelreg serve
 // against storage (promotion.VerifyChain). pub pins the server's key; nil
 // trusts the key the server publishes.

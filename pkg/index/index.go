@@ -635,6 +635,20 @@ func (x *Index) Untrusted(ctx context.Context, repo string) ([]string, error) {
 	return x.strings(ctx, `SELECT record FROM promotions WHERE repo = ? AND trusted = 0 ORDER BY time, record`, repo)
 }
 
+// UntrustedOf lists the digests of the promotion records of one stage
+// that are not in its history (trusted = 0): records clients pushed, and
+// records copied from other registries (docs/promotion.md, "History at
+// the source"), oldest first.
+func (x *Index) UntrustedOf(ctx context.Context, repo, stage string) ([]string, error) {
+	return x.strings(ctx, `SELECT record FROM promotions WHERE repo = ? AND stage = ? AND trusted = 0 ORDER BY time, record`, repo, stage)
+}
+
+// CopiedStages lists the stages of repo that have records outside their
+// history (UntrustedOf), by name.
+func (x *Index) CopiedStages(ctx context.Context, repo string) ([]string, error) {
+	return x.strings(ctx, `SELECT DISTINCT stage FROM promotions WHERE repo = ? AND trusted = 0 ORDER BY stage`, repo)
+}
+
 // Legacy lists, per "repo\x00stage", the untrusted promotion records of
 // stages that have no trusted record, oldest first: the histories written
 // before records were chained (or by clients).

@@ -21,9 +21,15 @@ type Node struct {
 	Digest   string `json:"digest,omitempty"`
 	Revision string `json:"revision,omitempty"`
 	// Signed is true when a trusted key signed a statement naming this edge.
-	Signed   bool    `json:"signed"`
+	Signed bool `json:"signed"`
+	// At is where the walk read this model when that is not the registry
+	// its reference names: REGISTRY/REPO in the registry the walk runs
+	// against, which holds the same digest (a copy).
+	At       string  `json:"at,omitempty"`
 	Note     string  `json:"note,omitempty"`
 	Children []*Node `json:"children,omitempty"`
+	// tried says where the walk looked before the recorded host.
+	tried string
 }
 
 // Walker walks lineage across repositories and registries.
@@ -34,6 +40,17 @@ type Walker struct {
 	Trusted []key.Public
 	// MaxDepth bounds the walk (default 10).
 	MaxDepth int
+	// Home is the registry the walk runs against. A model input recorded
+	// at another host (the dev registry a model was copied from) is looked
+	// for here first, by digest: in the same repository path, then
+	// through Locate; the recorded host is only a hint, used when Home
+	// lacks the digest. So a walk over copied models needs no other
+	// registry (docs/lineage.md, "Where a walk finds a model"). "" walks
+	// every reference at its recorded host.
+	Home string
+	// Locate, when set, finds a digest anywhere in Home (modelreg serve's
+	// index) and returns the repository holding it, "" when none does.
+	Locate func(ctx context.Context, digest string) (repository string, err error)
 }
 
 // Up walks ancestors: the inputs of ref, the inputs of every model among
@@ -58,7 +75,7 @@ func (w *Walker) up(ctx context.Context, n *Node, ref registry.Reference, path [
 	}
 	desc, err := repo.Resolve(ctx, n.Digest)
 	if err != nil {
-		n.Note = "not found: " + remote.Explain(err, n.Ref).Error()
+		n.Note = "not found: " + n.tried + remote.Explain(err, n.Ref).Error()
 		return nil
 	}
 	sources, err := Gather(ctx, repo, desc, w.Trusted)
@@ -112,11 +129,39 @@ func (w *Walker) up(ctx context.Context, n *Node, ref registry.Reference, path [
 			c.Digest = pref.Reference
 		}
 		pref.Reference = ""
-		if err := w.up(ctx, c, pref, append(slices.Clone(path), c.Ref), depth+1); err != nil {
+		if err := w.up(ctx, c, w.locate(ctx, c, pref), append(slices.Clone(path), c.Ref), depth+1); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// locate picks where to read the model n, recorded at ref: in Home when
+// it holds the digest (same repository path first, then Locate), else at
+// ref's own host. Only a digest can be looked for elsewhere: a model
+// recorded by tag is read where it was recorded.
+func (w *Walker) locate(ctx context.Context, n *Node, ref registry.Reference) registry.Reference {
+	if w.Home == "" || ref.Registry == w.Home || !strings.HasPrefix(n.Digest, "sha256:") {
+		return ref
+	}
+	local := registry.Reference{Registry: w.Home, Repository: ref.Repository}
+	if repo, err := w.Open(local); err == nil {
+		if _, err := repo.Resolve(ctx, n.Digest); err == nil {
+			n.At = local.Registry + "/" + local.Repository
+			return local
+		}
+	}
+	tried := local.Registry + "/" + local.Repository
+	if w.Locate != nil {
+		if r, err := w.Locate(ctx, n.Digest); err == nil && r != "" {
+			local.Repository = r
+			n.At = local.Registry + "/" + local.Repository
+			return local
+		}
+		tried += " or anywhere in " + w.Home
+	}
+	n.tried = "not in " + tried + "; at the recorded host: "
+	return ref
 }
 
 // Edges lists a graph's edges as (input, model) pairs, each once.
@@ -148,6 +193,9 @@ func (n *Node) line() string {
 	s := n.label()
 	if n.Signed {
 		s += " [signed]"
+	}
+	if n.At != "" {
+		s += " [at " + n.At + "]"
 	}
 	if n.Note != "" {
 		s += " (" + n.Note + ")"

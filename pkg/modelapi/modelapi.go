@@ -141,6 +141,14 @@ func (c *Client) History(ctx context.Context, repo, stage string) ([]promotion.R
 	return out.Records, c.get(ctx, "models/"+repo+"/stages/"+stage+"/history", nil, &out)
 }
 
+// Copied returns the histories of a stage at other registries, as copied
+// into this one: records the server did not sign into the stage's chain,
+// one history per origin, trusted when a key its policy lists signed them.
+func (c *Client) Copied(ctx context.Context, repo, stage string) ([]promotion.Copied, error) {
+	var out wire.CopiedHistory
+	return out.Sources, c.get(ctx, "models/"+repo+"/stages/"+stage+"/copied", nil, &out)
+}
+
 // ServerKey returns the public key the server signs its records with, as
 // published on its status endpoint. Trusting it on first use is weaker than
 // pinning it: `history --verify --server-key FILE` does that.

@@ -6,8 +6,11 @@ package policy
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -41,6 +44,18 @@ type Policy struct {
 	Keys map[string]key.Public
 	// Stages maps each protected stage to its rule.
 	Stages map[string]Stage
+	// Registries maps a name to the key another modelreg serve signs its
+	// promotion records with (published on its /v2/_modelreg/v1/status):
+	// records copied from it are then shown as its trusted history, never
+	// as this registry's (docs/promotion.md, "History at the source").
+	Registries map[string]RegistryKey
+}
+
+// RegistryKey is the ed25519 key of a modelreg serve, and its fingerprint
+// (sha256 of the PKIX encoding, the key id its records carry).
+type RegistryKey struct {
+	Key         ed25519.PublicKey
+	Fingerprint string
 }
 
 // Stage is what a version needs to enter one stage.
@@ -112,9 +127,10 @@ type Signatures struct {
 }
 
 type rawPolicy struct {
-	Version int                  `yaml:"version"`
-	Keys    map[string]yaml.Node `yaml:"keys"`
-	Stages  map[string]rawStage  `yaml:"stages"`
+	Version    int                  `yaml:"version"`
+	Keys       map[string]yaml.Node `yaml:"keys"`
+	Stages     map[string]rawStage  `yaml:"stages"`
+	Registries map[string]yaml.Node `yaml:"registries"`
 }
 
 type rawStage struct {
@@ -217,7 +233,28 @@ func Parse(data []byte, dir string) (*Policy, error) {
 		return nil, fmt.Errorf("line 1: version: 1 is required (found %d)", raw.Version)
 	}
 	sum := sha256.Sum256(data)
-	p := &Policy{Digest: "sha256:" + hex.EncodeToString(sum[:]), Keys: map[string]key.Public{}, Stages: map[string]Stage{}}
+	p := &Policy{Digest: "sha256:" + hex.EncodeToString(sum[:]), Keys: map[string]key.Public{}, Stages: map[string]Stage{}, Registries: map[string]RegistryKey{}}
+	for name, n := range raw.Registries {
+		if n.Kind != yaml.ScalarNode || n.Value == "" {
+			return nil, fmt.Errorf("line %d: registry %q: expected a path to the registry's public key (PEM, from its /v2/_modelreg/v1/status serverKey) or an inline PEM block", n.Line, name)
+		}
+		b := []byte(n.Value)
+		if !strings.HasPrefix(strings.TrimSpace(n.Value), "-----BEGIN") {
+			path := n.Value
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(dir, path)
+			}
+			var err error
+			if b, err = os.ReadFile(path); err != nil {
+				return nil, fmt.Errorf("line %d: registry %q: %w", n.Line, name, err)
+			}
+		}
+		rk, err := parseRegistryKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: registry %q: %w", n.Line, name, err)
+		}
+		p.Registries[name] = rk
+	}
 	for name, n := range raw.Keys {
 		if n.Kind != yaml.ScalarNode || n.Value == "" {
 			return nil, fmt.Errorf("line %d: key %q: expected a path to a .pub file or an inline PEM block", n.Line, name)
@@ -278,6 +315,37 @@ func Parse(data []byte, dir string) (*Policy, error) {
 		p.Stages[name] = rule
 	}
 	return p, nil
+}
+
+// parseRegistryKey reads a modelreg serve's record key: an ed25519 public
+// key in PEM, as its status endpoint publishes it.
+func parseRegistryKey(b []byte) (RegistryKey, error) {
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return RegistryKey{}, errors.New("not a PEM public key (expected -----BEGIN PUBLIC KEY-----, the serverKey of the registry's /v2/_modelreg/v1/status)")
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return RegistryKey{}, fmt.Errorf("parsing the registry key: %w", err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return RegistryKey{}, fmt.Errorf("a registry key is the ed25519 key modelreg serve signs records with, not a %T (a cosign key belongs under keys:)", k)
+	}
+	fp, err := key.FingerprintOf(pub)
+	if err != nil {
+		return RegistryKey{}, err
+	}
+	return RegistryKey{Key: pub, Fingerprint: fp}, nil
+}
+
+// RegistryKeys lists the registry keys of the policy by name; a nil
+// policy lists none.
+func (p *Policy) RegistryKeys() map[string]RegistryKey {
+	if p == nil {
+		return nil
+	}
+	return p.Registries
 }
 
 // Stage returns a stage's rule and whether the policy protects it; a nil

@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +71,34 @@ func TestEvaluateThreshold(t *testing.T) {
 	d = p.Evaluate("production", Evidence{Signatures: []signature.Found{valid("c"), valid("a")}})
 	if !d.Allowed || len(d.Approvers) != 2 || d.Approvers[0].Name != "a" || d.Approvers[1].Name != "c" {
 		t.Errorf("a and c: %+v", d)
+	}
+}
+
+// registries: takes the ed25519 key a modelreg serve publishes and refuses
+// a cosign key, which belongs under keys:.
+func TestRegistryKeys(t *testing.T) {
+	dir := t.TempDir()
+	writeKeys(t, dir, "alice")
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	if err := os.WriteFile(filepath.Join(dir, "dev.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Parse([]byte("version: 1\nregistries:\n  dev: dev.pub\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, _ := key.FingerprintOf(pub)
+	if rk := p.RegistryKeys()["dev"]; !rk.Key.Equal(pub) || rk.Fingerprint != fp {
+		t.Errorf("registries: dev = %+v", rk)
+	}
+	if _, err := Parse([]byte("version: 1\nregistries:\n  dev: alice.pub\n"), dir); err == nil || !strings.Contains(err.Error(), "line 3: registry \"dev\"") || !strings.Contains(err.Error(), "keys:") {
+		t.Errorf("a cosign key under registries: %v", err)
+	}
+	if (*Policy)(nil).RegistryKeys() != nil {
+		t.Errorf("a nil policy lists registry keys")
 	}
 }

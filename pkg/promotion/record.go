@@ -98,41 +98,92 @@ func OfSigned(ctx context.Context, target oras.ReadOnlyTarget, subject ocispec.D
 // otherwise leave out without a word.
 func From(ctx context.Context, l *referrers.Listing, pub ed25519.PublicKey) ([]Record, error) {
 	var out []Record
+	err := each(ctx, l, func(d ocispec.Descriptor, m *ocispec.Manifest, blob []byte) error {
+		payload, signed, err := Unseal(m.Layers[0].MediaType, blob, mediatypes.ArtifactTypePromotion, pub)
+		if err != nil {
+			return fmt.Errorf("promotion record %s: %w", d.Digest, err)
+		}
+		var r Record
+		if err := json.Unmarshal(payload, &r); err != nil {
+			return fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
+		}
+		if err := attached(d, m, r); err != nil {
+			return err
+		}
+		r.Record, r.Trusted = d.Digest.String(), signed
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// ExamineFrom is From with each record's origin: trusted when one of keys
+// verifies it (Examine).
+func ExamineFrom(ctx context.Context, l *referrers.Listing, keys map[string]ed25519.PublicKey) ([]Examined, error) {
+	var out []Examined
+	err := each(ctx, l, func(d ocispec.Descriptor, m *ocispec.Manifest, blob []byte) error {
+		e, err := Examine(m.Layers[0].MediaType, blob, keys)
+		if err != nil {
+			return fmt.Errorf("promotion record %s: %w", d.Digest, err)
+		}
+		if err := attached(d, m, e.Record); err != nil {
+			return err
+		}
+		e.Record.Record = d.Digest.String()
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// each calls fn with every promotion record of a listing: its descriptor,
+// manifest and layer.
+func each(ctx context.Context, l *referrers.Listing, fn func(d ocispec.Descriptor, m *ocispec.Manifest, blob []byte) error) error {
 	for _, it := range l.Of(referrers.KindPromotion) {
 		d := it.Descriptor
 		blob, err := it.Blob(ctx)
 		if errors.Is(err, referrers.ErrMalformed) {
-			return nil, fmt.Errorf("promotion record %s is malformed", d.Digest)
+			return fmt.Errorf("promotion record %s is malformed", d.Digest)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m, _ := it.Manifest(ctx) // read by Blob
-		payload, signed, err := Unseal(m.Layers[0].MediaType, blob, mediatypes.ArtifactTypePromotion, pub)
-		if err != nil {
-			return nil, fmt.Errorf("promotion record %s: %w", d.Digest, err)
+		if err := fn(d, m, blob); err != nil {
+			return err
 		}
-		var r Record
-		if err := json.Unmarshal(payload, &r); err != nil {
-			return nil, fmt.Errorf("promotion record %s is not valid JSON", d.Digest)
-		}
-		if m.Subject == nil || m.Subject.Digest.String() != r.Digest && r.Kind != KindRemoval {
-			return nil, fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
-		}
-		r.Record, r.Trusted = d.Digest.String(), signed
-		out = append(out, r)
 	}
-	return out, nil
+	return nil
 }
 
-// History returns every record of stage in the repository, newest first.
-// It reads the records of every version tag, of the version the stage
-// points at now, and of every digest a record names as previous, so moves
-// to versions whose tags were deleted are still found.
+// attached checks that a record hangs on the version it names.
+func attached(d ocispec.Descriptor, m *ocispec.Manifest, r Record) error {
+	if m.Subject == nil || m.Subject.Digest.String() != r.Digest && r.Kind != KindRemoval {
+		return fmt.Errorf("promotion record %s is attached to another version than the one it names", d.Digest)
+	}
+	return nil
+}
+
+// History returns the records of stage in the repository, newest first,
+// on a registry whose records clients write (not modelreg serve): the
+// repository's own records only (OwnOnPlain); records copied from
+// elsewhere are Gather's second answer.
 func History(ctx context.Context, repo registry.Repository, ref registry.Reference, stage string) ([]Record, error) {
+	own, _, err := Gather(ctx, repo, ref, stage, nil)
+	return own, err
+}
+
+// Gather reads every record of stage in the repository and splits them
+// into the repository's own history (newest first) and the histories
+// copied from other registries and repositories, per origin, trusted when
+// one of keys signed them. It reads the records of every version tag, of
+// the version the stage points at now, and of every digest a record names
+// as previous, so moves to versions whose tags were deleted are still
+// found.
+func Gather(ctx context.Context, repo registry.Repository, ref registry.Reference, stage string, keys map[string]ed25519.PublicKey) ([]Record, []Copied, error) {
 	tags, err := catalog.Tags(ctx, repo)
 	if err != nil {
-		return nil, remote.Explain(err, ref.Registry+"/"+ref.Repository)
+		return nil, nil, remote.Explain(err, ref.Registry+"/"+ref.Repository)
 	}
 	var wanted []string
 	for _, t := range tags {
@@ -142,14 +193,16 @@ func History(ctx context.Context, repo registry.Repository, ref registry.Referen
 	}
 	digests, err := catalog.Resolve(ctx, repo, wanted)
 	if err != nil {
-		return nil, remote.Explain(err, ref.Registry+"/"+ref.Repository)
+		return nil, nil, remote.Explain(err, ref.Registry+"/"+ref.Repository)
 	}
 	queue := []digest.Digest{}
 	for _, d := range digests {
 		queue = append(queue, d)
 	}
 	seen := map[digest.Digest]bool{}
-	var out []Record
+	name := repoName(ref)
+	var own []Record
+	var copied []Examined
 	for len(queue) > 0 {
 		d := queue[0]
 		queue = queue[1:]
@@ -162,24 +215,32 @@ func History(ctx context.Context, repo registry.Repository, ref registry.Referen
 			continue // the version was deleted; its records went with it
 		}
 		if err != nil {
-			return nil, remote.Explain(err, ref.Registry+"/"+ref.Repository+"@"+d.String())
+			return nil, nil, remote.Explain(err, ref.Registry+"/"+ref.Repository+"@"+d.String())
 		}
-		recs, err := Of(ctx, repo, desc)
+		l, err := referrers.List(ctx, repo, desc, referrers.ListOptions{ArtifactType: mediatypes.ArtifactTypePromotion})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for _, r := range recs {
-			if r.Stage != stage {
+		recs, err := ExamineFrom(ctx, l, keys)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range recs {
+			if e.Record.Stage != stage {
 				continue
 			}
-			out = append(out, r)
-			if p, err := digest.Parse(r.Previous); err == nil {
+			if OwnOnPlain(e, name) {
+				own = append(own, e.Record)
+			} else {
+				copied = append(copied, e)
+			}
+			if p, err := digest.Parse(e.Record.Previous); err == nil {
 				queue = append(queue, p)
 			}
 		}
 	}
-	Sort(out)
-	return out, nil
+	Sort(own)
+	return own, Group(copied), nil
 }
 
 // Sort orders records newest first; records with the same time follow

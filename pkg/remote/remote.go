@@ -368,6 +368,13 @@ func IsNotFound(err error) bool {
 	return errors.Is(err, errdef.ErrNotFound)
 }
 
+// IsDenied reports whether the registry refused the request (403): on
+// modelreg serve, its gate or a missing right.
+func IsDenied(err error) bool {
+	var resp *errcodeResponse
+	return asErrorResponse(err, &resp) && resp.StatusCode == http.StatusForbidden
+}
+
 // hostOf extracts the registry host from a reference or host string.
 func hostOf(what string) string {
 	host, _, _ := strings.Cut(what, "/")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +71,7 @@ var apiRoutes = []apiRoute{
 	route(`models/{name}/versions/{ref}/modelcar`, (*router).apiModelcar),
 	route(`models/{name}/versions/{ref}`, (*router).apiVersion),
 	route(`models/{name}/stages/{ref}/history`, (*router).apiHistory),
+	route(`models/{name}/stages/{ref}/copied`, (*router).apiCopied),
 	route(`models/{name}/referrers/{ref}`, (*router).apiReferrers),
 }
 
@@ -318,6 +320,49 @@ func (rt *router) apiHistory(r apiRequest) (any, error) {
 		out.Record = rec
 	}
 	return out, nil
+}
+
+// apiCopied answers the histories of a stage at other registries: the
+// stage's records this registry did not sign into its chain, each read
+// from storage and checked against the keys the policy lists under
+// registries: (and this registry's own key, for a record copied between
+// two of its repositories). They are never part of apiHistory.
+func (rt *router) apiCopied(r apiRequest) (any, error) {
+	repo, stage := r.args[0], r.args[1]
+	records, err := rt.idx.UntrustedOf(r.ctx, repo, stage)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]ed25519.PublicKey{promotion.ThisRegistry: rt.gate.key.Public()}
+	for name, k := range rt.gate.policy().RegistryKeys() {
+		keys[name] = k.Key
+	}
+	var found []promotion.Examined
+	for _, rec := range records {
+		d, err := digest.Parse(rec)
+		if err != nil {
+			continue
+		}
+		_, raw, ok, err := rt.gate.st.manifest(r.ctx, repo, d)
+		if err != nil {
+			return nil, err
+		}
+		layer, lok := onlyLayer(raw)
+		if !ok || !lok {
+			continue // gone from storage since it was indexed
+		}
+		blob, err := rt.gate.st.blob(r.ctx, repo, layer.Digest)
+		if err != nil {
+			return nil, err
+		}
+		e, err := promotion.Examine(layer.MediaType, blob, keys)
+		if err != nil {
+			continue // indexed as a record, but its body says otherwise
+		}
+		e.Record.Record = rec
+		found = append(found, e)
+	}
+	return wire.CopiedHistory{Stage: stage, Sources: promotion.Group(found)}, nil
 }
 
 func (rt *router) apiReferrers(r apiRequest) (any, error) {

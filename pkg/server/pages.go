@@ -182,6 +182,19 @@ func (rt *router) modelPage(r *http.Request, repo string) (any, error) {
 		pg.History = append(pg.History, h.(wire.History).Records...)
 	}
 	slices.SortStableFunc(pg.History, func(a, b promotion.Record) int { return b.Time.Compare(a.Time) })
+	copiedStages, err := rt.idx.CopiedStages(r.Context(), repo)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range copiedStages {
+		c, err := rt.apiCopied(apiRequest{ctx: r.Context(), args: []string{repo, s}, query: url.Values{}})
+		if err != nil {
+			return nil, err
+		}
+		if src := c.(wire.CopiedHistory).Sources; len(src) > 0 {
+			pg.Copied = append(pg.Copied, ui.CopiedStage{Stage: s, Sources: src})
+		}
+	}
 	pg.MayWrite = MayWrite(r.Context())
 	pg.Rollbacks = stages
 	offer := slices.Clone(stages)

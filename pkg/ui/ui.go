@@ -104,12 +104,21 @@ type ModelPage struct {
 	Repository   string
 	Versions     Table
 	History      []promotion.Record
+	// Copied are the histories of its stages at other registries (records
+	// copied with its versions): shown apart, never as its history.
+	Copied []CopiedStage
 	// Stages are the stages to offer a promotion to (the policy's and
 	// those with a history); Rollbacks those with a history.
 	Stages, Rollbacks []string
 	MayWrite          bool
 	// AllMetrics are the metrics the versions have, for choosing columns.
 	AllMetrics []string
+}
+
+// CopiedStage is one stage's histories at other registries, per source.
+type CopiedStage struct {
+	Stage   string
+	Sources []promotion.Copied
 }
 
 // Shown says whether the metric m is one of the table's columns.

@@ -83,6 +83,15 @@ type History struct {
 	Records []promotion.Record `json:"records"`
 }
 
+// CopiedHistory is GET models/REPO/stages/STAGE/copied: the records of the
+// stage that are not this registry's history (copied from another
+// registry, or pushed by a client), one history per origin, each trusted
+// only when a key the server's policy lists under registries: signed it.
+type CopiedHistory struct {
+	Stage   string             `json:"stage"`
+	Sources []promotion.Copied `json:"sources"`
+}
+
 // HistoryAt is the same with ?at=TIME: the record in force then (nil when
 // the stage held nothing).
 type HistoryAt struct {

@@ -91,6 +91,13 @@ stages:
 	e.cosign(cosign3Bin, nil, "verify", "--key", "alice.pub", "--insecure-ignore-tlog=true", plain.Addr+"/team/c@"+d11)
 	e.ok("copy", plain.Addr+"/team/c:1.1.0", prod.Addr+"/team/c2:1.1.0")
 	e.cosign(cosign3Bin, nil, "verify", "--key", "alice.pub", "--insecure-ignore-tlog=true", prod.Addr+"/team/c2@"+d11)
-	// A stage is not a thing to copy.
-	e.fails([]string{"stages", "promot"}, "copy", dev.Addr+"/team/c:staging", prod.Addr+"/team/c3")
+	// A stage copies the version it points at, under its version tag; the
+	// stage itself moves only with --stages (TestCopyStagesAndRepository).
+	e.ok("copy", dev.Addr+"/team/c:staging", prod.Addr+"/team/c3")
+	if got := resolve(t, e, prod.Addr+"/team/c3:1.0.0"); got != d {
+		t.Errorf("the stage's version has digest %s at the destination, want %s", got, d)
+	}
+	if r := e.modelreg("inspect", prod.Addr+"/team/c3:staging"); r.Code == 0 {
+		t.Errorf("copying a stage without --stages set it at the destination")
+	}
 }
