@@ -138,8 +138,8 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodDelete {
 				// A blob may be a record's layer or a protected version's
 				// weights: deleting it would erase history or a model
-				// behind the gate's back. Space is reclaimed offline.
-				serveError(w, errUnsupported, "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version instead (docs/server.md)")
+				// behind the gate's back. Space is reclaimed by the collector.
+				serveError(w, errUnsupported, "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version, then `modelreg gc` reclaims the blobs nothing else names (docs/lifecycle.md)")
 				return
 			}
 		}
