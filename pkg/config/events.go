@@ -5,30 +5,28 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
+	"github.com/modelreg/modelreg/pkg/wire"
 )
 
 // EventTypePrefix starts every CloudEvents type modelreg emits; a
 // subscription may name types with or without it.
 const EventTypePrefix = "dev.modelreg."
 
-// EventTypes are the event types modelreg emits, without EventTypePrefix.
-var EventTypes = []string{
-	"version.pushed",
-	"signature.attached",
-	"attestation.attached",
-	"evaluation.attached",
-	"lineage.attached",
-	"stage.moved",
-	"promotion.refused",
-	"version.deleted",
-}
-
 // Events configures event delivery.
 type Events struct {
+	// Source is the CloudEvents source of every event: a URI naming this
+	// registry as receivers know it (e.g. https://registry.example.com).
+	// The default, /modelreg/<server key id>, is stable for the registry's
+	// life but says nothing about where it runs.
+	Source string `yaml:"source"`
+	// Keep is how long events and their delivery log are kept (default
+	// 720h, 30 days).
+	Keep          time.Duration  `yaml:"keep"`
 	Subscriptions []Subscription `yaml:"subscriptions"`
 }
 
@@ -96,6 +94,17 @@ func (s Subscription) Wants(typ, repo string) bool {
 }
 
 func (e *Events) check() error {
+	if e.Keep == 0 {
+		e.Keep = 720 * time.Hour
+	}
+	if e.Keep < 0 {
+		return errors.New("events.keep must be a positive duration")
+	}
+	if e.Source != "" {
+		if _, err := url.Parse(e.Source); err != nil {
+			return fmt.Errorf("events.source %q: expected a URI: %v", e.Source, err)
+		}
+	}
 	seen := map[string]bool{}
 	for i := range e.Subscriptions {
 		s := &e.Subscriptions[i]
@@ -114,7 +123,7 @@ func (e *Events) check() error {
 		}
 		for _, t := range s.Types {
 			if !knownType(t) {
-				return fmt.Errorf("%s: unknown event type %q; known: %s", where, t, strings.Join(EventTypes, ", "))
+				return fmt.Errorf("%s: unknown event type %q; known: %s", where, t, shortTypes())
 			}
 		}
 		for _, p := range s.Repositories {
@@ -166,11 +175,13 @@ func (e *Events) check() error {
 }
 
 func knownType(t string) bool {
-	t = strings.TrimPrefix(t, EventTypePrefix)
-	for _, k := range EventTypes {
-		if k == t {
-			return true
-		}
+	return slices.Contains(wire.EventTypes, EventTypePrefix+strings.TrimPrefix(t, EventTypePrefix))
+}
+
+func shortTypes() string {
+	var s []string
+	for _, t := range wire.EventTypes {
+		s = append(s, strings.TrimPrefix(t, EventTypePrefix))
 	}
-	return false
+	return strings.Join(s, ", ")
 }

@@ -324,7 +324,7 @@ func (x *Index) init() error {
 		}
 		x.stale = true
 	}
-	if _, err := x.db.Exec(schema); err != nil {
+	if _, err := x.db.Exec(schema + stateSchema); err != nil {
 		return err
 	}
 	if x.stale {
@@ -399,19 +399,39 @@ func Describe(repo string, mediaType string, raw []byte) (Manifest, error) {
 	return out, nil
 }
 
-// PutManifest records a manifest and, when tag is not empty, points tag at it.
+// PutManifest records a manifest and, when tag is not empty, points tag
+// at it, emitting (in the same transaction) the events a new referrer or a
+// new version tag announce.
 func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	existed, err := hasManifest(ctx, tx, m.Repo, m.Digest)
+	if err != nil {
+		return err
+	}
 	if err := putManifest(ctx, tx, m, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
 		return err
 	}
+	if !existed {
+		if err := emitManifest(ctx, tx, m); err != nil {
+			return err
+		}
+	}
 	if tag != "" {
+		prev, err := tagOf(ctx, tx, m.Repo, tag)
+		if err != nil {
+			return err
+		}
 		if err := putTag(ctx, tx, m.Repo, tag, m.Digest); err != nil {
 			return err
+		}
+		if prev != m.Digest {
+			if err := emitTag(ctx, tx, m, tag); err != nil {
+				return err
+			}
 		}
 	}
 	return tx.Commit()
@@ -506,6 +526,8 @@ type Promotion struct {
 // Retirement is a version tag a deletion retired for good.
 type Retirement struct {
 	Tag, Digest, Tombstone string
+	// Actor and Reason are the tombstone's, for the deletion's event.
+	Actor, Reason string
 }
 
 // PutPromotion indexes a promotion record (manifest m).
@@ -707,8 +729,20 @@ func (x *Index) CommitMove(ctx context.Context, id int64, version *Manifest, sta
 	if err := putManifest(ctx, tx, record, now); err != nil {
 		return err
 	}
+	var seen int
+	err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM promotions WHERE repo = ? AND record = ?`, record.Repo, record.Digest.String()).Scan(&seen)
+	if err != nil {
+		return err
+	}
 	if err := putPromotion(ctx, tx, record, p); err != nil {
 		return err
+	}
+	if seen == 0 && p.Trusted {
+		// A recovery finishing a move a repair already indexed (and
+		// announced) emits nothing again.
+		if err := emitMove(ctx, tx, record.Repo, record.Digest, p.Body); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM moves WHERE id = ?`, id); err != nil {
 		return err
@@ -901,6 +935,11 @@ type Content struct {
 	// Promotions maps each promotion record manifest to its decoded record.
 	Promotions map[digest.Digest]Promotion
 	Retired    []Retirement
+	// Repair marks a repair after a crash: what storage holds beyond the
+	// index is what the crash kept from being announced, and its events
+	// are emitted. A full rebuild emits none (subscribers are not flooded
+	// with the registry's past).
+	Repair bool
 }
 
 // ReplaceRepo swaps a repository's whole content for what storage holds,
@@ -913,6 +952,12 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 		return err
 	}
 	defer tx.Rollback()
+	var old *before
+	if c.Repair {
+		if old, err = snapshot(ctx, tx, repo); err != nil {
+			return err
+		}
+	}
 	for _, table := range []string{"manifests", "tags", "pending", "versions", "version_metrics", "version_props", "version_weights", "promotions", "lineage", "retired", "failures"} {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE repo = ?`, repo); err != nil {
 			return err
@@ -978,6 +1023,11 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 			if err := adopt(ctx, tx, repo, p); err != nil {
 				return err
 			}
+		}
+	}
+	if old != nil {
+		if err := emitRepair(ctx, tx, repo, old, c); err != nil {
+			return err
 		}
 	}
 	return tx.Commit()

@@ -59,6 +59,8 @@ func indexRoute(pattern string, h func(rt *router, r apiRequest) (any, error)) a
 // apiRoutes are declared once, most specific first.
 var apiRoutes = []apiRoute{
 	route(`status`, (*router).apiStatus),
+	route(`events`, (*router).apiEvents),
+	route(`events/deliveries`, (*router).apiDeliveries),
 	indexRoute(`models`, (*router).apiModels),
 	indexRoute(`search`, (*router).apiSearch),
 	route(`lineage/descendants`, (*router).apiDescendants),
@@ -98,6 +100,10 @@ var apiWrites = []apiWrite{
 
 func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
+	if m := retryRE.FindStringSubmatch(p); m != nil && r.Method == http.MethodPost {
+		rt.retryDelivery(w, r, m[1])
+		return
+	}
 	if r.Method == http.MethodPost && rt.lifecycle != nil {
 		for _, rte := range apiWrites {
 			if m := rte.pattern.FindStringSubmatch(p); m != nil {
@@ -107,7 +113,7 @@ func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		serveError(w, errUnsupported, "the model API is read-only but for POST gc and POST models/REPO/versions/REF/takedown (docs/api.md)")
+		serveError(w, errUnsupported, "the model API is read-only but for POST events/deliveries/{id}/retry, POST gc and POST models/REPO/versions/REF/takedown (docs/api.md)")
 		return
 	}
 	for _, rte := range apiRoutes {

@@ -580,14 +580,7 @@ func (g *gate) tombstone(ctx context.Context, r *http.Request, repo string, d di
 	if err != nil {
 		return err
 	}
-	var rs []index.Retirement
-	for _, tg := range tags {
-		rs = append(rs, index.Retirement{Tag: tg, Digest: d.String(), Tombstone: m.Digest.String()})
-	}
-	if err := g.idx.PutManifest(ctx, m, ""); err != nil {
-		return err
-	}
-	return g.idx.Retire(ctx, repo, rs)
+	return g.idx.PutTombstone(ctx, m, index.Tombstone{Digest: d.String(), Tags: tags, Actor: t.Actor, Reason: t.Reason})
 }
 
 // anchor gives each stage whose history was written before the hash

@@ -27,7 +27,7 @@ import (
 // front page, model and version pages, and the stylesheet. The registry's
 // own API is under /v2/ and never collides.
 func isPage(p string) bool {
-	return p == "/" || strings.HasPrefix(p, "/models/") || strings.HasPrefix(p, "/ui/static/")
+	return p == "/" || strings.HasPrefix(p, "/models/") || strings.HasPrefix(p, "/ui/static/") || p == "/ui/events"
 }
 
 // page answers a web UI request, from the model API's own answers.
@@ -54,6 +54,8 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 		return
 	case p == "/":
 		page, err = rt.modelsPage(r)
+	case p == "/ui/events":
+		page, err = rt.eventsPage(r)
 	case strings.HasSuffix(p, "/audit.md") || strings.HasSuffix(p, "/audit.html") || strings.HasSuffix(p, "/audit.json"):
 		rt.auditReport(w, r, strings.TrimPrefix(p[:strings.LastIndex(p, "/audit.")], "/models/"), p[strings.LastIndex(p, ".")+1:])
 		return
@@ -86,6 +88,19 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.Write(buf.Bytes())
+}
+
+func (rt *router) eventsPage(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	aq := url.Values{"n": {"100"}, "order": {"newest"}, "before": {q.Get("before")}, "repository": {q.Get("repository")}, "type": {q.Get("type")}}
+	if aq.Get("before") == "" {
+		aq.Del("before")
+	}
+	v, err := rt.apiEvents(apiRequest{ctx: r.Context(), query: aq})
+	if err != nil {
+		return nil, err
+	}
+	return ui.NewEventsPage(v.(wire.Events), q.Get("repository"), q.Get("type")), nil
 }
 
 func (rt *router) modelsPage(r *http.Request) (any, error) {

@@ -103,7 +103,7 @@ func (d *decoder) tombstone(m index.Manifest, layer ocispec.Descriptor, blob []b
 	}
 	var out []index.Retirement
 	for _, tag := range t.Tags {
-		out = append(out, index.Retirement{Tag: tag, Digest: t.Digest, Tombstone: m.Digest.String()})
+		out = append(out, index.Retirement{Tag: tag, Digest: t.Digest, Tombstone: m.Digest.String(), Actor: t.Actor, Reason: t.Reason})
 	}
 	return out, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/distribution-spec/specs-go/v1/extensions"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -52,6 +53,7 @@ type router struct {
 	uploads *uploads
 	views   *views
 	answers *answers
+	events  *dispatcher
 	log     *slog.Logger
 	status  func() Status
 	// gc is the online collector: writes that name blobs pass its
@@ -296,10 +298,13 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		}
 		t = ref
 	}
-	ctx := r.Context()
+	ctx := index.WithActor(r.Context(), rt.gate.actor(r))
 	if t != "" {
 		defer rt.gate.lock(name, t)()
 		w2, err := rt.gate.checkTagWrite(ctx, name, t, m)
+		if d := (denied{}); errors.As(err, &d) && tag.Classify(t) == tag.Stage {
+			rt.refused(ctx, name, t, m.Digest, d.msg, r.Header.Get(mediatypes.HeaderReason))
+		}
 		if rt.refuse(w, err) {
 			return
 		}
@@ -406,6 +411,18 @@ func (rt *router) indexRecord(ctx context.Context, m index.Manifest) error {
 		return rt.idx.Retire(ctx, m.Repo, rs)
 	}
 	return nil
+}
+
+// refused announces a promotion the gate refused (an event, and the log).
+func (rt *router) refused(ctx context.Context, repo, stage string, d digest.Digest, why, reason string) {
+	rt.log.Warn("stage move refused", "repo", repo, "stage", stage, "digest", d, "actor", index.ActorOf(ctx), "why", why)
+	data := wire.EventData{Digest: d.String(), Stage: stage, Reason: why}
+	if reason != "" {
+		data.Reason = why + " (the client's reason: " + reason + ")"
+	}
+	if err := rt.idx.Emit(context.WithoutCancel(ctx), wire.EventPromotionRefused, repo, repo+":"+stage, data); err != nil {
+		rt.log.Error("recording a refused promotion's event", "err", err)
+	}
 }
 
 // refuse answers a gate error: 403 DENIED for a refusal, 400 for an

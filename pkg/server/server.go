@@ -113,6 +113,7 @@ type Server struct {
 	views   *views
 	gc      *collector
 	life    *lifecycle
+	events  *dispatcher
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -169,7 +170,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, answers: &answers{}, status: s.Status,
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status,
 			gc: s.gc, admin: adminCheck(users, opts.AdminUsers)}
 		s.gate.self = rt
 		s.gc.app = s.app
@@ -286,6 +287,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
 	s.gc = newCollector(st, opts.Config.Retention.GraceOrDefault(), opts.Logger)
 	s.views = newViews(idx, st, opts.Logger)
+	s.events = newDispatcher(idx, opts.Config.Events, "/modelreg/"+promotion.KeyID(key.Public()), opts.Logger)
 	s.gate.views = s.views
 	if opts.ModelcarBase != "" {
 		repo, d, ok := strings.Cut(opts.ModelcarBase, "@")
@@ -425,6 +427,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go http.ListenAndServe(s.opts.PprofAddr, mux)
 	}
+	stopEvents := func() {}
+	if s.events != nil {
+		ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); s.events.run(ectx) }()
+		stopEvents = func() { cancel(); <-done }
+	}
 	if s.life != nil {
 		go s.life.schedule(ctx)
 	}
@@ -432,6 +441,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errc <- srv.Serve(s.ln) }()
 	select {
 	case err := <-errc:
+		stopEvents()
 		s.app.Shutdown()
 		s.closeIndex()
 		return err
@@ -441,6 +451,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	stopEvents()
 	s.app.Shutdown()
 	s.closeIndex()
 	if err != nil {

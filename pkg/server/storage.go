@@ -296,6 +296,7 @@ func rebuild(ctx context.Context, idx *index.Index, st *store, dec *decoder, nam
 		if err != nil {
 			return 0, err
 		}
+		c.Repair = !full
 		if err := idx.ReplaceRepo(ctx, name, c); err != nil {
 			return 0, err
 		}

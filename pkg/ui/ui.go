@@ -50,7 +50,7 @@ var pages = func() map[string]*template.Template {
 		},
 	}
 	out := map[string]*template.Template{}
-	for _, p := range []string{"models", "model", "version", "compare", "move"} {
+	for _, p := range []string{"models", "model", "version", "compare", "move", "events"} {
 		out[p] = template.Must(template.New("layout").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/versions.html", "templates/"+p+".html"))
 	}
 	return out
@@ -238,6 +238,8 @@ func Render(w io.Writer, page any) error {
 		name = "compare"
 	case MovePage:
 		name = "move"
+	case EventsPage:
+		name = "events"
 	default:
 		return fmt.Errorf("ui: no page for %T", page)
 	}
