@@ -81,6 +81,7 @@ ones finish, and exits.`,
 	f.StringVar(&opts.Htpasswd, "htpasswd", "", "htpasswd file (bcrypt); when set, every request needs basic auth")
 	f.BoolVar(&opts.AnonymousRead, "anonymous-read", false, "with --htpasswd, let requests without credentials pull (GET, HEAD)")
 	f.StringArrayVar(&opts.ReadOnlyUsers, "read-only-user", nil, "with --htpasswd, this user may pull (GET, HEAD) but not push or delete (repeatable; must be in the htpasswd file)")
+	f.StringArrayVar(&opts.AdminUsers, "admin-user", nil, "with --htpasswd, this user may take versions down (modelreg delete --takedown; repeatable; must be in the htpasswd file); without --htpasswd the local operator is admin")
 	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write, re-read on change and SIGHUP (docs/policy.md); default <data>/modelreg/policy.yaml when it exists; without one stage moves are recorded but not gated")
 	f.BoolVar(&opts.RecordClientAddress, "record-client-address", false, "name anonymous actors in records with the client's address (anonymous@ADDR); off: records are readable by every client")
 	f.StringVar(&opts.ModelcarBase, "modelcar-base", "", "base image (REPO@sha256:… in this registry, with sh, ln and sleep) under which <repo>/modelcar serves each version's files at /models, for KServe oci:// (docs/deploy.md)")

@@ -21,6 +21,9 @@ type Config struct {
 	// Events lists the subscriptions that receive CloudEvents for changes
 	// in the registry (docs/events.md).
 	Events Events `yaml:"events"`
+	// Retention deletes old versions and collects unreferenced blobs
+	// (docs/lifecycle.md).
+	Retention Retention `yaml:"retention"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -47,6 +50,9 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	if err := c.Events.check(); err != nil {
+		return nil, err
+	}
+	if err := c.Retention.check(); err != nil {
 		return nil, err
 	}
 	return &c, nil

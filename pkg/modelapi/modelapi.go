@@ -4,6 +4,7 @@
 package modelapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -59,6 +60,28 @@ func (c *Client) get(ctx context.Context, path string, params url.Values, out an
 	if err != nil {
 		return err
 	}
+	return c.do(req, path, out)
+}
+
+// post sends in as JSON and decodes the answer into out; header adds
+// headers (the actor).
+func (c *Client) post(ctx context.Context, path string, in any, header http.Header, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(req, path, out)
+}
+
+func (c *Client) do(req *http.Request, path string, out any) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
@@ -158,4 +181,20 @@ func (c *Client) ServerKey(ctx context.Context) (ed25519.PublicKey, error) {
 		return nil, err
 	}
 	return promotion.ParsePublicPEM([]byte(out.ServerKey))
+}
+
+// GC asks the server to apply its retention rules and collect
+// unreferenced blobs (or, with DryRun, to say what that would do).
+func (c *Client) GC(ctx context.Context, req wire.GCRequest, header http.Header) (wire.GCReport, error) {
+	var out wire.GCReport
+	err := c.post(ctx, "gc", req, header, &out)
+	return out, err
+}
+
+// Takedown asks the server to take a version down: an admin's deletion
+// that also removes its weights (docs/lifecycle.md).
+func (c *Client) Takedown(ctx context.Context, repo, ref, reason string, header http.Header) (wire.Takedown, error) {
+	var out wire.Takedown
+	err := c.post(ctx, "models/"+repo+"/versions/"+url.PathEscape(ref)+"/takedown", wire.TakedownRequest{Reason: reason}, header, &out)
+	return out, err
 }

@@ -88,14 +88,34 @@ func badQuery(msg string, pos int) error {
 	return &apiError{code: errQueryInvalid, msg: msg, detail: wire.QueryDetail{Position: pos}}
 }
 
+// apiWrite is one of the model API's few writes (POST): the
+// authenticator lets only users who may write reach them.
+type apiWrite struct {
+	pattern *regexp.Regexp
+	handle  func(rt *router, w http.ResponseWriter, r *http.Request, args []string)
+}
+
+var apiWrites = []apiWrite{
+	{route(`gc`, nil).pattern, (*router).apiGC},
+	{route(`models/{name}/versions/{ref}/takedown`, nil).pattern, (*router).apiTakedown},
+}
+
 func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
 	if m := retryRE.FindStringSubmatch(p); m != nil && r.Method == http.MethodPost {
 		rt.retryDelivery(w, r, m[1])
 		return
 	}
+	if r.Method == http.MethodPost && rt.lifecycle != nil {
+		for _, rte := range apiWrites {
+			if m := rte.pattern.FindStringSubmatch(p); m != nil {
+				rte.handle(rt, w, r, m[1:])
+				return
+			}
+		}
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		serveError(w, errUnsupported, "the model API is read-only (but for POST events/deliveries/{id}/retry)")
+		serveError(w, errUnsupported, "the model API is read-only but for POST events/deliveries/{id}/retry, POST gc and POST models/REPO/versions/REF/takedown (docs/api.md)")
 		return
 	}
 	for _, rte := range apiRoutes {

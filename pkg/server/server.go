@@ -52,6 +52,11 @@ type Options struct {
 	// password must not let anyone change a model or a stage. Each must be
 	// in the Htpasswd file, else New fails.
 	ReadOnlyUsers []string
+	// AdminUsers may take versions down (docs/lifecycle.md): delete a
+	// version that was in a protected stage, and its weights with it. Each
+	// must be in the Htpasswd file, else New fails; without an htpasswd
+	// file the local operator is admin and the list must be empty.
+	AdminUsers []string
 	// Logger receives structured logs; nil logs to stderr as text.
 	Logger *slog.Logger
 	// MaxCatalogEntries and MaxTags bound one page of /v2/_catalog and of a
@@ -106,6 +111,8 @@ type Server struct {
 	gate    *gate
 	uploads *uploads
 	views   *views
+	gc      *collector
+	life    *lifecycle
 	events  *dispatcher
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
@@ -138,6 +145,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := checkReadOnly(users, opts.ReadOnlyUsers); err != nil {
 		return nil, err
 	}
+	if err := checkAdmins(users, opts.AdminUsers, opts.ReadOnlyUsers); err != nil {
+		return nil, err
+	}
 
 	cfg, err := distributionConfig(data, opts)
 	if err != nil {
@@ -160,8 +170,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status}
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status,
+			gc: s.gc, admin: adminCheck(users, opts.AdminUsers)}
 		s.gate.self = rt
+		s.gc.app = s.app
+		s.life = &lifecycle{rt: rt, cfg: opts.Config.Retention, idx: s.idx, st: s.gate.st, gc: s.gc, log: opts.Logger}
+		rt.lifecycle = s.life
 		h = rt
 	}
 	if users != nil {
@@ -271,6 +285,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
 		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
+	s.gc = newCollector(st, opts.Config.Retention.GraceOrDefault(), opts.Logger)
 	s.views = newViews(idx, st, opts.Logger)
 	s.events = newDispatcher(idx, opts.Config.Events, "/modelreg/"+promotion.KeyID(key.Public()), opts.Logger)
 	s.gate.views = s.views
@@ -358,6 +373,15 @@ func (s *Server) Status() Status {
 	return st
 }
 
+// Collect applies the retention rules and collects unreferenced blobs,
+// as POST /v2/_modelreg/v1/gc does (docs/lifecycle.md).
+func (s *Server) Collect(ctx context.Context, req wire.GCRequest) (wire.GCReport, error) {
+	if s.life == nil {
+		return wire.GCReport{}, errors.New("a bare server has no lifecycle")
+	}
+	return s.life.run(ctx, req, "")
+}
+
 // ReloadPolicy re-reads the policy file (SIGHUP); an invalid file keeps the
 // policy in force and is returned.
 func (s *Server) ReloadPolicy() error {
@@ -409,6 +433,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() { defer close(done); s.events.run(ectx) }()
 		stopEvents = func() { cancel(); <-done }
+	}
+	if s.life != nil {
+		go s.life.schedule(ctx)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
