@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/server"
@@ -64,6 +65,9 @@ ones finish, and exits.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
+					if err := s.ReloadAccess(); err != nil {
+						opts.Logger.Error("SIGHUP: the access policy was not reloaded; the one in force stays", "err", err)
+					}
 					if err := s.ReloadPolicy(); err != nil {
 						opts.Logger.Error("SIGHUP: the policy was not reloaded; the one in force stays", "err", err)
 					} else {
@@ -76,6 +80,8 @@ ones finish, and exits.`,
 	}
 	f := c.Flags()
 	f.StringVar(&configPath, "config", "", "configuration file (YAML): event subscriptions and retention rules (docs/server.md); flags override it")
+	f.StringVar(&opts.AccessFile, "access", "", "access policy file (docs/access.md): who may pull, push, sign, delete, move which stage; enables token auth and robot accounts; re-read on change and SIGHUP")
+	f.DurationVar(&opts.TokenLifetime, "token-lifetime", 5*time.Minute, "with an access policy, how long a bearer token lives")
 	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "listen address; port 0 picks a free port")
 	f.StringVar(&opts.DataDir, "data", "./data", "directory holding the registry's storage")
 	f.StringVar(&opts.Htpasswd, "htpasswd", "", "htpasswd file (bcrypt); when set, every request needs basic auth")

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/modelreg/modelreg/pkg/access"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -24,6 +25,10 @@ type Config struct {
 	// Retention deletes old versions and collects unreferenced blobs
 	// (docs/lifecycle.md).
 	Retention Retention `yaml:"retention"`
+	// AccessNode is the access: section as written (the access policy,
+	// docs/access.md); Access is it parsed.
+	AccessNode yaml.Node      `yaml:"access"`
+	Access     *access.Policy `yaml:"-"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -54,6 +59,15 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if err := c.Retention.check(); err != nil {
 		return nil, err
+	}
+	if !c.AccessNode.IsZero() {
+		raw, err := yaml.Marshal(&c.AccessNode)
+		if err != nil {
+			return nil, err
+		}
+		if c.Access, err = access.Parse(raw, "the configuration's access section"); err != nil {
+			return nil, err
+		}
 	}
 	return &c, nil
 }

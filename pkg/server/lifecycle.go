@@ -14,6 +14,7 @@ import (
 
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/retention"
@@ -153,6 +154,11 @@ func (rt *router) apiGC(w http.ResponseWriter, r *http.Request, _ []string) {
 		rt.apiError(w, err)
 		return
 	}
+	// Blobs are collected registry-wide: with an access policy, gc is an
+	// admin's of every repository ("**").
+	if !rt.need(w, r, "**", access.Admin) {
+		return
+	}
 	asked := User(r.Context())
 	if asked == "" {
 		asked = r.Header.Get(mediatypes.HeaderActor)
@@ -175,7 +181,11 @@ func (rt *router) apiGC(w http.ResponseWriter, r *http.Request, _ []string) {
 // also removes its weights now; the tombstone (with the manifest) stays.
 func (rt *router) apiTakedown(w http.ResponseWriter, r *http.Request, args []string) {
 	repo, ref := args[0], args[1]
-	if rt.admin == nil || !rt.admin(r) {
+	if identityOf(r.Context()) != nil {
+		if !rt.need(w, r, repo, access.Admin) {
+			return
+		}
+	} else if rt.admin == nil || !rt.admin(r) {
 		u := User(r.Context())
 		serveError(w, errDenied, fmt.Sprintf("user %q is not an admin: a takedown removes a version that was in production; start modelreg serve with --admin-user NAME to allow NAME", u))
 		return

@@ -17,6 +17,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/gorilla/mux"
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
@@ -37,6 +38,7 @@ var (
 	distRouter  = v2.Router()
 	nameRE      = reference.NameRegexp.String()
 	referrersRE = regexp.MustCompile(`^/v2/(` + nameRE + `)/referrers/([^/]+)$`)
+	partsRE     = regexp.MustCompile(`^` + apiPrefix + `models/(` + nameRE + `)/uploads(/|$)`)
 )
 
 // maxManifest bounds the manifest bodies the router reads, as distribution does.
@@ -63,6 +65,8 @@ type router struct {
 	lifecycle *lifecycle
 	// admin reports whether the request's user may take versions down.
 	admin func(*http.Request) bool
+	// guard is the access policy's gatekeeper; nil without one.
+	guard *guard
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +78,20 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case isPage(p):
 		rt.page(w, r)
 		return
+	case p == "/metrics":
+		if id := identityOf(r.Context()); id != nil && id.subject.Kind == access.KindAnonymous {
+			rt.guard.challenge(w, r, "", "metrics need credentials")
+			return
+		}
+		metricsHandler().ServeHTTP(w, r)
+		return
+	case p == "/v2/_catalog" && identityOf(r.Context()) != nil:
+		rt.filterCatalog(w, r)
+		return
 	case len(p) >= len(apiPrefix) && p[:len(apiPrefix)] == apiPrefix:
+		if m := partsRE.FindStringSubmatch(p); m != nil && !rt.needAny(w, r, m[1], access.Push, access.Sign) {
+			return
+		}
 		if d := r.URL.Query().Get("digest"); r.Method == http.MethodPut && d != "" {
 			// An upload in parts completing: a blob write.
 			defer rt.barrier(r, digest.Digest(d))()
@@ -121,6 +138,9 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				defer rt.barrier(r, digest.Digest(match.Vars["digest"]))()
 			}
 		case v2.RouteNameBlobUpload, v2.RouteNameBlobUploadChunk:
+			if !rt.needAny(w, r, name, access.Push, access.Sign) {
+				return
+			}
 			if q := r.URL.Query(); r.Method == http.MethodPost || r.Method == http.MethodPut {
 				// A mount, a monolithic upload or an upload's last chunk.
 				defer rt.barrier(r, digest.Digest(q.Get("mount")), digest.Digest(q.Get("digest")))()
@@ -299,6 +319,10 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		t = ref
 	}
 	ctx := index.WithActor(r.Context(), rt.gate.actor(r))
+	r.Header.Set(headerDigestHint, m.Digest.String())
+	if !rt.need(w, r, name, rt.writeRight(r, t, m)) {
+		return
+	}
 	if t != "" {
 		defer rt.gate.lock(name, t)()
 		w2, err := rt.gate.checkTagWrite(ctx, name, t, m)
@@ -435,6 +459,7 @@ func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 	var inv invalid
 	switch {
 	case errors.As(err, &d):
+		metricDenials.WithLabelValues("gate", "").Inc()
 		serveError(w, errDenied, d.msg)
 	case errors.As(err, &inv):
 		serveError(w, errManifestInvalid, inv.msg)
@@ -454,6 +479,10 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 // handed to distribution. Retention deletes this way too, in process; a
 // takedown (the model API's, for admins) records itself as one.
 func (rt *router) deleteAs(w http.ResponseWriter, r *http.Request, name, ref string, takedown bool) {
+	r.Header.Del(headerDigestHint)
+	if !takedown && !rt.need(w, r, name, rt.deleteRight(r, ref)) {
+		return
+	}
 	defer rt.barrier(r)()
 	ctx := r.Context()
 	_, perr := digest.Parse(ref)

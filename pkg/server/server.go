@@ -90,6 +90,18 @@ type Options struct {
 	Bare bool
 	// PprofAddr, when set, serves net/http/pprof there, for profiling.
 	PprofAddr string
+	// AccessFile is an access policy file (docs/access.md): with one (or
+	// an access: section in Config), every request is authenticated by
+	// basic credentials or a bearer token from TokenPath, and decided by
+	// the policy; without, htpasswd users may do everything (but
+	// ReadOnlyUsers). It is re-read when it changes and on SIGHUP.
+	AccessFile string
+	// TokenService names the token service (the Bearer challenge's
+	// service, the tokens' audience); default "modelreg".
+	TokenService string
+	// TokenLifetime bounds a bearer token's life (default 5 minutes):
+	// with the per-request check of robot state, how revocation works.
+	TokenLifetime time.Duration
 	// Config is the configuration file's content (event subscriptions,
 	// retention); nil is an empty configuration.
 	Config *config.Config
@@ -114,6 +126,7 @@ type Server struct {
 	gc      *collector
 	life    *lifecycle
 	events  *dispatcher
+	access  *accessHolder
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -148,6 +161,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := checkAdmins(users, opts.AdminUsers, opts.ReadOnlyUsers); err != nil {
 		return nil, err
 	}
+	accessMode := opts.AccessFile != "" || opts.Config.Access != nil
+	if accessMode && (opts.AnonymousRead || len(opts.ReadOnlyUsers) > 0 || len(opts.AdminUsers) > 0) {
+		return nil, errors.New("--anonymous-read, --read-only-user and --admin-user do not apply with an access policy: grant pull to anonymous, pull to the user, admin to the user in its rules (docs/access.md)")
+	}
+	if accessMode && opts.Bare {
+		return nil, errors.New("an access policy needs the modelreg extension (not --bare)")
+	}
 
 	cfg, err := distributionConfig(data, opts)
 	if err != nil {
@@ -178,7 +198,16 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		rt.lifecycle = s.life
 		h = rt
 	}
-	if users != nil {
+	switch {
+	case accessMode:
+		g, err := s.newGuard(data, users, h.(*router))
+		if err != nil {
+			s.closeIndex()
+			ln.Close()
+			return nil, err
+		}
+		h = g
+	case users != nil:
 		h = newAuthenticator(users, opts.ReadOnlyUsers, opts.AnonymousRead, h, opts.Logger)
 	}
 	s.handler = accessLog(opts.Logger, h)
@@ -201,6 +230,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Config == nil {
 		o.Config = &config.Config{}
+	}
+	if o.TokenService == "" {
+		o.TokenService = "modelreg"
+	}
+	if o.TokenLifetime <= 0 {
+		o.TokenLifetime = 5 * time.Minute
 	}
 	return o
 }
@@ -361,6 +396,9 @@ func (s *Server) Status() Status {
 			slices.Sort(st.ProtectedStages)
 		}
 	}
+	if s.access != nil {
+		st.Access = s.access.status()
+	}
 	if s.idx != nil {
 		ctx := context.Background()
 		if f, err := s.idx.Failures(ctx); err == nil && f != nil {
@@ -391,6 +429,37 @@ func (s *Server) ReloadPolicy() error {
 	return s.watcher.Reload()
 }
 
+// ReloadAccess re-reads the access policy file (SIGHUP); an invalid file
+// keeps the policy in force and is returned. Without an access policy
+// file it does nothing.
+func (s *Server) ReloadAccess() error {
+	if s.access == nil || s.access.path == "" {
+		return nil
+	}
+	return s.access.Reload()
+}
+
+// newGuard puts the access policy in front of rt: its holder, the token
+// issuer (key kept with the data) and the credentials it accepts.
+func (s *Server) newGuard(data string, users map[string][]byte, rt *router) (*guard, error) {
+	h, err := newAccessHolder(s.opts.AccessFile, s.opts.Config.Access, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.access = h
+	key, err := loadTokenKey(filepath.Join(data, "modelreg", "token-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	g := &guard{idx: s.idx, policy: h.current, next: rt, log: s.log, throttle: newThrottle(), seen: map[string]time.Time{},
+		tokens: &tokenIssuer{key: key, service: s.opts.TokenService, lifetime: s.opts.TokenLifetime}, deny: rt.denied}
+	if users != nil {
+		g.users = newAuthenticator(users, nil, false, nil, s.log)
+	}
+	rt.guard = g
+	return g, nil
+}
+
 // ProtectedStages lists the stages the policy in force protects.
 func (s *Server) ProtectedStages() []string { return s.Status().ProtectedStages }
 
@@ -409,7 +478,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "")
+	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "" || s.access != nil, "access_policy", s.access != nil)
 	if !s.opts.Bare {
 		st := s.Status()
 		if len(st.ProtectedStages) == 0 {
@@ -426,6 +495,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go http.ListenAndServe(s.opts.PprofAddr, mux)
+	}
+	if s.access != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.access.watch(stop)
 	}
 	stopEvents := func() {}
 	if s.events != nil {

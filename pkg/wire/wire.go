@@ -139,6 +139,9 @@ type Status struct {
 	IndexFailures []string `json:"indexFailures"`
 	// PendingRepositories have writes the index has not caught up with.
 	PendingRepositories []string `json:"pendingRepositories"`
+	// Access is the access policy in force (path, digest, and the error of
+	// a new file that did not parse); absent without one.
+	Access map[string]string `json:"access,omitempty"`
 }
 
 // Error codes the model API adds to the distribution spec's.
