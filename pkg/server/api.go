@@ -106,6 +106,10 @@ var apiWrites = []apiWrite{
 
 func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
+	if m := robotsRE.FindStringSubmatch(p); m != nil {
+		rt.robots(w, r, m[1])
+		return
+	}
 	if m := retryRE.FindStringSubmatch(p); m != nil && r.Method == http.MethodPost {
 		rt.retryDelivery(w, r, m[1])
 		return
