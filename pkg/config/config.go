@@ -21,6 +21,8 @@ type Config struct {
 	// Events lists the subscriptions that receive CloudEvents for changes
 	// in the registry (docs/events.md).
 	Events Events `yaml:"events"`
+	// Limits bound storage per repository, referrers and annotations.
+	Limits Limits `yaml:"limits"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -47,6 +49,9 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	if err := c.Events.check(); err != nil {
+		return nil, err
+	}
+	if err := c.Limits.check(); err != nil {
 		return nil, err
 	}
 	return &c, nil
