@@ -107,6 +107,7 @@ type Server struct {
 	uploads *uploads
 	views   *views
 	events  *dispatcher
+	limits  *limits
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -160,7 +161,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status}
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, limits: s.limits, answers: &answers{}, status: s.Status}
 		s.gate.self = rt
 		h = rt
 	}
@@ -274,6 +275,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.views = newViews(idx, st, opts.Logger)
 	s.events = newDispatcher(idx, opts.Config.Events, "/modelreg/"+promotion.KeyID(key.Public()), opts.Logger)
 	s.gate.views = s.views
+	s.limits = newLimits(opts.Config.Limits, idx, st)
 	if opts.ModelcarBase != "" {
 		repo, d, ok := strings.Cut(opts.ModelcarBase, "@")
 		if _, err := digest.Parse(d); !ok || err != nil || !validRepoName(repo) {
@@ -345,6 +347,9 @@ func (s *Server) Status() Status {
 			}
 			slices.Sort(st.ProtectedStages)
 		}
+	}
+	if s.limits != nil {
+		st.Limits = s.limits.status()
 	}
 	if s.idx != nil {
 		ctx := context.Background()

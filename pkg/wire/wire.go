@@ -139,6 +139,8 @@ type Status struct {
 	IndexFailures []string `json:"indexFailures"`
 	// PendingRepositories have writes the index has not caught up with.
 	PendingRepositories []string `json:"pendingRepositories"`
+	// Limits are the limits in force (docs/server.md, "Limits").
+	Limits any `json:"limits,omitempty"`
 }
 
 // Error codes the model API adds to the distribution spec's.
