@@ -51,6 +51,33 @@ func TestStorageQuotaRefusesPush(t *testing.T) {
 	code, msg := put(t, reg.Addr, "team/small", "3", ocispec.MediaTypeImageManifest, fetchManifest(t, "http://"+reg.Addr+"/v2/other/big/manifests/2"))
 	wantDenied(t, "a manifest over the quota", code, msg, "limits.quotas[0]")
 
+	// A repository filled exactly to its quota takes the manifest (the
+	// bound is inclusive) and then refuses any blob upload.
+	cfg := upload(t, reg.Addr, "team/full", []byte("{}"))
+	cfg.MediaType = ocispec.MediaTypeEmptyJSON
+	full := func(n int64) ocispec.Manifest {
+		return ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.example.data",
+			Config: cfg, Layers: []ocispec.Descriptor{{MediaType: "application/octet-stream", Digest: digest.FromString("placeholder"), Size: n}}}
+	}
+	probe, _ := json.Marshal(full(1000000))
+	n := int64(1<<20) - cfg.Size - int64(len(probe))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	m := full(n)
+	m.Layers[0] = upload(t, reg.Addr, "team/full", data)
+	m.Layers[0].MediaType = "application/octet-stream"
+	body, _ := json.Marshal(m)
+	if int64(len(body))+cfg.Size+n != 1<<20 {
+		t.Fatalf("the manifest does not fill the quota exactly: %d bytes", int64(len(body))+cfg.Size+n)
+	}
+	if code, msg := put(t, reg.Addr, "team/full", "1", ocispec.MediaTypeImageManifest, body); code != http.StatusCreated {
+		t.Fatalf("a manifest filling the quota exactly: %d %s", code, msg)
+	}
+	code, msg = httpDo(t, "POST", "http://"+reg.Addr+"/v2/team/full/blobs/uploads/", nil, "")
+	wantDenied(t, "a blob upload to a full repository", code, msg, "uses 1048576 bytes", "no blob may be uploaded to it")
+
 	var st struct {
 		Limits struct {
 			MaxReferrersPerSubject int
