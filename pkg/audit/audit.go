@@ -16,6 +16,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/key"
 	"github.com/modelreg/modelreg/pkg/lineage"
 	"github.com/modelreg/modelreg/pkg/model"
+	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/referrers"
 	"github.com/modelreg/modelreg/pkg/remote"
@@ -33,6 +34,14 @@ type Report struct {
 	// KeysTrusted lists the fingerprints signatures were checked against.
 	KeysTrusted []string  `json:"keysTrusted"`
 	Versions    []Version `json:"versions"`
+	// RevokedKeys and StageHeads are filled by CheckRevoked: the keys
+	// the policy revokes, and the current version of each stage checked
+	// for resting on one of them.
+	RevokedKeys []policy.RevokedKey `json:"revokedKeys,omitempty"`
+	StageHeads  []policy.Head       `json:"stageHeads,omitempty"`
+
+	// records are every promotion record read, for CheckRevoked.
+	records []promotion.Record
 }
 
 // Version is one model version's record.
@@ -106,6 +115,7 @@ func Build(ctx context.Context, repo registry.Repository, ref registry.Reference
 		return strings.Compare(a.Digest, b.Digest)
 	})
 	r.Versions = versions
+	r.records = records
 	return r, nil
 }
 

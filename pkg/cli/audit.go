@@ -32,7 +32,7 @@ policy (--policy, else .modelreg/policy.yaml).`,
 			if err != nil {
 				return err
 			}
-			report, err := a.client(c, true).Audit(c.Context(), args[0], pol.Trusted())
+			report, err := a.client(c, true).Audit(c.Context(), args[0], pol)
 			if err != nil {
 				return err
 			}

@@ -97,7 +97,7 @@ or from MODELREG_USERNAME and MODELREG_PASSWORD.`,
 	pf := root.PersistentFlags()
 	pf.BoolVar(&a.plainHTTP, "plain-http", false, "use HTTP instead of HTTPS (automatic for localhost and 127.0.0.1)")
 	pf.StringVar(&a.configPath, "registry-config", "", "credential file (default: the docker config, $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
-	root.AddCommand(a.pushCmd(), a.pullCmd(), a.inspectCmd(), a.listCmd(), a.searchCmd(), a.keygenCmd(), a.signCmd(), a.verifyCmd(), a.promoteCmd(), a.rollbackCmd(), a.historyCmd(), a.lineageCmd(), a.evalCmd(), a.auditCmd(), a.loginCmd(), a.logoutCmd(), a.serveCmd(), a.imageCmd(), a.copyCmd(), a.deleteCmd(), a.gcCmd(), a.robotCmd())
+	root.AddCommand(a.pushCmd(), a.pullCmd(), a.inspectCmd(), a.listCmd(), a.searchCmd(), a.keygenCmd(), a.signCmd(), a.verifyCmd(), a.promoteCmd(), a.rollbackCmd(), a.historyCmd(), a.lineageCmd(), a.evalCmd(), a.auditCmd(), a.loginCmd(), a.logoutCmd(), a.serveCmd(), a.imageCmd(), a.copyCmd(), a.deleteCmd(), a.gcCmd(), a.robotCmd(), a.keysCmd())
 	return root
 }
 

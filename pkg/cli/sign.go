@@ -186,7 +186,10 @@ func (a *app) verifyCmd() *cobra.Command {
 		Long: `Find every signature of the version REF in the three forms cosign writes
 (legacy .sig tag, OCI 1.1 referrer, sigstore bundle), check each against the
 keys of the trust policy, and show which key each matched. With --stage,
-evaluate that stage's rule; without it, every stage the policy names. Exits
+evaluate that stage's rule; without it, every stage the policy names.
+Signatures by a key the policy revokes are shown as REVOKED and never count,
+and a stage holding the version whose promotion rested on a revoked key is
+flagged (docs/policy.md, "Revoking a key"). Exits
 0 only when the policy is satisfied (with --stage) or at least one valid
 signature by a policy key was found (without). A --stage the policy does not
 protect is an error (a misspelt stage would otherwise pass as "not
@@ -261,7 +264,12 @@ func (a *app) printVerdict(vd *client.Verdict) {
 		if f.Problem != "" {
 			detail += ": " + f.Problem
 		}
-		fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", f.Form, k, f.Valid, detail)
+		valid := fmt.Sprint(f.Valid)
+		if rk, ok := vd.Policy.RevokedAt(f.Key, vd.At); ok && f.Valid {
+			valid = "REVOKED"
+			detail += ": " + rk.Explain()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", f.Form, k, valid, detail)
 	}
 	w.Flush()
 	if len(vd.Signatures) == 0 {
@@ -285,6 +293,7 @@ func (a *app) printVerdict(vd *client.Verdict) {
 			fmt.Fprintf(a.io.Out, "stage %s: NOT satisfied: %s\n", d.Stage, strings.Join(d.Missing, "; "))
 		}
 	}
+	a.printFlaggedHeads(vd.StageHeads)
 }
 
 func unprotectedStage(pol *policy.Policy, stage string) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/key"
 	"github.com/modelreg/modelreg/pkg/lineage"
+	"github.com/modelreg/modelreg/pkg/policy"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/transfer"
@@ -206,9 +207,10 @@ func (c *Client) Evaluate(ctx context.Context, ref string, metrics map[string]fl
 
 // Audit builds the compliance report of a repository (or, when ref names
 // a version, of that version): metadata, lineage, evaluations, signatures
-// checked against trusted, and the promotion history (the server's signed
-// history on modelreg serve).
-func (c *Client) Audit(ctx context.Context, ref string, trusted []key.Public) (*audit.Report, error) {
+// checked against the keys of pol (nil: none), the promotion history (the server's signed
+// history on modelreg serve) and the stage heads resting on a key pol
+// revokes.
+func (c *Client) Audit(ctx context.Context, ref string, pol *policy.Policy) (*audit.Report, error) {
 	r, repo, err := c.Repository(ref)
 	if err != nil {
 		return nil, err
@@ -229,5 +231,10 @@ func (c *Client) Audit(ctx context.Context, ref string, trusted []key.Public) (*
 		}
 		serverKey = pub
 	}
-	return audit.Build(ctx, repo, r, only, trusted, serverKey)
+	rep, err := audit.Build(ctx, repo, r, only, pol.Trusted(), serverKey)
+	if err != nil {
+		return nil, err
+	}
+	rep.CheckRevoked(pol, time.Now())
+	return rep, nil
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/modelreg/modelreg/mediatypes"
 	"github.com/modelreg/modelreg/pkg/key"
@@ -102,17 +103,24 @@ func (c *Client) sign(ctx context.Context, ref string, priv key.Private, form si
 // Verdict is what Verify found: every signature and the policy's decision
 // for each stage asked.
 type Verdict struct {
-	Digest        string             `json:"digest"`
-	Signatures    []signature.Found  `json:"signatures"`
-	Lineage       any                `json:"lineage"`
-	Evaluations   any                `json:"evaluations"`
-	Decisions     []policy.Decision  `json:"decisions"`
-	SignatureNote string             `json:"signatureNote,omitempty"`
-	OK            bool               `json:"ok"`
-	Descriptor    ocispec.Descriptor `json:"-"`
-	Repository    string             `json:"-"`
-	Evidence      policy.Evidence    `json:"-"`
-	Policy        *policy.Policy     `json:"-"`
+	Digest        string            `json:"digest"`
+	Signatures    []signature.Found `json:"signatures"`
+	Lineage       any               `json:"lineage"`
+	Evaluations   any               `json:"evaluations"`
+	Decisions     []policy.Decision `json:"decisions"`
+	SignatureNote string            `json:"signatureNote,omitempty"`
+	// Revoked lists the policy keys revoked now whose signatures of the
+	// version were found (they count for nothing); StageHeads the stages
+	// holding the version, each checked for resting on a revoked key.
+	Revoked    []policy.RevokedKey `json:"revoked"`
+	StageHeads []policy.Head       `json:"stageHeads"`
+	OK         bool                `json:"ok"`
+	Descriptor ocispec.Descriptor  `json:"-"`
+	Repository string              `json:"-"`
+	Evidence   policy.Evidence     `json:"-"`
+	Policy     *policy.Policy      `json:"-"`
+	// At is when the policy was evaluated.
+	At time.Time `json:"-"`
 }
 
 // Verify finds the version's signatures (in the three cosign forms) and
@@ -120,6 +128,18 @@ type Verdict struct {
 // is "". OK is true when that stage's rule holds, or (no stage) when at
 // least one signature by a policy key is valid.
 func (c *Client) Verify(ctx context.Context, ref string, pol *policy.Policy, stage string) (*Verdict, error) {
+	vd, err := c.verify(ctx, ref, pol, stage)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkHeadsOf(ctx, ref, vd); err != nil {
+		return nil, fmt.Errorf("checking the stages that hold %s: %w", ref, err)
+	}
+	return vd, nil
+}
+
+// verify is Verify without the stage heads.
+func (c *Client) verify(ctx context.Context, ref string, pol *policy.Policy, stage string) (*Verdict, error) {
 	if pol == nil {
 		return nil, usage(fmt.Errorf("no trust policy: a policy names the keys to check (see docs/policy.md)"))
 	}
@@ -145,9 +165,11 @@ func (c *Client) Verify(ctx context.Context, ref string, pol *policy.Policy, sta
 	if stage == "" {
 		stages = slices.Sorted(maps.Keys(pol.Stages))
 	}
+	vd.At = time.Now()
 	for _, s := range stages {
-		vd.Decisions = append(vd.Decisions, pol.Evaluate(s, ev))
+		vd.Decisions = append(vd.Decisions, pol.EvaluateAt(s, ev, vd.At))
 	}
+	vd.Revoked = revokedSigners(pol, vd.Signatures, vd.At)
 	if stage != "" {
 		vd.OK = vd.Decisions[0].Allowed
 	} else {

@@ -29,6 +29,8 @@ type Config struct {
 	// docs/access.md); Access is it parsed.
 	AccessNode yaml.Node      `yaml:"access"`
 	Access     *access.Policy `yaml:"-"`
+	// Limits bound storage per repository, referrers and annotations.
+	Limits Limits `yaml:"limits"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -68,6 +70,9 @@ func Parse(b []byte) (*Config, error) {
 		if c.Access, err = access.Parse(raw, "the configuration's access section"); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.Limits.check(); err != nil {
+		return nil, err
 	}
 	return &c, nil
 }

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/evaluation"
 	"github.com/modelreg/modelreg/pkg/key"
@@ -42,6 +43,10 @@ type Policy struct {
 	Digest string
 	// Keys maps each key name to its public key.
 	Keys map[string]key.Public
+	// Revoked maps the name of each key the policy marks revoked to when
+	// and why (docs/policy.md, "Revoking a key"). A revoked key stays in
+	// Keys so its signatures are still found and shown, as revoked.
+	Revoked map[string]Revocation
 	// Stages maps each protected stage to its rule.
 	Stages map[string]Stage
 	// Registries maps a name to the key another modelreg serve signs its
@@ -255,18 +260,31 @@ func Parse(data []byte, dir string) (*Policy, error) {
 		}
 		p.Registries[name] = rk
 	}
+	p.Revoked = map[string]Revocation{}
 	for name, n := range raw.Keys {
-		if n.Kind != yaml.ScalarNode || n.Value == "" {
-			return nil, fmt.Errorf("line %d: key %q: expected a path to a .pub file or an inline PEM block", n.Line, name)
+		value := n.Value
+		if n.Kind == yaml.MappingNode {
+			var (
+				rev Revocation
+				err error
+			)
+			if value, rev, err = parseKeyEntry(name, &n); err != nil {
+				return nil, err
+			}
+			if !rev.Since.IsZero() {
+				p.Revoked[name] = rev
+			}
+		} else if n.Kind != yaml.ScalarNode || n.Value == "" {
+			return nil, fmt.Errorf("line %d: key %q: expected a path to a .pub file, an inline PEM block, or {path: FILE, revoked: TIME}", n.Line, name)
 		}
 		var (
 			k   key.Public
 			err error
 		)
-		if strings.HasPrefix(strings.TrimSpace(n.Value), "-----BEGIN") {
-			k, err = key.ParsePublic([]byte(n.Value))
+		if strings.HasPrefix(strings.TrimSpace(value), "-----BEGIN") {
+			k, err = key.ParsePublic([]byte(value))
 		} else {
-			path := n.Value
+			path := value
 			if !filepath.IsAbs(path) {
 				path = filepath.Join(dir, path)
 			}
@@ -389,6 +407,9 @@ type Decision struct {
 	Approvers []Approver `json:"approvers"`
 	// Missing says, for people, what is lacking when Allowed is false.
 	Missing []string `json:"missing,omitempty"`
+	// Revoked lists the keys of the stage whose valid signatures were
+	// found but did not count because the policy revokes them.
+	Revoked []RevokedKey `json:"revoked,omitempty"`
 }
 
 // ErrDenied marks a refusal by the policy.
@@ -443,8 +464,16 @@ func (p *Policy) Gather(ctx context.Context, target oras.ReadOnlyTarget, subject
 	return ev, nil
 }
 
-// Evaluate decides whether a version with this evidence may enter stage.
+// Evaluate decides whether a version with this evidence may enter stage
+// now (EvaluateAt).
 func (p *Policy) Evaluate(stage string, ev Evidence) Decision {
+	return p.EvaluateAt(stage, ev, time.Now())
+}
+
+// EvaluateAt decides whether a version with this evidence may enter stage
+// at time at: keys revoked by then count for nothing, whatever time their
+// signatures claim.
+func (p *Policy) EvaluateAt(stage string, ev Evidence, at time.Time) Decision {
 	d := Decision{Stage: stage, Approvers: []Approver{}}
 	var rule Stage
 	if p != nil {
@@ -455,14 +484,14 @@ func (p *Policy) Evaluate(stage string, ev Evidence) Decision {
 		return d
 	}
 	if rule.Signatures != nil {
-		missing := p.checkSignatures(stage, rule.Signatures, ev.Signatures, &d)
+		missing := p.checkSignatures(stage, rule.Signatures, ev.Signatures, at, &d)
 		if len(missing) > 0 && ev.SignatureNote != "" {
 			missing = append(missing, ev.SignatureNote)
 		}
 		d.Missing = append(d.Missing, missing...)
 	}
 	if rule.Lineage != nil {
-		d.Missing = append(d.Missing, checkLineage(rule.Lineage, ev.Lineage)...)
+		d.Missing = append(d.Missing, checkLineage(rule.Lineage, p.discountRevoked(ev.Lineage, at))...)
 	}
 	for _, b := range rule.Evaluations {
 		d.Missing = append(d.Missing, checkBound(b, ev.Evaluations)...)
@@ -540,17 +569,25 @@ func checkBound(b Bound, evals []evaluation.Record) []string {
 
 // checkSignatures applies a threshold rule; it fills d's approvers and
 // returns what is missing.
-func (p *Policy) checkSignatures(stage string, sig *Signatures, found []signature.Found, d *Decision) []string {
+func (p *Policy) checkSignatures(stage string, sig *Signatures, found []signature.Found, at time.Time, d *Decision) []string {
 	d.Required = sig.Threshold
 	byFP := map[string]string{}
 	for _, name := range sig.Keys {
 		byFP[p.Keys[name].Fingerprint] = name
 	}
 	seen := map[string]bool{}
+	revoked := map[string]bool{}
 	var problems []string
 	for _, f := range found {
 		name, ok := byFP[f.Key]
+		rk, isRevoked := p.RevokedAt(f.Key, at)
 		switch {
+		case f.Valid && ok && isRevoked:
+			if !revoked[f.Key] {
+				revoked[f.Key] = true
+				d.Revoked = append(d.Revoked, rk)
+				problems = append(problems, fmt.Sprintf("a %s signature by %s does not count: %s", f.Form, name, rk.Explain()))
+			}
 		case f.Valid && ok && !seen[f.Key]:
 			seen[f.Key] = true
 			d.Approvers = append(d.Approvers, Approver{Name: name, Fingerprint: f.Key})
@@ -568,9 +605,11 @@ func (p *Policy) checkSignatures(stage string, sig *Signatures, found []signatur
 	for _, a := range d.Approvers {
 		have = append(have, a.Name)
 	}
-	var want []string
+	var want, gone []string
 	for _, k := range sig.Keys {
-		if !seen[p.Keys[k].Fingerprint] {
+		if _, r := p.RevokedAt(p.Keys[k].Fingerprint, at); r {
+			gone = append(gone, k)
+		} else if !seen[p.Keys[k].Fingerprint] {
 			want = append(want, k)
 		}
 	}
@@ -578,7 +617,14 @@ func (p *Policy) checkSignatures(stage string, sig *Signatures, found []signatur
 	if len(have) > 0 {
 		msg += fmt.Sprintf(" (signed by %s)", strings.Join(have, ", "))
 	}
-	msg += fmt.Sprintf("; %d more needed from %s", sig.Threshold-len(d.Approvers), strings.Join(want, ", "))
+	if len(gone) > 0 {
+		msg += fmt.Sprintf(" (revoked: %s)", strings.Join(gone, ", "))
+	}
+	if need := sig.Threshold - len(d.Approvers); need > len(want) {
+		msg += fmt.Sprintf("; %d more needed but only %d unrevoked key(s) remain (%s): the policy must name another key for stage %q", need, len(want), orNoKeys(want), stage)
+	} else {
+		msg += fmt.Sprintf("; %d more needed from %s", need, strings.Join(want, ", "))
+	}
 	if len(found) == 0 {
 		msg += "; no signature of any form was found for this digest (sign it with `modelreg sign` or `cosign sign`)"
 	}

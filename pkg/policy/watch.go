@@ -59,6 +59,8 @@ type WatchStatus struct {
 	LoadedAt time.Time `json:"loadedAt"`
 	// Stages are the stages the policy in force protects, sorted.
 	Stages []string `json:"stages"`
+	// RevokedKeys are the keys the policy in force revokes (RevokedKeys).
+	RevokedKeys []RevokedKey `json:"revokedKeys"`
 	// Error is why the file's current content is not in force (it does not
 	// load, or the file is gone); "" when the file is what is in force.
 	Error string `json:"error,omitempty"`
@@ -227,6 +229,7 @@ func (w *Watcher) Status() WatchStatus {
 	s := WatchStatus{Path: w.path, Stages: []string{}}
 	if cur := w.cur.Load(); cur != nil {
 		s.Digest, s.LoadedAt, s.Stages = cur.Digest, w.loadedAt, slices.Sorted(maps.Keys(cur.Stages))
+		s.RevokedKeys = cur.RevokedKeys()
 	}
 	if w.lastErr != nil {
 		at := w.errAt

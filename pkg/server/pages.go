@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/audit"
@@ -364,6 +365,7 @@ func (rt *router) auditReport(w http.ResponseWriter, r *http.Request, repo, form
 		http.Error(w, "the report could not be built: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	rep.CheckRevoked(rt.gate.policy(), time.Now())
 	var buf bytes.Buffer
 	switch format {
 	case "md":

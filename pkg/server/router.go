@@ -56,6 +56,7 @@ type router struct {
 	views   *views
 	answers *answers
 	events  *dispatcher
+	limits  *limits
 	log     *slog.Logger
 	status  func() Status
 	// gc is the online collector: writes that name blobs pass its
@@ -154,6 +155,10 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			case http.MethodDelete:
 				rt.deleteManifest(w, r, name, match.Vars["reference"])
+				return
+			}
+		case v2.RouteNameBlobUpload, v2.RouteNameBlobUploadChunk:
+			if (r.Method == http.MethodPost || r.Method == http.MethodPut) && !rt.limits.checkUpload(w, r.Context(), name) {
 				return
 			}
 		case v2.RouteNameBlob:
@@ -309,6 +314,9 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 			serveError(w, errManifestInvalid, "subject: "+err.Error())
 			return
 		}
+	}
+	if !rt.limits.checkManifest(w, r.Context(), name, m) {
+		return
 	}
 	t := ""
 	if _, err := digest.Parse(ref); err != nil {

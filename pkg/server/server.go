@@ -127,6 +127,7 @@ type Server struct {
 	life    *lifecycle
 	events  *dispatcher
 	access  *accessHolder
+	limits  *limits
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -190,7 +191,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status,
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, limits: s.limits, answers: &answers{}, status: s.Status,
 			gc: s.gc, admin: adminCheck(users, opts.AdminUsers)}
 		s.gate.self = rt
 		s.gc.app = s.app
@@ -324,6 +325,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.views = newViews(idx, st, opts.Logger)
 	s.events = newDispatcher(idx, opts.Config.Events, "/modelreg/"+promotion.KeyID(key.Public()), opts.Logger)
 	s.gate.views = s.views
+	s.limits = newLimits(opts.Config.Limits, idx, st)
 	if opts.ModelcarBase != "" {
 		repo, d, ok := strings.Cut(opts.ModelcarBase, "@")
 		if _, err := digest.Parse(d); !ok || err != nil || !validRepoName(repo) {
@@ -398,6 +400,9 @@ func (s *Server) Status() Status {
 	}
 	if s.access != nil {
 		st.Access = s.access.status()
+	}
+	if s.limits != nil {
+		st.Limits = s.limits.status()
 	}
 	if s.idx != nil {
 		ctx := context.Background()

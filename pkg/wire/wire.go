@@ -142,6 +142,8 @@ type Status struct {
 	// Access is the access policy in force (path, digest, and the error of
 	// a new file that did not parse); absent without one.
 	Access map[string]string `json:"access,omitempty"`
+	// Limits are the limits in force (docs/server.md, "Limits").
+	Limits any `json:"limits,omitempty"`
 }
 
 // Error codes the model API adds to the distribution spec's.
