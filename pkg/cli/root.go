@@ -66,6 +66,9 @@ func Execute(ctx context.Context, args []string, stdio IO) int {
 	if errors.Is(err, remote.ErrPlainHTTP) {
 		err = fmt.Errorf("%w; pass --plain-http", err)
 	}
+	if errors.Is(err, remote.ErrSpeaksHTTPS) {
+		err = fmt.Errorf("%w; drop --plain-http (and pass --ca-file FILE when a private authority signed its certificate)", err)
+	}
 	var unknownCA x509.UnknownAuthorityError
 	if errors.Is(err, remote.ErrUnknownAuthority) || errors.As(err, &unknownCA) {
 		err = fmt.Errorf("%w; pass --ca-file FILE (or set MODELREG_CA_FILE) naming that authority's certificate (PEM)", err)

@@ -67,3 +67,18 @@ func TestParseRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTLS(t *testing.T) {
+	c, err := Parse([]byte("tls:\n  cert: /etc/modelreg/tls.crt\n  key: /etc/modelreg/tls.key\n"))
+	if err != nil || !c.TLS.Enabled() || c.TLS.Cert != "/etc/modelreg/tls.crt" || c.TLS.Key != "/etc/modelreg/tls.key" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, y := range []string{"tls:\n  cert: a.crt\n", "tls:\n  key: a.key\n"} {
+		if _, err := Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), "give both cert and key") {
+			t.Errorf("%q: %v", y, err)
+		}
+	}
+	if _, err := Parse([]byte("tls:\n  certificate: a.crt\n")); err == nil || !strings.Contains(err.Error(), "field certificate not found") {
+		t.Errorf("unknown key: %v", err)
+	}
+}

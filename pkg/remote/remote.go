@@ -181,7 +181,7 @@ func (o Options) newClient(host string) (*auth.Client, error) {
 		return nil, err
 	}
 	c := &auth.Client{
-		Client: &http.Client{Transport: o.Retry.transport(base)},
+		Client: &http.Client{Transport: o.Retry.transport(httpsHint{base})},
 		Cache:  auth.NewCache(),
 		Header: http.Header{},
 	}
@@ -353,6 +353,8 @@ func Explain(err error, what string) error {
 		msg, err = explainTLS(err, what)
 	case isUnreachable(err):
 		msg = fmt.Sprintf("%s: cannot reach the registry: %v; check the address and that the registry is running", what, rootCause(err))
+	case errors.Is(err, ErrSpeaksHTTPS):
+		msg = fmt.Sprintf("%s: the registry speaks HTTPS, not plain HTTP", what)
 	case isTLSMismatch(err):
 		msg = fmt.Sprintf("%s: the registry speaks plain HTTP, not HTTPS", what)
 		err = fmt.Errorf("%w: %w", ErrPlainHTTP, err)

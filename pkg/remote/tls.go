@@ -1,14 +1,17 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -151,4 +154,28 @@ func explainTLS(err error, what string) (string, error) {
 		return fmt.Sprintf("%s: the registry's TLS certificate is not valid: %v; renew it on the registry (or check this machine's clock)", what, ie), err
 	}
 	return "", err
+}
+
+// ErrSpeaksHTTPS means a request sent over plain HTTP reached a TLS
+// server: the caller should use HTTPS (the CLI: drop --plain-http).
+var ErrSpeaksHTTPS = errors.New("the registry speaks HTTPS, not plain HTTP")
+
+// httpsHint turns the answer a Go TLS server gives a plain HTTP request
+// (an HTTP/1.0 400 without a single header, and a body saying so; oras-go
+// would report a bare 400) into ErrSpeaksHTTPS. A HEAD gets no body, so
+// the bare status line decides: no registry answers without headers.
+type httpsHint struct{ next http.RoundTripper }
+
+func (h httpsHint) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := h.next.RoundTrip(r)
+	if err != nil || r.URL.Scheme != "http" || resp.StatusCode != http.StatusBadRequest || resp.ProtoAtLeast(1, 1) || len(resp.Header) > 0 {
+		return resp, err
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	resp.Body.Close()
+	if r.Method == http.MethodHead || strings.Contains(string(b), "HTTP request to an HTTPS server") {
+		return nil, fmt.Errorf("%s %s: %w", r.Method, r.URL.Redacted(), ErrSpeaksHTTPS)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, nil
 }
