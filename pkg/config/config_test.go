@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +81,22 @@ func TestParseTLS(t *testing.T) {
 	}
 	if _, err := Parse([]byte("tls:\n  certificate: a.crt\n")); err == nil || !strings.Contains(err.Error(), "field certificate not found") {
 		t.Errorf("unknown key: %v", err)
+	}
+}
+
+func TestParseEventsCAFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := dir + "/bad.pem"
+	os.WriteFile(bad, []byte("no certificate here"), 0o644)
+	for y, want := range map[string]string{
+		"events:\n  caFile: " + dir + "/missing.pem\n": "events.caFile",
+		"events:\n  caFile: " + bad + "\n":             "holds no PEM certificate",
+	} {
+		if _, err := Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", y, err, want)
+		}
+	}
+	if c, err := Parse([]byte("events: {}\n")); err != nil || c.Events.RootCAs() != nil {
+		t.Errorf("no caFile: the system pool (nil), got %v %v", c, err)
 	}
 }

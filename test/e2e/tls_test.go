@@ -139,7 +139,12 @@ func TestTLSEndToEnd(t *testing.T) {
 	}
 	policy := filepath.Join(e.dir, "policy.yaml")
 	writeFile(t, policy, "version: 1\nkeys:\n  alice: alice.pub\n  bob: bob.pub\nstages:\n  staging:\n    signatures: {keys: [alice, bob], threshold: 2}\n", 0o644)
-	p := startServeAt(t, t.TempDir(), "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--policy", policy)
+	// An events receiver served over HTTPS with a certificate of the same
+	// private CA, trusted through events.caFile.
+	hook := startTLSReceiver(t, ca, e.dir, "hook-secret-0123456789abcdef")
+	cfg := filepath.Join(e.dir, "serve.yaml")
+	writeFile(t, cfg, "events:\n  caFile: "+ca.pem+"\n  subscriptions:\n    - name: hook\n      url: "+hook.url+"\n      secret: hook-secret-0123456789abcdef\n", 0o644)
+	p := startServeAt(t, t.TempDir(), "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--policy", policy, "--config", cfg)
 	waitLog(t, p, `"msg":"registry listening"`, `"tls":true`)
 	reg := p.reg
 	repo := reg.Addr + "/team/tls"
@@ -175,6 +180,15 @@ func TestTLSEndToEnd(t *testing.T) {
 		t.Errorf("verify over TLS: %+v", v)
 	}
 	e.ok("--ca-file", ca.pem, "promote", repo+":1.0.0", "--to", "staging", "--policy", policy)
+
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if byID, _ := hook.received(); len(byID) > 0 {
+			break
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("the https receiver got no event; problems %v; server log:\n%s", hook.problems(), p.logs.String())
+		}
+	}
 
 	// The real oras and crane.
 	if r := e.exec("", nil, orasBin, "manifest", "fetch", "--ca-file", ca.pem, "--descriptor", repo+":staging"); r.Code != 0 || !strings.Contains(r.Stdout, v1) {
@@ -332,4 +346,22 @@ func TestTLSServeRefusesBadPairs(t *testing.T) {
 			t.Errorf("serve %s: exit %d, want %d with %q:\n%s", strings.Join(c.args, " "), r.Code, c.code, c.want, r.Stderr)
 		}
 	}
+}
+
+// startTLSReceiver is startReceiver over HTTPS, with a certificate for
+// 127.0.0.1 that ca signed.
+func startTLSReceiver(t *testing.T, ca *testCA, dir, secret string) *receiver {
+	t.Helper()
+	rc := &receiver{t: t, secret: []byte(secret)}
+	certFile, keyFile := filepath.Join(dir, "hook.crt"), filepath.Join(dir, "hook.key")
+	ca.issue(t, certFile, keyFile, 50)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: rc}
+	go srv.ServeTLS(ln, certFile, keyFile)
+	t.Cleanup(func() { srv.Close() })
+	rc.url = "https://" + ln.Addr().String() + "/hook"
+	return rc
 }
