@@ -230,7 +230,7 @@ func (p *Policy) matches(r Rule, s Subject) bool {
 				return true
 			}
 		case "group":
-			if slices.Contains(s.Groups, name) || slices.Contains(p.Groups[name], s.member()) {
+			if slices.Contains(s.Groups, name) || slices.Contains(p.Groups[name], s.Member()) {
 				return true
 			}
 		}
@@ -238,8 +238,8 @@ func (p *Policy) matches(r Rule, s Subject) bool {
 	return false
 }
 
-// member is how a group lists s: users by name, robots as robot:NAME.
-func (s Subject) member() string {
+// Member is how a group lists s: users by name, robots as robot:NAME.
+func (s Subject) Member() string {
 	if s.Kind == KindRobot {
 		return "robot:" + s.Name
 	}

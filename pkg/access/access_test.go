@@ -55,7 +55,7 @@ func TestAllowed(t *testing.T) {
 		{user("alice"), "other/b", Pull, false}, // default deny
 		{user("alice"), "team/a", Delete, false},
 		{user("alice"), "team/a", Promote("staging"), false},
-		{robot, "team/a", Push, true}, // a robot in a group, as robot:NAME
+		{robot, "team/a", Push, true},                                // a robot in a group, as robot:NAME
 		{Subject{Kind: KindUser, Name: "ci"}, "team/a", Push, false}, // a user named like the robot is not it
 		{user("rita"), "team/a/deep", Promote("production"), true},
 		{user("rita"), "team/a", Push, false},

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/server"
@@ -71,6 +72,9 @@ ones finish, and exits.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
+					if err := s.ReloadAccess(); err != nil {
+						opts.Logger.Error("SIGHUP: the access policy was not reloaded; the one in force stays", "err", err)
+					}
 					if err := s.ReloadPolicy(); err != nil {
 						opts.Logger.Error("SIGHUP: the policy was not reloaded; the one in force stays", "err", err)
 					} else {
@@ -87,11 +91,14 @@ ones finish, and exits.`,
 	f.StringVar(&configPath, "config", "", "configuration file (YAML): event subscriptions and retention rules (docs/server.md); flags override it")
 	f.StringVar(&opts.TLSCert, "tls-cert", "", "serve HTTPS and HTTP/2 with this certificate chain (PEM; with --tls-key), re-read when it changes and on SIGHUP; overrides tls.cert of --config")
 	f.StringVar(&opts.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert; overrides tls.key of --config")
+	f.StringVar(&opts.AccessFile, "access", "", "access policy file (docs/access.md): who may pull, push, sign, delete, move which stage; enables token auth and robot accounts; re-read on change and SIGHUP")
+	f.DurationVar(&opts.TokenLifetime, "token-lifetime", 5*time.Minute, "with an access policy, how long a bearer token lives")
 	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "listen address; port 0 picks a free port")
 	f.StringVar(&opts.DataDir, "data", "./data", "directory holding the registry's storage")
 	f.StringVar(&opts.Htpasswd, "htpasswd", "", "htpasswd file (bcrypt); when set, every request needs basic auth")
 	f.BoolVar(&opts.AnonymousRead, "anonymous-read", false, "with --htpasswd, let requests without credentials pull (GET, HEAD)")
 	f.StringArrayVar(&opts.ReadOnlyUsers, "read-only-user", nil, "with --htpasswd, this user may pull (GET, HEAD) but not push or delete (repeatable; must be in the htpasswd file)")
+	f.StringArrayVar(&opts.AdminUsers, "admin-user", nil, "with --htpasswd, this user may take versions down (modelreg delete --takedown; repeatable; must be in the htpasswd file); without --htpasswd the local operator is admin")
 	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write, re-read on change and SIGHUP (docs/policy.md); default <data>/modelreg/policy.yaml when it exists; without one stage moves are recorded but not gated")
 	f.BoolVar(&opts.RecordClientAddress, "record-client-address", false, "name anonymous actors in records with the client's address (anonymous@ADDR); off: records are readable by every client")
 	f.StringVar(&opts.ModelcarBase, "modelcar-base", "", "base image (REPO@sha256:… in this registry, with sh, ln and sleep) under which <repo>/modelcar serves each version's files at /models, for KServe oci:// (docs/deploy.md)")

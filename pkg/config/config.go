@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/modelreg/modelreg/pkg/access"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -23,6 +24,13 @@ type Config struct {
 	Events Events `yaml:"events"`
 	// TLS serves HTTPS with a certificate and key (docs/server.md, TLS).
 	TLS TLS `yaml:"tls"`
+	// Retention deletes old versions and collects unreferenced blobs
+	// (docs/lifecycle.md).
+	Retention Retention `yaml:"retention"`
+	// AccessNode is the access: section as written (the access policy,
+	// docs/access.md); Access is it parsed.
+	AccessNode yaml.Node      `yaml:"access"`
+	Access     *access.Policy `yaml:"-"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -53,6 +61,18 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if err := c.TLS.check(); err != nil {
 		return nil, err
+	}
+	if err := c.Retention.check(); err != nil {
+		return nil, err
+	}
+	if !c.AccessNode.IsZero() {
+		raw, err := yaml.Marshal(&c.AccessNode)
+		if err != nil {
+			return nil, err
+		}
+		if c.Access, err = access.Parse(raw, "the configuration's access section"); err != nil {
+			return nil, err
+		}
 	}
 	return &c, nil
 }

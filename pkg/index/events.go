@@ -514,10 +514,10 @@ func (x *Index) Events(ctx context.Context, f EventFilter) ([]wire.Event, error)
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	q := `SELECT seq, id, type, subject, time, data FROM outbox_events WHERE seq > ?`
+	q := `SELECT seq, id, type, repo, subject, time, data FROM outbox_events WHERE seq > ?`
 	args := []any{f.After}
 	if f.Newest {
-		q, args = `SELECT seq, id, type, subject, time, data FROM outbox_events WHERE seq < ?`, []any{f.Before}
+		q, args = `SELECT seq, id, type, repo, subject, time, data FROM outbox_events WHERE seq < ?`, []any{f.Before}
 		if f.Before <= 0 {
 			args[0] = int64(1) << 62
 		}
@@ -545,7 +545,7 @@ func (x *Index) Events(ctx context.Context, f EventFilter) ([]wire.Event, error)
 		var e wire.Event
 		var t int64
 		var data string
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.Subject, &t, &data); err != nil {
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.Repository, &e.Subject, &t, &data); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -557,7 +557,7 @@ func (x *Index) Events(ctx context.Context, f EventFilter) ([]wire.Event, error)
 		return nil, err
 	}
 	for i := range out {
-		ds, err := x.deliveries(ctx, `WHERE event = ? ORDER BY id`, out[i].Seq)
+		ds, err := x.deliveries(ctx, `WHERE d.event = ? ORDER BY d.id`, out[i].Seq)
 		if err != nil {
 			return nil, err
 		}
@@ -574,18 +574,19 @@ func (x *Index) Deliveries(ctx context.Context, subscription, state string, limi
 	}
 	where, args := `WHERE 1 = 1`, []any{}
 	if subscription != "" {
-		where += ` AND subscription = ?`
+		where += ` AND d.subscription = ?`
 		args = append(args, subscription)
 	}
 	if state != "" {
-		where += ` AND state = ?`
+		where += ` AND d.state = ?`
 		args = append(args, state)
 	}
-	return x.deliveries(ctx, where+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
+	return x.deliveries(ctx, where+` ORDER BY d.id DESC LIMIT ?`, append(args, limit)...)
 }
 
 func (x *Index) deliveries(ctx context.Context, where string, args ...any) ([]wire.Delivery, error) {
-	rows, err := x.rd.QueryContext(ctx, `SELECT id, subscription, event, state, attempts, next_attempt, last_status, last_error, updated FROM outbox_deliveries `+where, args...)
+	rows, err := x.rd.QueryContext(ctx, `SELECT d.id, d.subscription, d.event, e.repo, d.state, d.attempts, d.next_attempt, d.last_status, d.last_error, d.updated
+		FROM outbox_deliveries d JOIN outbox_events e ON e.seq = d.event `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -594,7 +595,7 @@ func (x *Index) deliveries(ctx context.Context, where string, args ...any) ([]wi
 	for rows.Next() {
 		var d wire.Delivery
 		var next, updated int64
-		if err := rows.Scan(&d.ID, &d.Subscription, &d.Event, &d.State, &d.Attempts, &next, &d.LastStatus, &d.LastError, &updated); err != nil {
+		if err := rows.Scan(&d.ID, &d.Subscription, &d.Event, &d.Repository, &d.State, &d.Attempts, &next, &d.LastStatus, &d.LastError, &updated); err != nil {
 			return nil, err
 		}
 		if d.State == DeliveryPending {
@@ -624,4 +625,13 @@ func (x *Index) PruneEvents(ctx context.Context, before time.Time) (int64, error
 	}
 	n, _ := res.RowsAffected()
 	return n, tx.Commit()
+}
+
+// Delivery returns one delivery, or ok=false.
+func (x *Index) Delivery(ctx context.Context, id int64) (wire.Delivery, bool, error) {
+	ds, err := x.deliveries(ctx, `WHERE d.id = ?`, id)
+	if err != nil || len(ds) == 0 {
+		return wire.Delivery{}, false, err
+	}
+	return ds[0], true, nil
 }

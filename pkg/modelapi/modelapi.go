@@ -4,6 +4,7 @@
 package modelapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/wire"
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // ErrNoServer means the registry does not serve the model API.
@@ -28,6 +30,12 @@ type Client struct {
 	http interface {
 		Do(*http.Request) (*http.Response, error)
 	}
+	host string
+	// cred gives the user's credentials for host: sent with every
+	// request, as the model API's answers (lists, searches) depend on
+	// who asks, and a server answers an anonymous list with what
+	// anonymous may read instead of a challenge.
+	cred auth.CredentialFunc
 }
 
 // New connects to host's model API, or returns ErrNoServer.
@@ -39,7 +47,7 @@ func New(ctx context.Context, o remote.Options, host string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{base: o.Scheme(host) + "://" + host + wire.Prefix, http: c}, nil
+	return &Client{base: o.Scheme(host) + "://" + host + wire.Prefix, http: c, host: host, cred: c.Credential}, nil
 }
 
 // QueryError is the server's answer to a malformed query.
@@ -59,6 +67,33 @@ func (c *Client) get(ctx context.Context, path string, params url.Values, out an
 	if err != nil {
 		return err
 	}
+	return c.do(req, path, out)
+}
+
+// post sends in as JSON and decodes the answer into out; header adds
+// headers (the actor).
+func (c *Client) post(ctx context.Context, path string, in any, header http.Header, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(req, path, out)
+}
+
+func (c *Client) do(req *http.Request, path string, out any) error {
+	if c.cred != nil && req.Header.Get("Authorization") == "" {
+		if cr, err := c.cred(req.Context(), c.host); err == nil && cr.Username != "" && cr.Password != "" {
+			req.SetBasicAuth(cr.Username, cr.Password)
+		}
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
@@ -68,7 +103,7 @@ func (c *Client) get(ctx context.Context, path string, params url.Values, out an
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 		var e struct {
 			Errors []struct {
 				Code    string           `json:"code"`
@@ -158,4 +193,45 @@ func (c *Client) ServerKey(ctx context.Context) (ed25519.PublicKey, error) {
 		return nil, err
 	}
 	return promotion.ParsePublicPEM([]byte(out.ServerKey))
+}
+
+// GC asks the server to apply its retention rules and collect
+// unreferenced blobs (or, with DryRun, to say what that would do).
+func (c *Client) GC(ctx context.Context, req wire.GCRequest, header http.Header) (wire.GCReport, error) {
+	var out wire.GCReport
+	err := c.post(ctx, "gc", req, header, &out)
+	return out, err
+}
+
+// Takedown asks the server to take a version down: an admin's deletion
+// that also removes its weights (docs/lifecycle.md).
+func (c *Client) Takedown(ctx context.Context, repo, ref, reason string, header http.Header) (wire.Takedown, error) {
+	var out wire.Takedown
+	err := c.post(ctx, "models/"+repo+"/versions/"+url.PathEscape(ref)+"/takedown", wire.TakedownRequest{Reason: reason}, header, &out)
+	return out, err
+}
+
+// CreateRobot creates a robot account; the answer holds its secret, once.
+func (c *Client) CreateRobot(ctx context.Context, req wire.RobotRequest) (wire.Robot, error) {
+	var out wire.Robot
+	err := c.post(ctx, "robots", req, nil, &out)
+	return out, err
+}
+
+// Robots lists the robot accounts the caller administers.
+func (c *Client) Robots(ctx context.Context) ([]wire.Robot, error) {
+	var out wire.Robots
+	err := c.get(ctx, "robots", nil, &out)
+	return out.Robots, err
+}
+
+// RevokeRobot revokes a robot account.
+func (c *Client) RevokeRobot(ctx context.Context, name string) (wire.Robot, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.base+"robots/"+url.PathEscape(name), nil)
+	if err != nil {
+		return wire.Robot{}, err
+	}
+	var out wire.Robot
+	err = c.do(req, "robots/"+name, &out)
+	return out, err
 }

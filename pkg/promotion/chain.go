@@ -49,6 +49,10 @@ type Tombstone struct {
 	Reason string `json:"reason,omitempty"`
 	// Manifest is the deleted manifest's bytes.
 	Manifest []byte `json:"manifest"`
+	// Takedown is true when an admin took the version down: its weights
+	// were removed with it, and this record (with Manifest) is what says
+	// what it was.
+	Takedown bool `json:"takedown,omitempty"`
 	// Record is the digest of the tombstone's own manifest (set when read).
 	Record string `json:"record,omitempty"`
 }

@@ -97,6 +97,9 @@ func Rollback(ctx context.Context, repo registry.Repository, ref registry.Refere
 	prevRef := ref
 	prevRef.Reference = history[i].Previous
 	target, err := repo.Resolve(ctx, history[i].Previous)
+	if remote.IsNotFound(err) {
+		return nil, fmt.Errorf("stage %q would roll back to %s, which was deleted from the registry (its tombstone among that digest's referrers says who deleted it, when and why); a deleted version cannot re-enter a stage: promote an existing version explicitly (modelreg list %s)", stage, history[i].Previous, repoName(ref))
+	}
 	if err != nil {
 		return nil, remote.Explain(err, fmt.Sprintf("the earlier version %s", prevRef))
 	}

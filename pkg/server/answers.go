@@ -24,8 +24,8 @@ const maxAnswerBytes = 64 << 20
 // advances after every committed write: an answer is stored with the
 // generation read before its query ran and served only while that is
 // still the current one, so no answer older than the last committed write
-// is ever served. Every authenticated user may read every answer today;
-// per-repository read rights would have to be part of the key.
+// is ever served. With an access policy, answers are filtered by read
+// rights, so the key starts with the subject (who: see answerKey).
 type answers struct {
 	mu      sync.Mutex
 	gen     uint64
@@ -61,11 +61,11 @@ func (c *answers) put(gen uint64, key string, b []byte) {
 	c.bytes += len(b)
 }
 
-// serve answers r from the cache, or computes the answer with compute
+// serve answers r (as who) from the cache, or computes the answer with compute
 // (once for concurrent identical requests), encodes, stores and sends it.
 // Errors are never cached.
-func (c *answers) serve(w http.ResponseWriter, r *http.Request, gen uint64, compute func(ctx context.Context) (any, error), fail func(error)) {
-	key := r.URL.Path + "?" + r.URL.RawQuery
+func (c *answers) serve(w http.ResponseWriter, r *http.Request, who string, gen uint64, compute func(ctx context.Context) (any, error), fail func(error)) {
+	key := who + r.URL.Path + "?" + r.URL.RawQuery
 	if b, ok := c.get(gen, key); ok {
 		writeEncoded(w, http.StatusOK, "application/json", b)
 		return

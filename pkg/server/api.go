@@ -15,6 +15,7 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/query"
@@ -42,12 +43,15 @@ type apiRoute struct {
 	// cached routes read nothing but the index: their answers are kept
 	// until the next index write (answers).
 	cached bool
+	// named routes are about one repository (the first capture): reading
+	// them needs pull on it.
+	named bool
 }
 
 func route(pattern string, h func(rt *router, r apiRequest) (any, error)) apiRoute {
 	p := strings.ReplaceAll(pattern, "{name}", "("+nameRE+")")
 	p = strings.ReplaceAll(p, "{ref}", "([^/]+)")
-	return apiRoute{pattern: regexp.MustCompile("^" + p + "$"), handle: h}
+	return apiRoute{pattern: regexp.MustCompile("^" + p + "$"), handle: h, named: strings.HasPrefix(pattern, "models/{name}")}
 }
 
 // indexRoute is a route whose answer depends on the index alone.
@@ -88,14 +92,38 @@ func badQuery(msg string, pos int) error {
 	return &apiError{code: errQueryInvalid, msg: msg, detail: wire.QueryDetail{Position: pos}}
 }
 
+// apiWrite is one of the model API's few writes (POST): the
+// authenticator lets only users who may write reach them.
+type apiWrite struct {
+	pattern *regexp.Regexp
+	handle  func(rt *router, w http.ResponseWriter, r *http.Request, args []string)
+}
+
+var apiWrites = []apiWrite{
+	{route(`gc`, nil).pattern, (*router).apiGC},
+	{route(`models/{name}/versions/{ref}/takedown`, nil).pattern, (*router).apiTakedown},
+}
+
 func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, apiPrefix)
+	if m := robotsRE.FindStringSubmatch(p); m != nil {
+		rt.robots(w, r, m[1])
+		return
+	}
 	if m := retryRE.FindStringSubmatch(p); m != nil && r.Method == http.MethodPost {
 		rt.retryDelivery(w, r, m[1])
 		return
 	}
+	if r.Method == http.MethodPost && rt.lifecycle != nil {
+		for _, rte := range apiWrites {
+			if m := rte.pattern.FindStringSubmatch(p); m != nil {
+				rte.handle(rt, w, r, m[1:])
+				return
+			}
+		}
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		serveError(w, errUnsupported, "the model API is read-only (but for POST events/deliveries/{id}/retry)")
+		serveError(w, errUnsupported, "the model API is read-only but for POST events/deliveries/{id}/retry, POST gc and POST models/REPO/versions/REF/takedown (docs/api.md)")
 		return
 	}
 	for _, rte := range apiRoutes {
@@ -103,9 +131,12 @@ func (rt *router) api(w http.ResponseWriter, r *http.Request) {
 		if m == nil {
 			continue
 		}
+		if rte.named && !rt.need(w, r, m[1], access.Pull) {
+			return
+		}
 		if rte.cached && rt.answers != nil {
 			gen := rt.idx.Generation() // before the query: see answers
-			rt.answers.serve(w, r, gen, func(ctx context.Context) (any, error) {
+			rt.answers.serve(w, r, answerKey(r.Context()), gen, func(ctx context.Context) (any, error) {
 				return rte.handle(rt, apiRequest{ctx: ctx, args: m[1:], query: r.URL.Query()})
 			}, func(err error) { rt.apiError(w, err) })
 			return
@@ -180,7 +211,8 @@ func intParam(q url.Values, name string, def int) int {
 func (rt *router) apiStatus(r apiRequest) (any, error) { return rt.status(), nil }
 
 func (rt *router) apiModels(r apiRequest) (any, error) {
-	models, err := rt.idx.Models(r.ctx, r.query.Get("last"), intParam(r.query, "n", 100))
+	models, err := readableModels(r.ctx, func(last string, n int) ([]wire.ModelRow, error) { return rt.idx.Models(r.ctx, last, n) },
+		r.query.Get("last"), intParam(r.query, "n", 100))
 	return wire.Models{Models: models}, err
 }
 
@@ -189,7 +221,9 @@ func (rt *router) apiSearch(r apiRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rt.idx.Search(r.ctx, index.SearchOptions{Query: n, OrderBy: r.query.Get("order_by"), Limit: intParam(r.query, "limit", 100), Offset: intParam(r.query, "offset", 0)})
+	rows, err := readableVersions(r.ctx, func(offset, limit int) ([]wire.VersionRow, error) {
+		return rt.idx.Search(r.ctx, index.SearchOptions{Query: n, OrderBy: r.query.Get("order_by"), Limit: limit, Offset: offset})
+	}, intParam(r.query, "offset", 0), intParam(r.query, "limit", 100))
 	return wire.Versions{Versions: rows}, err
 }
 
@@ -206,7 +240,13 @@ func (rt *router) apiDescendants(r apiRequest) (any, error) {
 		return nil, badQuery("of=URI or of=DIGEST is required", 0)
 	}
 	edges, err := rt.idx.Descendants(r.ctx, of)
-	return wire.Descendants{Of: of, Descendants: edges}, err
+	kept := []index.Edge{}
+	for _, e := range edges {
+		if readable(r.ctx, e.Repo) {
+			kept = append(kept, e)
+		}
+	}
+	return wire.Descendants{Of: of, Descendants: kept}, err
 }
 
 // resolve reads REF (a digest or a tag) of a repository from the index.

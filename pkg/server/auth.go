@@ -135,6 +135,40 @@ func checkReadOnly(users map[string][]byte, readOnly []string) error {
 	return nil
 }
 
+// checkAdmins verifies at start-up that every admin is an htpasswd user
+// who may write; without an htpasswd file there are no users, and the
+// local operator is admin.
+func checkAdmins(users map[string][]byte, admins, readOnly []string) error {
+	if len(admins) == 0 {
+		return nil
+	}
+	if users == nil {
+		return errors.New("admin users need an htpasswd file: without one every request is the local operator's, who is admin already")
+	}
+	for _, u := range admins {
+		if _, ok := users[u]; !ok {
+			return fmt.Errorf("admin user %q is not in the htpasswd file (users: %s)", u, strings.Join(slices.Sorted(maps.Keys(users)), ", "))
+		}
+		if slices.Contains(readOnly, u) {
+			return fmt.Errorf("user %q is both admin and read-only: choose one", u)
+		}
+	}
+	return nil
+}
+
+// adminCheck reports whether a request's user is an admin: any request
+// when there is no htpasswd file (the local operator), else a user named
+// with --admin-user.
+func adminCheck(users map[string][]byte, admins []string) func(*http.Request) bool {
+	if users == nil {
+		return func(*http.Request) bool { return true }
+	}
+	return func(r *http.Request) bool {
+		u := User(r.Context())
+		return u != "" && slices.Contains(admins, u)
+	}
+}
+
 func loadHtpasswd(path string) (map[string][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

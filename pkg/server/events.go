@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/event"
 	"github.com/modelreg/modelreg/pkg/index"
@@ -226,6 +227,14 @@ func (d *dispatcher) record(ctx context.Context, x index.Due, sub config.Subscri
 			d.log.Warn("events: delivery failed; retrying", "subscription", sub.Name, "event", x.Event.ID, "attempt", n, "retry_in", wait.Round(time.Millisecond), "err", msg)
 		}
 	}
+	switch {
+	case a.Delivered:
+		metricDeliveries.WithLabelValues("delivered").Inc()
+	case a.Dead:
+		metricDeliveries.WithLabelValues("dead").Inc()
+	default:
+		metricDeliveries.WithLabelValues("failed").Inc()
+	}
 	if err := d.idx.Attempted(context.WithoutCancel(ctx), x.Delivery.ID, a); err != nil {
 		d.log.Error("events: recording a delivery attempt", "err", err)
 	}
@@ -282,9 +291,17 @@ func (rt *router) apiEvents(r apiRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := wire.Events{Events: evs}
-	if len(evs) == f.Limit {
-		// The seq to pass as after= (oldest first) or before= (newest first).
+	full := len(evs) == f.Limit
+	kept := evs[:0:0]
+	for _, e := range evs {
+		if readable(r.ctx, e.Repository) {
+			kept = append(kept, e)
+		}
+	}
+	out := wire.Events{Events: kept}
+	if full {
+		// The seq to pass as after= (oldest first) or before= (newest
+		// first); a page of events the subject may not read can be short.
 		out.Next = evs[len(evs)-1].Seq
 	}
 	return out, nil
@@ -310,7 +327,13 @@ func (rt *router) apiDeliveries(r apiRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wire.Deliveries{Deliveries: ds}, nil
+	kept := []wire.Delivery{}
+	for _, d := range ds {
+		if readable(r.ctx, d.Repository) {
+			kept = append(kept, d)
+		}
+	}
+	return wire.Deliveries{Deliveries: kept}, nil
 }
 
 // retryDelivery is POST events/deliveries/{id}/retry: a dead (or
@@ -323,6 +346,14 @@ func (rt *router) retryDelivery(w http.ResponseWriter, r *http.Request, id strin
 	}
 	if rt.events == nil {
 		serveError(w, errUnsupported, "events are not delivered by this server")
+		return
+	}
+	d, found, err := rt.idx.Delivery(r.Context(), n)
+	if err != nil {
+		rt.apiError(w, err)
+		return
+	}
+	if found && !rt.need(w, r, d.Repository, access.Admin) {
 		return
 	}
 	ok, err := rt.events.redeliver(r.Context(), n)

@@ -180,6 +180,9 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 		}
 		return tagWrite{}, nil // not a model, no history: plain OCI semantics
 	}
+	if err := g.checkNotDeleted(ctx, repo, t, m.Digest); err != nil {
+		return tagWrite{}, err
+	}
 	if !protected {
 		return w, nil
 	}
@@ -193,6 +196,27 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 	}
 	w.decision = &d
 	return w, nil
+}
+
+// checkNotDeleted refuses a stage move onto a version this registry
+// deleted (a rollback to it, or its manifest pushed again straight to
+// the stage): the tombstone is its last word. The same bytes pushed again
+// under a new version tag are a version again, and may be promoted.
+func (g *gate) checkNotDeleted(ctx context.Context, repo, stage string, d digest.Digest) error {
+	tomb, err := g.idx.Tombstoned(ctx, repo, d)
+	if err != nil || tomb == "" {
+		return err
+	}
+	tags, err := g.st.tagsOf(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	for _, t := range tags {
+		if tag.Classify(t) == tag.Version {
+			return nil
+		}
+	}
+	return denied{fmt.Sprintf("%s@%s was deleted from this registry (tombstone %s) and cannot enter %q: promote a version that exists (modelreg list %s), or push it again under a new version tag", repo, d, tomb, stage, repo)}
 }
 
 // decide is the policy's decision on subject entering stage of repo, from
@@ -412,7 +436,11 @@ func (g *gate) recover(ctx context.Context, repo, stage string) error {
 // version tags the delete retires (a tombstone must record them first)
 // and the digest deleted; a stage tag of a model is handled by the caller
 // as a recorded move.
-func (g *gate) checkDelete(ctx context.Context, repo, ref string) (retire []string, d digest.Digest, err error) {
+//
+// A takedown (an admin's, for legal or personal-data reasons) may delete
+// a version that was in a protected stage, never one a stage holds now,
+// and only a model version.
+func (g *gate) checkDelete(ctx context.Context, repo, ref string, takedown bool) (retire []string, d digest.Digest, err error) {
 	pol := g.policy()
 	byTag := false
 	if pd, perr := digest.Parse(ref); perr == nil {
@@ -420,6 +448,9 @@ func (g *gate) checkDelete(ctx context.Context, repo, ref string) (retire []stri
 	} else {
 		switch tag.Classify(ref) {
 		case tag.Stage:
+			if takedown {
+				return nil, "", denied{fmt.Sprintf("%q is a stage: take down the version it points at, after moving the stage off it", ref)}
+			}
 			if _, protected := pol.Stage(ref); protected {
 				return nil, "", denied{fmt.Sprintf("stage %q is protected by the trust policy and cannot be deleted; move it with `modelreg promote` or `modelreg rollback`", ref)}
 			}
@@ -462,11 +493,17 @@ func (g *gate) checkDelete(ctx context.Context, repo, ref string) (retire []stri
 	if byTag {
 		retire = []string{ref}
 	}
+	if takedown && c.Kind != model.KindModel {
+		return nil, "", denied{fmt.Sprintf("%s@%s is not a model version (%s); a takedown removes a version's weights", repo, d, orNone(c.ArtifactType))}
+	}
 	if c.Kind != model.KindModel && len(retire) == 0 {
 		return nil, "", nil // plain OCI content: plain OCI semantics
 	}
 	if len(stages) > 0 && (c.Kind == model.KindModel) {
 		return nil, "", denied{fmt.Sprintf("%s %s is in stage %s; promote another version or roll back first", repo, ref, strings.Join(stages, ", "))}
+	}
+	if takedown {
+		return nonNil(retire), d, nil
 	}
 	ever, err := g.idx.EverIn(ctx, repo, d)
 	if err != nil {
@@ -477,10 +514,14 @@ func (g *gate) checkDelete(ctx context.Context, repo, ref string) (retire []stri
 			return nil, "", denied{fmt.Sprintf("%s@%s was in the protected stage %q; a version that ever was in a protected stage cannot be deleted (its history must stay verifiable)", repo, d, s)}
 		}
 	}
-	if retire == nil {
-		retire = []string{}
+	return nonNil(retire), d, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
 	}
-	return retire, d, nil
+	return s
 }
 
 // removeStage empties an unprotected stage that has a history or holds a
@@ -512,13 +553,13 @@ func (g *gate) removeStage(ctx context.Context, r *http.Request, repo, stage str
 // tombstone records a deletion before it happens: who, when, and the
 // deleted manifest, signed by the server; the version tags it names are
 // retired for good.
-func (g *gate) tombstone(ctx context.Context, r *http.Request, repo string, d digest.Digest, tags []string) error {
+func (g *gate) tombstone(ctx context.Context, r *http.Request, repo string, d digest.Digest, tags []string, takedown bool) error {
 	mt, raw, ok, err := g.st.manifest(ctx, repo, d)
 	if err != nil || !ok {
 		return fmt.Errorf("reading %s@%s: %v", repo, d, err)
 	}
 	t := promotion.Tombstone{Repository: repo, Digest: d.String(), MediaType: mt, Tags: tags, Actor: g.actor(r), Time: time.Now().UTC(),
-		Reason: r.Header.Get(mediatypes.HeaderReason), Manifest: raw}
+		Reason: r.Header.Get(mediatypes.HeaderReason), Manifest: raw, Takedown: takedown}
 	payload, err := json.Marshal(t)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/tag"
 	"github.com/modelreg/modelreg/pkg/ui"
@@ -76,7 +77,7 @@ func (rt *router) movePage(w http.ResponseWriter, r *http.Request, repo string, 
 		return nil, &apiError{code: errNameInvalid, msg: err.Error()}
 	}
 	ctx := r.Context()
-	pg := ui.MovePage{Title: repo + ": " + stage, Repository: repo, Stage: stage, Rollback: rollback, MayWrite: MayWrite(ctx), CSRF: csrfToken(w, r)}
+	pg := ui.MovePage{Title: repo + ": " + stage, Repository: repo, Stage: stage, Rollback: rollback, MayWrite: MayWrite(ctx) && (!rt.protected(ctx, stage) && mayWriteRepo(ctx, repo) || Allowed(ctx, repo, access.Promote(stage))), CSRF: csrfToken(w, r)}
 	cur, ok, err := rt.gate.st.tag(ctx, repo, stage)
 	if err != nil {
 		return nil, err

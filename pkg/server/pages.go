@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/audit"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
@@ -40,6 +41,9 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", "GET, HEAD, POST")
 		}
 		http.Error(w, "the web UI takes only GET, and POST to move a stage", http.StatusMethodNotAllowed)
+		return
+	}
+	if repo := pageRepo(p); repo != "" && !rt.need(w, r, repo, access.Pull) {
 		return
 	}
 	var page any
@@ -88,6 +92,24 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.Write(buf.Bytes())
+}
+
+// pageRepo is the repository a page is about ("" for the model list,
+// the event log and the stylesheet): the same cuts the page switch makes.
+func pageRepo(p string) string {
+	rest, ok := strings.CutPrefix(p, "/models/")
+	if !ok {
+		return ""
+	}
+	switch {
+	case strings.HasSuffix(rest, "/promote"), strings.HasSuffix(rest, "/rollback"), strings.HasSuffix(rest, "/compare"):
+		return rest[:strings.LastIndex(rest, "/")]
+	case strings.HasSuffix(rest, "/audit.md") || strings.HasSuffix(rest, "/audit.html") || strings.HasSuffix(rest, "/audit.json"):
+		return rest[:strings.LastIndex(rest, "/audit.")]
+	case strings.Contains(rest, "/versions/"):
+		return rest[:strings.LastIndex(rest, "/versions/")]
+	}
+	return rest
 }
 
 func (rt *router) eventsPage(r *http.Request) (any, error) {
@@ -195,7 +217,7 @@ func (rt *router) modelPage(r *http.Request, repo string) (any, error) {
 			pg.Copied = append(pg.Copied, ui.CopiedStage{Stage: s, Sources: src})
 		}
 	}
-	pg.MayWrite = MayWrite(r.Context())
+	pg.MayWrite = MayWrite(r.Context()) && mayWriteRepo(r.Context(), repo)
 	pg.Rollbacks = stages
 	offer := slices.Clone(stages)
 	if pol := rt.gate.policy(); pol != nil {

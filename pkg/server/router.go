@@ -17,6 +17,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/gorilla/mux"
 	"github.com/modelreg/modelreg/mediatypes"
+	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
@@ -37,6 +38,7 @@ var (
 	distRouter  = v2.Router()
 	nameRE      = reference.NameRegexp.String()
 	referrersRE = regexp.MustCompile(`^/v2/(` + nameRE + `)/referrers/([^/]+)$`)
+	partsRE     = regexp.MustCompile(`^` + apiPrefix + `models/(` + nameRE + `)/uploads(/|$)`)
 )
 
 // maxManifest bounds the manifest bodies the router reads, as distribution does.
@@ -56,6 +58,15 @@ type router struct {
 	events  *dispatcher
 	log     *slog.Logger
 	status  func() Status
+	// gc is the online collector: writes that name blobs pass its
+	// barrier; nil in tests that build a router without one.
+	gc *collector
+	// lifecycle applies the retention rules (POST gc).
+	lifecycle *lifecycle
+	// admin reports whether the request's user may take versions down.
+	admin func(*http.Request) bool
+	// guard is the access policy's gatekeeper; nil without one.
+	guard *guard
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +78,24 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case isPage(p):
 		rt.page(w, r)
 		return
+	case p == "/metrics":
+		if id := identityOf(r.Context()); id != nil && id.subject.Kind == access.KindAnonymous {
+			rt.guard.challenge(w, r, "", "metrics need credentials")
+			return
+		}
+		metricsHandler().ServeHTTP(w, r)
+		return
+	case p == "/v2/_catalog" && identityOf(r.Context()) != nil:
+		rt.filterCatalog(w, r)
+		return
 	case len(p) >= len(apiPrefix) && p[:len(apiPrefix)] == apiPrefix:
+		if m := partsRE.FindStringSubmatch(p); m != nil && !rt.needAny(w, r, m[1], access.Push, access.Sign) {
+			return
+		}
+		if d := r.URL.Query().Get("digest"); r.Method == http.MethodPut && d != "" {
+			// An upload in parts completing: a blob write.
+			defer rt.barrier(r, digest.Digest(d))()
+		}
 		if rt.uploads != nil && rt.uploads.serve(w, r) {
 			return
 		}
@@ -104,6 +132,21 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		switch match.Route.GetName() {
+		case v2.RouteNameBlob:
+			if r.Method == http.MethodHead {
+				// An existence check: a push may name this blob next.
+				defer rt.barrier(r, digest.Digest(match.Vars["digest"]))()
+			}
+		case v2.RouteNameBlobUpload, v2.RouteNameBlobUploadChunk:
+			if !rt.needAny(w, r, name, access.Push, access.Sign) {
+				return
+			}
+			if q := r.URL.Query(); r.Method == http.MethodPost || r.Method == http.MethodPut {
+				// A mount, a monolithic upload or an upload's last chunk.
+				defer rt.barrier(r, digest.Digest(q.Get("mount")), digest.Digest(q.Get("digest")))()
+			}
+		}
+		switch match.Route.GetName() {
 		case v2.RouteNameManifest:
 			switch r.Method {
 			case http.MethodPut:
@@ -117,8 +160,8 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodDelete {
 				// A blob may be a record's layer or a protected version's
 				// weights: deleting it would erase history or a model
-				// behind the gate's back. Space is reclaimed offline.
-				serveError(w, errUnsupported, "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version instead (docs/server.md)")
+				// behind the gate's back. Space is reclaimed by the collector.
+				serveError(w, errUnsupported, "modelreg serve does not delete blobs over the API: a blob may belong to a record or a version; delete the version, then `modelreg gc` reclaims the blobs nothing else names (docs/lifecycle.md)")
 				return
 			}
 		}
@@ -129,6 +172,22 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.next.ServeHTTP(w, r)
+}
+
+// barrier passes the collector's write barrier for a request that may
+// name blobs (waiting while a sweep runs) and returns its release, which
+// first records the digests named, so the next sweep spares them.
+// In-process requests (the server reading itself inside a write that
+// holds the barrier already) pass freely.
+func (rt *router) barrier(r *http.Request, named ...digest.Digest) func() {
+	if rt.gc == nil || r.Host == internalHost {
+		return func() {}
+	}
+	release := rt.gc.enter()
+	return func() {
+		rt.gc.touch(named...)
+		release()
+	}
 }
 
 // derivedRepo returns the handler of a repository derived from a model's
@@ -229,6 +288,7 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	defer rt.barrier(r, append(refs(body), digest.FromBytes(body))...)()
 	m, derr := index.Describe(name, r.Header.Get("Content-Type"), body)
 	if errors.Is(derr, model.ErrMediaTypeMismatch) {
 		serveError(w, errManifestInvalid, derr.Error())
@@ -259,6 +319,10 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		t = ref
 	}
 	ctx := index.WithActor(r.Context(), rt.gate.actor(r))
+	r.Header.Set(headerDigestHint, m.Digest.String())
+	if !rt.need(w, r, name, rt.writeRight(r, t, m)) {
+		return
+	}
 	if t != "" {
 		defer rt.gate.lock(name, t)()
 		w2, err := rt.gate.checkTagWrite(ctx, name, t, m)
@@ -395,6 +459,7 @@ func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 	var inv invalid
 	switch {
 	case errors.As(err, &d):
+		metricDenials.WithLabelValues("gate", "").Inc()
 		serveError(w, errDenied, d.msg)
 	case errors.As(err, &inv):
 		serveError(w, errManifestInvalid, inv.msg)
@@ -406,6 +471,19 @@ func (rt *router) refuse(w http.ResponseWriter, err error) bool {
 }
 
 func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, ref string) {
+	rt.deleteAs(w, r, name, ref, false)
+}
+
+// deleteAs is a manifest DELETE through the gate: refused, or recorded
+// (a removal record for a stage, a tombstone for a version) and then
+// handed to distribution. Retention deletes this way too, in process; a
+// takedown (the model API's, for admins) records itself as one.
+func (rt *router) deleteAs(w http.ResponseWriter, r *http.Request, name, ref string, takedown bool) {
+	r.Header.Del(headerDigestHint)
+	if !takedown && !rt.need(w, r, name, rt.deleteRight(r, ref)) {
+		return
+	}
+	defer rt.barrier(r)()
 	ctx := r.Context()
 	_, perr := digest.Parse(ref)
 	switch {
@@ -417,7 +495,7 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 	default:
 		defer rt.gate.lock(name, ref)()
 	}
-	retire, d, err := rt.gate.checkDelete(ctx, name, ref)
+	retire, d, err := rt.gate.checkDelete(ctx, name, ref, takedown)
 	if rt.refuse(w, err) {
 		return
 	}
@@ -432,7 +510,7 @@ func (rt *router) deleteManifest(w http.ResponseWriter, r *http.Request, name, r
 		}
 	}
 	if retire != nil {
-		if err := rt.gate.tombstone(ctx, r, name, d, retire); err != nil {
+		if err := rt.gate.tombstone(ctx, r, name, d, retire, takedown); err != nil {
 			rt.refuse(w, err)
 			return
 		}

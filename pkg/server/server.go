@@ -52,6 +52,11 @@ type Options struct {
 	// password must not let anyone change a model or a stage. Each must be
 	// in the Htpasswd file, else New fails.
 	ReadOnlyUsers []string
+	// AdminUsers may take versions down (docs/lifecycle.md): delete a
+	// version that was in a protected stage, and its weights with it. Each
+	// must be in the Htpasswd file, else New fails; without an htpasswd
+	// file the local operator is admin and the list must be empty.
+	AdminUsers []string
 	// Logger receives structured logs; nil logs to stderr as text.
 	Logger *slog.Logger
 	// MaxCatalogEntries and MaxTags bound one page of /v2/_catalog and of a
@@ -85,6 +90,18 @@ type Options struct {
 	Bare bool
 	// PprofAddr, when set, serves net/http/pprof there, for profiling.
 	PprofAddr string
+	// AccessFile is an access policy file (docs/access.md): with one (or
+	// an access: section in Config), every request is authenticated by
+	// basic credentials or a bearer token from TokenPath, and decided by
+	// the policy; without, htpasswd users may do everything (but
+	// ReadOnlyUsers). It is re-read when it changes and on SIGHUP.
+	AccessFile string
+	// TokenService names the token service (the Bearer challenge's
+	// service, the tokens' audience); default "modelreg".
+	TokenService string
+	// TokenLifetime bounds a bearer token's life (default 5 minutes):
+	// with the per-request check of robot state, how revocation works.
+	TokenLifetime time.Duration
 	// Config is the configuration file's content (event subscriptions,
 	// retention); nil is an empty configuration.
 	Config *config.Config
@@ -112,7 +129,10 @@ type Server struct {
 	gate    *gate
 	uploads *uploads
 	views   *views
+	gc      *collector
+	life    *lifecycle
 	events  *dispatcher
+	access  *accessHolder
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
 	handler http.Handler
@@ -148,6 +168,16 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := checkReadOnly(users, opts.ReadOnlyUsers); err != nil {
 		return nil, err
 	}
+	if err := checkAdmins(users, opts.AdminUsers, opts.ReadOnlyUsers); err != nil {
+		return nil, err
+	}
+	accessMode := opts.AccessFile != "" || opts.Config.Access != nil
+	if accessMode && (opts.AnonymousRead || len(opts.ReadOnlyUsers) > 0 || len(opts.AdminUsers) > 0) {
+		return nil, errors.New("--anonymous-read, --read-only-user and --admin-user do not apply with an access policy: grant pull to anonymous, pull to the user, admin to the user in its rules (docs/access.md)")
+	}
+	if accessMode && opts.Bare {
+		return nil, errors.New("an access policy needs the modelreg extension (not --bare)")
+	}
 
 	cfg, err := distributionConfig(data, opts)
 	if err != nil {
@@ -175,11 +205,24 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.app = handlers.NewApp(ctx, cfg)
 	h = s.app
 	if !opts.Bare {
-		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status}
+		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, answers: &answers{}, status: s.Status,
+			gc: s.gc, admin: adminCheck(users, opts.AdminUsers)}
 		s.gate.self = rt
+		s.gc.app = s.app
+		s.life = &lifecycle{rt: rt, cfg: opts.Config.Retention, idx: s.idx, st: s.gate.st, gc: s.gc, log: opts.Logger}
+		rt.lifecycle = s.life
 		h = rt
 	}
-	if users != nil {
+	switch {
+	case accessMode:
+		g, err := s.newGuard(data, users, h.(*router))
+		if err != nil {
+			s.closeIndex()
+			ln.Close()
+			return nil, err
+		}
+		h = g
+	case users != nil:
 		h = newAuthenticator(users, opts.ReadOnlyUsers, opts.AnonymousRead, h, opts.Logger)
 	}
 	s.handler = accessLog(opts.Logger, h)
@@ -205,6 +248,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TLSCert == "" && o.TLSKey == "" {
 		o.TLSCert, o.TLSKey = o.Config.TLS.Cert, o.Config.TLS.Key
+	}
+	if o.TokenService == "" {
+		o.TokenService = "modelreg"
+	}
+	if o.TokenLifetime <= 0 {
+		o.TokenLifetime = 5 * time.Minute
 	}
 	return o
 }
@@ -289,6 +338,7 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
 		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
+	s.gc = newCollector(st, opts.Config.Retention.GraceOrDefault(), opts.Logger)
 	s.views = newViews(idx, st, opts.Logger)
 	s.events = newDispatcher(idx, opts.Config.Events, "/modelreg/"+promotion.KeyID(key.Public()), opts.Logger)
 	s.gate.views = s.views
@@ -364,6 +414,9 @@ func (s *Server) Status() Status {
 			slices.Sort(st.ProtectedStages)
 		}
 	}
+	if s.access != nil {
+		st.Access = s.access.status()
+	}
 	if s.idx != nil {
 		ctx := context.Background()
 		if f, err := s.idx.Failures(ctx); err == nil && f != nil {
@@ -374,6 +427,15 @@ func (s *Server) Status() Status {
 		}
 	}
 	return st
+}
+
+// Collect applies the retention rules and collects unreferenced blobs,
+// as POST /v2/_modelreg/v1/gc does (docs/lifecycle.md).
+func (s *Server) Collect(ctx context.Context, req wire.GCRequest) (wire.GCReport, error) {
+	if s.life == nil {
+		return wire.GCReport{}, errors.New("a bare server has no lifecycle")
+	}
+	return s.life.run(ctx, req, "")
 }
 
 // ReloadPolicy re-reads the policy file (SIGHUP); an invalid file keeps the
@@ -398,6 +460,37 @@ func (s *Server) ReloadTLS() error {
 // TLS reports whether the server speaks HTTPS.
 func (s *Server) TLS() bool { return s.cert != nil }
 
+// ReloadAccess re-reads the access policy file (SIGHUP); an invalid file
+// keeps the policy in force and is returned. Without an access policy
+// file it does nothing.
+func (s *Server) ReloadAccess() error {
+	if s.access == nil || s.access.path == "" {
+		return nil
+	}
+	return s.access.Reload()
+}
+
+// newGuard puts the access policy in front of rt: its holder, the token
+// issuer (key kept with the data) and the credentials it accepts.
+func (s *Server) newGuard(data string, users map[string][]byte, rt *router) (*guard, error) {
+	h, err := newAccessHolder(s.opts.AccessFile, s.opts.Config.Access, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.access = h
+	key, err := loadTokenKey(filepath.Join(data, "modelreg", "token-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	g := &guard{idx: s.idx, policy: h.current, next: rt, log: s.log, throttle: newThrottle(), seen: map[string]time.Time{},
+		tokens: &tokenIssuer{key: key, service: s.opts.TokenService, lifetime: s.opts.TokenLifetime}, deny: rt.denied}
+	if users != nil {
+		g.users = newAuthenticator(users, nil, false, nil, s.log)
+	}
+	rt.guard = g
+	return g, nil
+}
+
 // ProtectedStages lists the stages the policy in force protects.
 func (s *Server) ProtectedStages() []string { return s.Status().ProtectedStages }
 
@@ -419,7 +512,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.cert != nil {
 		srv.TLSConfig = s.cert.tlsConfig()
 	}
-	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "", "tls", s.cert != nil)
+	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "" || s.access != nil, "access_policy", s.access != nil, "tls", s.cert != nil)
 	if !s.opts.Bare {
 		st := s.Status()
 		if len(st.ProtectedStages) == 0 {
@@ -437,12 +530,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go http.ListenAndServe(s.opts.PprofAddr, mux)
 	}
+	if s.access != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.access.watch(stop)
+	}
 	stopEvents := func() {}
 	if s.events != nil {
 		ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		go func() { defer close(done); s.events.run(ectx) }()
 		stopEvents = func() { cancel(); <-done }
+	}
+	if s.life != nil {
+		go s.life.schedule(ctx)
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -23,6 +23,10 @@ import (
 // records and tag moves the server makes itself.
 type store struct {
 	ns distribution.Namespace
+	// driver is the storage driver under ns: the collector stats and
+	// deletes blobs with it (distribution's vacuum), and reads when a
+	// manifest revision was written.
+	driver storagedriver.StorageDriver
 }
 
 func openStorage(ctx context.Context, root string) (*store, error) {
@@ -34,7 +38,7 @@ func openStorage(ctx context.Context, root string) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &store{ns: ns}, nil
+	return &store{ns: ns, driver: d}, nil
 }
 
 func (s *store) repo(ctx context.Context, name string) (distribution.Repository, error) {

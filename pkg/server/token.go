@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -155,4 +157,128 @@ func covers(scopes []scopeGrant, repo, action string) bool {
 		}
 	}
 	return false
+}
+
+// tokenAnswer is the token endpoint's answer, in both spellings clients
+// read (token: docker's; access_token: OAuth 2).
+type tokenAnswer struct {
+	Token       string `json:"token"`
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int    `json:"expires_in"`
+	IssuedAt    string `json:"issued_at"`
+}
+
+// token is the token endpoint: GET with basic credentials (or none, for
+// what anonymous clients may do) and ?service=&scope=…, or POST with an
+// OAuth 2 password grant (containerd, docker with an identity token
+// configured). It grants, of each scope asked, what the subject may do:
+// pull; push for any write right (the router decides the exact right of
+// each write); delete; * for admins. A request for more is not refused:
+// the token carries less, and the registry answers 403 where it falls
+// short, which tells a client more than a failed login would.
+func (g *guard) token(w http.ResponseWriter, r *http.Request) {
+	var scopes []string
+	var id *identity
+	switch r.Method {
+	case http.MethodGet:
+		q := r.URL.Query()
+		if s := q.Get("service"); s != "" && s != g.tokens.service {
+			serveError(w, errDenied, fmt.Sprintf("this registry's token service is %q, not %q", g.tokens.service, s))
+			return
+		}
+		scopes = q["scope"]
+		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") && g.oidc != nil {
+			s, err := g.oidc(r.Context(), strings.TrimPrefix(h, "Bearer "))
+			if err != nil {
+				g.challenge(w, r, "", "the ID token was refused: "+err.Error())
+				return
+			}
+			id = &identity{subject: s, policy: g.policy()}
+			break
+		}
+		var status int
+		var msg string
+		if id, status, msg = g.identify(r); status != 0 {
+			if status == http.StatusTooManyRequests {
+				serveError(w, errTooMany, msg)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Basic realm="modelreg"`)
+			serveError(w, errUnauthorized, msg)
+			return
+		}
+		if id.scopes != nil {
+			serveError(w, errDenied, "a registry token cannot be exchanged for another: send credentials")
+			return
+		}
+	case http.MethodPost:
+		if err := r.ParseForm(); err != nil {
+			serveError(w, errUnsupported, "a token request's form does not parse: "+err.Error())
+			return
+		}
+		if gt := r.PostForm.Get("grant_type"); gt != "password" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":"unsupported_grant_type","error_description":"grant_type %q: this registry takes password grants (user or robot credentials)"}`, gt)
+			return
+		}
+		scopes = strings.Fields(r.PostForm.Get("scope"))
+		s, grant, status, msg := g.login(r, r.PostForm.Get("username"), r.PostForm.Get("password"))
+		if status != 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": msg})
+			return
+		}
+		id = &identity{subject: s, robot: grant, policy: g.policy()}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		serveError(w, errUnsupported, "the token endpoint takes GET and POST")
+		return
+	}
+	var granted []scopeGrant
+	for _, raw := range scopes {
+		for _, one := range strings.Fields(raw) {
+			sg, ok := parseScope(one)
+			if !ok {
+				continue
+			}
+			var acts []string
+			switch sg.Type {
+			case "repository":
+				for _, a := range sg.Actions {
+					ok := false
+					switch a {
+					case "pull":
+						ok = id.may(sg.Name, access.Pull)
+					case "push":
+						ok = id.mayWrite(sg.Name)
+					case "delete":
+						ok = id.may(sg.Name, access.Delete)
+					case "*":
+						ok = id.may(sg.Name, access.Admin)
+					}
+					if ok && !slices.Contains(acts, a) {
+						acts = append(acts, a)
+					}
+				}
+			case "registry":
+				if sg.Name == "catalog" && id.subject.Kind != access.KindAnonymous {
+					acts = []string{"*"}
+				}
+			}
+			if len(acts) > 0 {
+				granted = append(granted, scopeGrant{Type: sg.Type, Name: sg.Name, Actions: acts})
+			}
+		}
+	}
+	now := time.Now()
+	tok, err := g.tokens.issue(id.subject, granted, now)
+	if err != nil {
+		serveError(w, errUnknown, "signing the token: "+err.Error())
+		return
+	}
+	g.log.Debug("token issued", "subject", id.subject.String(), "scopes", granted)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, tokenAnswer{Token: tok, AccessToken: tok, ExpiresIn: int(g.tokens.lifetime / time.Second), IssuedAt: now.UTC().Format(time.RFC3339)})
 }

@@ -160,6 +160,7 @@ type partState struct {
 // bytes sent in this call. known is the file's digest when already known;
 // otherwise the file is hashed in a read of its own, beside the parts.
 func (p *PartUploader) Upload(ctx context.Context, path string, known digest.Digest, t progress.Tracker) (digest.Digest, int64, error) {
+	ctx = pushScope(ctx, strings.TrimSuffix(p.Registry, "/")+"/v2/"+p.Repository)
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err

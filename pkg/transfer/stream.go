@@ -20,6 +20,8 @@ import (
 
 	"github.com/modelreg/modelreg/pkg/progress"
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
@@ -73,6 +75,7 @@ const maxResyncs = 3
 // Upload sends the file at path and returns its digest and the bytes sent
 // in this call (less than the size when an earlier upload resumed).
 func (s *Streamer) Upload(ctx context.Context, path string, t progress.Tracker) (digest.Digest, int64, error) {
+	ctx = pushScope(ctx, s.Base)
 	chunk := s.Chunk
 	if chunk <= 0 {
 		chunk = 256 << 20
@@ -370,4 +373,21 @@ func httpError(resp *http.Response) error {
 		e.Errors = errcode.Errors{{Code: "UNKNOWN", Message: strings.TrimSpace(string(body))}}
 	}
 	return e
+}
+
+// pushScope names, for an authenticating client (oras-go's auth.Client),
+// the token scope of an upload to the repository at base
+// (http(s)://HOST/v2/REPO): a token fetched for it by the first request
+// (which has no body) serves the ones with bodies, which could not be
+// sent again after a 401.
+func pushScope(ctx context.Context, base string) context.Context {
+	u, err := url.Parse(base)
+	if err != nil {
+		return ctx
+	}
+	repo, ok := strings.CutPrefix(u.Path, "/v2/")
+	if !ok || repo == "" {
+		return ctx
+	}
+	return auth.AppendRepositoryScope(ctx, registry.Reference{Registry: u.Host, Repository: strings.TrimSuffix(repo, "/")}, auth.ActionPull, auth.ActionPush)
 }

@@ -45,12 +45,13 @@ type EventData struct {
 type Event struct {
 	// Seq orders events on this registry; ID is the CloudEvents id
 	// (unique, for de-duplication by receivers).
-	Seq     int64           `json:"seq"`
-	ID      string          `json:"id"`
-	Type    string          `json:"type"`
-	Subject string          `json:"subject"`
-	Time    time.Time       `json:"time"`
-	Data    json.RawMessage `json:"data"`
+	Seq        int64           `json:"seq"`
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	Repository string          `json:"repository"`
+	Subject    string          `json:"subject"`
+	Time       time.Time       `json:"time"`
+	Data       json.RawMessage `json:"data"`
 	// Deliveries are the event's deliveries, one per subscription that
 	// wanted it.
 	Deliveries []Delivery `json:"deliveries"`
@@ -61,6 +62,8 @@ type Delivery struct {
 	ID           int64  `json:"id"`
 	Subscription string `json:"subscription"`
 	Event        int64  `json:"event"`
+	// Repository is the event's.
+	Repository string `json:"repository"`
 	// State is pending (waiting for its next attempt), delivered, or dead
 	// (every attempt failed; kept, not retried unless asked).
 	State       string    `json:"state"`

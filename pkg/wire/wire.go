@@ -139,6 +139,9 @@ type Status struct {
 	IndexFailures []string `json:"indexFailures"`
 	// PendingRepositories have writes the index has not caught up with.
 	PendingRepositories []string `json:"pendingRepositories"`
+	// Access is the access policy in force (path, digest, and the error of
+	// a new file that did not parse); absent without one.
+	Access map[string]string `json:"access,omitempty"`
 }
 
 // Error codes the model API adds to the distribution spec's.
@@ -162,4 +165,70 @@ type ImageView struct {
 	Version    string `json:"version"`
 	// Base is a modelcar's base image (REPO@sha256:…, of this registry).
 	Base string `json:"base,omitempty"`
+}
+
+// GCRequest is the body of POST gc: apply the retention rules, then
+// collect the blobs nothing refers to.
+type GCRequest struct {
+	// DryRun changes nothing and reports what would go.
+	DryRun bool `json:"dryRun"`
+	// Repositories, a pattern (team/* one segment, team/** any depth),
+	// limits which repositories' versions may be deleted; blobs are
+	// collected registry-wide, as they are shared.
+	Repositories string `json:"repositories,omitempty"`
+}
+
+// GCVersion is a version retention deleted, or would delete.
+type GCVersion struct {
+	Repository string   `json:"repository"`
+	Digest     string   `json:"digest"`
+	Tags       []string `json:"tags"`
+	// Reason is the rule that let it go, as the tombstone records it.
+	Reason string `json:"reason"`
+	// Error is why the deletion failed (the version was promoted
+	// meanwhile, say); it is then still there.
+	Error string `json:"error,omitempty"`
+}
+
+// GCReport is the answer of POST gc.
+type GCReport struct {
+	DryRun       bool   `json:"dryRun"`
+	Repositories string `json:"repositories,omitempty"`
+	// Versions are the versions deleted (in a dry run: that would be).
+	Versions []GCVersion `json:"versions"`
+	// Kept counts the versions the rules keep.
+	Kept int `json:"kept"`
+	// Manifests counts the manifests the collector read to mark.
+	Manifests int `json:"manifests"`
+	// Blobs and Bytes are what the collection reclaimed (would reclaim).
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
+	// YoungBlobs and YoungBytes are unreferenced blobs spared because
+	// they were written or named less than Grace ago (a push in flight);
+	// a later collection takes them if nothing names them by then.
+	YoungBlobs int       `json:"youngBlobs"`
+	YoungBytes int64     `json:"youngBytes"`
+	Grace      string    `json:"grace"`
+	Started    time.Time `json:"started"`
+	Seconds    float64   `json:"seconds"`
+}
+
+// TakedownRequest is the body of POST models/REPO/versions/REF/takedown.
+type TakedownRequest struct {
+	// Reason is required: the tombstone is the only trace left of what ran.
+	Reason string `json:"reason"`
+}
+
+// Takedown is the answer of a takedown: the tombstone written and the
+// weights removed.
+type Takedown struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	// Blobs and Bytes are the version's blobs removed.
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
+	// Shared are blobs of the version that another manifest still names
+	// (or a push named meanwhile): kept. Take those versions down too if
+	// their content must go.
+	Shared []string `json:"shared"`
 }
