@@ -105,9 +105,16 @@ func (o Options) Scheme(host string) string {
 func (o Options) plainHTTP(host string) bool { return o.Scheme(host) == "http" }
 
 // baseTransport is shared so connections are reused across repositories
-// and registries.
+// and registries. It speaks HTTP/1.1 only, also to registries that offer
+// HTTP/2: transfers in parts and in ranges get their speed from several
+// TCP connections (each with its own congestion window and its own share
+// of a per-connection limit), which HTTP/2 would multiplex onto one.
+// Measured on loopback TLS against modelreg serve, a 256 MiB pull took
+// about 0.8 s over HTTP/2 and 0.55 s over HTTP/1.1 (docs/transfer.md).
 var baseTransport = func() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP1(true)
 	t.MaxIdleConnsPerHost = 32
 	t.WriteBufferSize = 1 << 20
 	t.ReadBufferSize = 1 << 20

@@ -110,3 +110,41 @@ func TestSpeaksHTTPS(t *testing.T) {
 		t.Errorf("GET over HTTP to a TLS server: %v", err)
 	}
 }
+
+// The client speaks HTTP/1.1 to a registry that offers HTTP/2, so parts
+// and ranges keep one TCP connection each (docs/transfer.md).
+func TestHTTP1Only(t *testing.T) {
+	protos := make(chan string, 8)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos <- r.Proto
+		w.Header().Set("Docker-Content-Digest", "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Content-Length", "0")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	// The server does offer h2: a default Go client negotiates it.
+	resp, err := srv.Client().Get(srv.URL + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if p := <-protos; p != "HTTP/2.0" {
+		t.Fatalf("the test server does not offer HTTP/2 (%s)", p)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ref := registry.Reference{Registry: host, Repository: "team/m", Reference: "1.0.0"}
+	repo, err := Options{Username: "u", Password: "p", CAFile: ca}.Repository(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Resolve(context.Background(), "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-protos; p != "HTTP/1.1" {
+		t.Errorf("modelreg's client spoke %s", p)
+	}
+}
