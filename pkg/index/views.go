@@ -101,3 +101,15 @@ func (x *Index) ViewIndexOf(ctx context.Context, repo string, version digest.Dig
 	}
 	return digest.Digest(s), err == nil, err
 }
+
+// ModelTags lists a repository's version and stage tags that point at
+// model versions, sorted: the tags its derived repositories (image views,
+// modelcars) serve.
+func (x *Index) ModelTags(ctx context.Context, repo string) ([]string, error) {
+	out, err := x.strings(ctx, `SELECT t.tag FROM tags t JOIN versions v ON v.repo = t.repo AND v.digest = t.digest
+		WHERE t.repo = ? AND t.kind IN ('version', 'stage') ORDER BY t.tag`, repo)
+	if out == nil {
+		out = []string{}
+	}
+	return out, err
+}

@@ -123,6 +123,8 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id, status, msg := g.identify(r)
 	if status != 0 {
+		g.log.Warn("credentials refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", msg)
+		metricDenials.WithLabelValues("auth", "").Inc()
 		if status == http.StatusTooManyRequests {
 			serveError(w, errTooMany, msg)
 			return

@@ -128,6 +128,11 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				route = "manifest"
 			case v2.RouteNameBlob:
 				route = "blob"
+			case v2.RouteNameTags:
+				// The model's version and stage tags, which the derived
+				// repository serves too (skopeo inspect lists them).
+				rt.derivedTags(w, r, name)
+				return
 			}
 			derived(w, r, name, route, match.Vars["reference"]+match.Vars["digest"])
 			return
@@ -193,6 +198,29 @@ func (rt *router) barrier(r *http.Request, named ...digest.Digest) func() {
 		rt.gc.touch(named...)
 		release()
 	}
+}
+
+// derivedTags lists a derived repository's tags: its model's version and
+// stage tags that point at model versions.
+func (rt *router) derivedTags(w http.ResponseWriter, r *http.Request, name string) {
+	model := strings.TrimSuffix(strings.TrimSuffix(name, ModelcarSuffix), ViewSuffix)
+	tags, err := rt.idx.ModelTags(r.Context(), model)
+	if err != nil {
+		serveError(w, errUnknown, "the index could not be read")
+		return
+	}
+	if last := r.URL.Query().Get("last"); last != "" {
+		i := 0
+		for i < len(tags) && tags[i] <= last {
+			i++
+		}
+		tags = tags[i:]
+	}
+	if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && n >= 0 && n < len(tags) {
+		tags = tags[:n]
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?n=%d&last=%s>; rel="next"`, name, n, url.QueryEscape(tags[len(tags)-1])))
+	}
+	writeJSON(w, map[string]any{"name": name, "tags": tags})
 }
 
 // derivedRepo returns the handler of a repository derived from a model's

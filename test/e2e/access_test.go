@@ -282,6 +282,24 @@ func TestAccess(t *testing.T) {
 	if out, err := cmdOut("ctr", "--address", sock, "image", "pull", "--plain-http", "--user", "robot$deploy:"+strings.TrimSpace(r.Stdout), repo+"/image:production"); err != nil {
 		t.Errorf("ctr pull of the image view with the deploy robot: %v\n%s", err, out)
 	}
+	deploySecret := strings.TrimSpace(r.Stdout)
+	if out, err := cmdOut(debTool(t, "skopeo"), "inspect", "--tls-verify=false", "--creds", "robot$deploy:"+deploySecret, "docker://"+repo+"/image:1.0.0"); err != nil || !strings.Contains(out, "Digest") {
+		t.Errorf("skopeo inspect of the image view with the deploy robot: %v\n%s", err, out)
+	}
+	if out, err := cmdOut(debTool(t, "skopeo"), "inspect", "--tls-verify=false", "--creds", "robot$deploy:wrong", "docker://"+repo+"/image:1.0.0"); err == nil {
+		t.Errorf("skopeo inspect with a wrong robot secret succeeded:\n%s", out)
+	}
+	// modelreg login stores the robot's credentials like any user's.
+	deployEnv := []string{"DOCKER_CONFIG=" + filepath.Join(e.dir, "deploy-docker")}
+	if r := e.exec(deploySecret+"\n", deployEnv, modelregBin, "login", addr, "-u", "robot$deploy", "--password-stdin"); r.Code != 0 {
+		t.Fatalf("modelreg login as the deploy robot: %s", r.Stderr)
+	}
+	if r := e.exec("", deployEnv, modelregBin, "pull", repo+":1.0.0", "-o", filepath.Join(e.dir, "deployed")); r.Code != 0 {
+		t.Errorf("modelreg pull as the deploy robot: %s", r.Stderr)
+	}
+	if r := e.exec("", deployEnv, modelregBin, "push", repo+":9.0.0", src); r.Code == 0 {
+		t.Error("the pull-only deploy robot pushed")
+	}
 	if out, err := cmdOut("ctr", "--address", sock, "image", "pull", "--plain-http", repo+"/image:1.0.0"); err == nil {
 		t.Errorf("an anonymous ctr pull of team/a's image view succeeded:\n%s", out)
 	}
@@ -296,7 +314,7 @@ func TestAccess(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(metrics), `modelreg_denials_total{kind="access",right="promote"}`) {
+	if !strings.Contains(string(metrics), `modelreg_denials_total{kind="access",right="promote"}`) || !strings.Contains(string(metrics), `modelreg_denials_total{kind="auth",right=""}`) {
 		t.Errorf("/metrics does not count the access denials:\n%s", metrics)
 	}
 	var evs wire.Events
