@@ -39,6 +39,9 @@ type Report struct {
 	// for resting on one of them.
 	RevokedKeys []policy.RevokedKey `json:"revokedKeys,omitempty"`
 	StageHeads  []policy.Head       `json:"stageHeads,omitempty"`
+	// Refused lists the stage moves the registry refused (modelreg
+	// serve's promotion.refused events), oldest first.
+	Refused []Refusal `json:"refusedMoves,omitempty"`
 
 	// records are every promotion record read, for CheckRevoked.
 	records []promotion.Record

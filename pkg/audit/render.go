@@ -59,6 +59,7 @@ func short(d string) string {
 func (r *Report) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "# Compliance report: %s\n\nGenerated %s. Signatures checked against %d trusted key(s).\n", r.Repository, r.Generated.Format(time.RFC3339), len(r.KeysTrusted))
 	r.markdownRevoked(w)
+	r.markdownRefused(w)
 	for _, v := range r.Versions {
 		fmt.Fprintf(w, "\n## %s (%s)\n\n", strings.Join(v.Tags, ", "), v.Digest)
 		if !v.Metadata.Created.IsZero() {
@@ -138,6 +139,9 @@ th{background:#f4f4f4}code{font-size:.9em}.bad{color:#a00}
 {{with .Flagged}}<h2 class="bad">Stage heads resting on a revoked key</h2>
 <table><tr><th>stage</th><th>version</th><th>promoted</th><th>revoked keys</th><th>still meets the policy</th><th>why</th></tr>
 {{range .}}<tr class="bad"><td>{{.Stage}}</td><td><code>{{short .Digest}}</code></td><td>{{time .RecordTime}}</td><td>{{range .RevokedKeys}}{{.Name}} (since {{time .Since}}) {{end}}</td><td>{{.Satisfied}}</td><td>{{.Why}}</td></tr>{{end}}</table>{{end}}
+{{with .Refused}}<h2>Refused stage moves</h2>
+<table><tr><th>time</th><th>stage</th><th>version</th><th>actor</th><th>why</th></tr>
+{{range .}}<tr><td>{{time .Time}}</td><td>{{.Stage}}</td><td><code>{{short .Digest}}</code></td><td>{{.Actor}}</td><td>{{.Reason}}</td></tr>{{end}}</table>{{end}}
 {{range .Versions}}
 <h2>{{join .Tags ", "}} <code>{{.Digest}}</code></h2>
 <p>{{if not .Metadata.Created.IsZero}}Created {{time .Metadata.Created}}. {{end}}{{with .Metadata.Framework}}Framework {{.}}. {{end}}{{with metrics .Metadata.Metrics}}Metrics at push: {{.}}.{{end}}</p>

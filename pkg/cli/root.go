@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ type IO struct {
 type app struct {
 	io         IO
 	plainHTTP  bool
+	caFile     string
 	configPath string
 	output     string
 }
@@ -64,6 +66,13 @@ func Execute(ctx context.Context, args []string, stdio IO) int {
 	if errors.Is(err, remote.ErrPlainHTTP) {
 		err = fmt.Errorf("%w; pass --plain-http", err)
 	}
+	if errors.Is(err, remote.ErrSpeaksHTTPS) {
+		err = fmt.Errorf("%w; drop --plain-http (and pass --ca-file FILE when a private authority signed its certificate)", err)
+	}
+	var unknownCA x509.UnknownAuthorityError
+	if errors.Is(err, remote.ErrUnknownAuthority) || errors.As(err, &unknownCA) {
+		err = fmt.Errorf("%w; pass --ca-file FILE (or set MODELREG_CA_FILE) naming that authority's certificate (PEM)", err)
+	}
 	fmt.Fprintf(stdio.Err, "modelreg: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, client.ErrUsage) {
@@ -86,7 +95,8 @@ oras, crane or cosign can read everything it writes.
 References have the form REGISTRY/REPOSITORY[:TAG|@DIGEST], for example
 localhost:5000/team/fraud-detector:1.4.0. Credentials come from the
 docker/oras credential store (modelreg login, oras login or docker login),
-or from MODELREG_USERNAME and MODELREG_PASSWORD.`,
+or from MODELREG_USERNAME and MODELREG_PASSWORD. A registry whose certificate
+a private authority signed is trusted with --ca-file (or MODELREG_CA_FILE).`,
 		Version:       Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -95,7 +105,8 @@ or from MODELREG_USERNAME and MODELREG_PASSWORD.`,
 		return usageError{fmt.Errorf("%v (see `%s --help`)", err, c.CommandPath())}
 	})
 	pf := root.PersistentFlags()
-	pf.BoolVar(&a.plainHTTP, "plain-http", false, "use HTTP instead of HTTPS (automatic for localhost and 127.0.0.1)")
+	pf.BoolVar(&a.plainHTTP, "plain-http", false, "use HTTP instead of HTTPS (automatic for localhost and 127.0.0.1 unless the registry there answers TLS)")
+	pf.StringVar(&a.caFile, "ca-file", "", "PEM file of certificate authorities trusted beside the system's, for registries with a private CA (default: $MODELREG_CA_FILE)")
 	pf.StringVar(&a.configPath, "registry-config", "", "credential file (default: the docker config, $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	root.AddCommand(a.pushCmd(), a.pullCmd(), a.inspectCmd(), a.listCmd(), a.searchCmd(), a.keygenCmd(), a.signCmd(), a.verifyCmd(), a.promoteCmd(), a.rollbackCmd(), a.historyCmd(), a.lineageCmd(), a.evalCmd(), a.auditCmd(), a.loginCmd(), a.logoutCmd(), a.serveCmd(), a.imageCmd(), a.copyCmd(), a.deleteCmd(), a.gcCmd(), a.robotCmd(), a.keysCmd())
 	return root
@@ -108,6 +119,10 @@ func (a *app) remoteOptions(c *cobra.Command) remote.Options {
 		Username:   os.Getenv("MODELREG_USERNAME"),
 		Password:   os.Getenv("MODELREG_PASSWORD"),
 		UserAgent:  "modelreg/" + Version,
+		CAFile:     a.caFile,
+	}
+	if o.CAFile == "" {
+		o.CAFile = os.Getenv("MODELREG_CA_FILE")
 	}
 	if c.Flags().Changed("plain-http") {
 		o.PlainHTTP = &a.plainHTTP

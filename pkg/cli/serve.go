@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,11 +28,14 @@ when it exists) is enforced on every write of a stage tag, whatever the
 client; it is re-read when the file changes and on SIGHUP, and an invalid
 new version keeps the old one in force (reported in the log and on
 /v2/_modelreg/v1/status). With --htpasswd every request needs basic auth (bcrypt entries,
-as written by ` + "`htpasswd -B`" + `). Logs are structured (text or JSON) on
+as written by ` + "`htpasswd -B`" + `). With --tls-cert and --tls-key (or tls: in
+--config) it serves HTTPS (TLS 1.2 or later) and HTTP/2; the certificate is
+re-read when its files change and on SIGHUP. Logs are structured (text or JSON) on
 standard error; SIGINT or SIGTERM stops accepting requests, lets running
 ones finish, and exits.`,
 		Example: `  modelreg serve
-  modelreg serve --addr 127.0.0.1:5000 --data /var/lib/modelreg --htpasswd ./htpasswd --log-format json`,
+  modelreg serve --addr 127.0.0.1:5000 --data /var/lib/modelreg --htpasswd ./htpasswd --log-format json
+  modelreg serve --addr :443 --tls-cert /etc/modelreg/tls.crt --tls-key /etc/modelreg/tls.key --htpasswd ./htpasswd`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			var level slog.Level
@@ -55,6 +59,9 @@ ones finish, and exits.`,
 				}
 				opts.Config = cfg
 			}
+			if c.Flags().Changed("tls-cert") != c.Flags().Changed("tls-key") {
+				return usageError{errors.New("--tls-cert and --tls-key go together: give the certificate and its key (PEM files), or neither for plain HTTP")}
+			}
 			server.LogDistributionTo(opts.Logger)
 			s, err := server.New(c.Context(), opts)
 			if err != nil {
@@ -73,6 +80,8 @@ ones finish, and exits.`,
 					} else {
 						opts.Logger.Info("SIGHUP: policy reloaded", "stages", s.ProtectedStages())
 					}
+					// Logged by the server, whether taken or kept.
+					s.ReloadTLS()
 				}
 			}()
 			return s.Serve(c.Context())
@@ -80,6 +89,8 @@ ones finish, and exits.`,
 	}
 	f := c.Flags()
 	f.StringVar(&configPath, "config", "", "configuration file (YAML): event subscriptions and retention rules (docs/server.md); flags override it")
+	f.StringVar(&opts.TLSCert, "tls-cert", "", "serve HTTPS and HTTP/2 with this certificate chain (PEM; with --tls-key), re-read when it changes and on SIGHUP; overrides tls.cert of --config")
+	f.StringVar(&opts.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert; overrides tls.key of --config")
 	f.StringVar(&opts.AccessFile, "access", "", "access policy file (docs/access.md): who may pull, push, sign, delete, move which stage; enables token auth and robot accounts; re-read on change and SIGHUP")
 	f.DurationVar(&opts.TokenLifetime, "token-lifetime", 5*time.Minute, "with an access policy, how long a bearer token lives")
 	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "listen address; port 0 picks a free port")

@@ -16,6 +16,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/remote"
 	"github.com/modelreg/modelreg/pkg/signature"
 	"github.com/modelreg/modelreg/pkg/transfer"
+	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry"
 )
@@ -224,7 +225,8 @@ func (c *Client) Audit(ctx context.Context, ref string, pol *policy.Policy) (*au
 		only = v.Descriptor.Digest
 	}
 	var serverKey []byte
-	if api, err := c.Server(ctx, r.Registry); err == nil {
+	api, apiErr := c.Server(ctx, r.Registry)
+	if apiErr == nil {
 		pub, err := api.ServerKey(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("reading the registry's record key: %w", err)
@@ -236,5 +238,23 @@ func (c *Client) Audit(ctx context.Context, ref string, pol *policy.Policy) (*au
 		return nil, err
 	}
 	rep.CheckRevoked(pol, time.Now())
+	if apiErr == nil {
+		// modelreg serve keeps the stage moves it refused (events).
+		for after := int64(0); ; {
+			page, err := api.Events(ctx, r.Repository, wire.EventPromotionRefused, after)
+			if err != nil {
+				return nil, fmt.Errorf("reading the refused stage moves: %w", err)
+			}
+			for _, rf := range audit.RefusalsFrom(page.Events) {
+				if only == "" || rf.Digest == only.String() {
+					rep.AddRefusals([]audit.Refusal{rf})
+				}
+			}
+			if page.Next == 0 {
+				break
+			}
+			after = page.Next
+		}
+	}
 	return rep, nil
 }

@@ -1,6 +1,6 @@
 // Package config is the `modelreg serve` configuration file: the settings
-// that do not fit a flag (event subscriptions, retention rules), in one
-// YAML document an operator keeps beside the data. Flags set on the
+// that do not fit a flag (event subscriptions, retention rules, TLS
+// files), in one YAML document an operator keeps beside the data. Flags set on the
 // command line override the file, so a config can be shared by replicas
 // and tuned per process.
 package config
@@ -22,6 +22,8 @@ type Config struct {
 	// Events lists the subscriptions that receive CloudEvents for changes
 	// in the registry (docs/events.md).
 	Events Events `yaml:"events"`
+	// TLS serves HTTPS with a certificate and key (docs/server.md, TLS).
+	TLS TLS `yaml:"tls"`
 	// Retention deletes old versions and collects unreferenced blobs
 	// (docs/lifecycle.md).
 	Retention Retention `yaml:"retention"`
@@ -59,6 +61,9 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	if err := c.Events.check(); err != nil {
+		return nil, err
+	}
+	if err := c.TLS.check(); err != nil {
 		return nil, err
 	}
 	if err := c.Retention.check(); err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,37 @@ func TestParseRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+func TestParseTLS(t *testing.T) {
+	c, err := Parse([]byte("tls:\n  cert: /etc/modelreg/tls.crt\n  key: /etc/modelreg/tls.key\n"))
+	if err != nil || !c.TLS.Enabled() || c.TLS.Cert != "/etc/modelreg/tls.crt" || c.TLS.Key != "/etc/modelreg/tls.key" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, y := range []string{"tls:\n  cert: a.crt\n", "tls:\n  key: a.key\n"} {
+		if _, err := Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), "give both cert and key") {
+			t.Errorf("%q: %v", y, err)
+		}
+	}
+	if _, err := Parse([]byte("tls:\n  certificate: a.crt\n")); err == nil || !strings.Contains(err.Error(), "field certificate not found") {
+		t.Errorf("unknown key: %v", err)
+	}
+}
+
+func TestParseEventsCAFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := dir + "/bad.pem"
+	os.WriteFile(bad, []byte("no certificate here"), 0o644)
+	for y, want := range map[string]string{
+		"events:\n  caFile: " + dir + "/missing.pem\n": "events.caFile",
+		"events:\n  caFile: " + bad + "\n":             "holds no PEM certificate",
+	} {
+		if _, err := Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", y, err, want)
+		}
+	}
+	if c, err := Parse([]byte("events: {}\n")); err != nil || c.Events.RootCAs() != nil {
+		t.Errorf("no caFile: the system pool (nil), got %v %v", c, err)
 	}
 }

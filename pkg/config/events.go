@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -28,7 +29,18 @@ type Events struct {
 	// 720h, 30 days).
 	Keep          time.Duration  `yaml:"keep"`
 	Subscriptions []Subscription `yaml:"subscriptions"`
+	// CAFile is a PEM bundle of certificate authorities trusted beside the
+	// system pool for https receivers, whose certificates a private CA
+	// often signs inside a company.
+	CAFile string `yaml:"caFile"`
+
+	rootCAs *x509.CertPool
 }
+
+// RootCAs is the pool that verifies receivers' certificates: the system
+// pool with CAFile's certificates added, or nil (the system pool) when
+// CAFile is empty. check builds it.
+func (e Events) RootCAs() *x509.CertPool { return e.rootCAs }
 
 // Subscription is one receiver of events.
 type Subscription struct {
@@ -104,6 +116,20 @@ func (e *Events) check() error {
 		if _, err := url.Parse(e.Source); err != nil {
 			return fmt.Errorf("events.source %q: expected a URI: %v", e.Source, err)
 		}
+	}
+	if e.CAFile != "" {
+		b, err := os.ReadFile(e.CAFile)
+		if err != nil {
+			return fmt.Errorf("events.caFile: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("events.caFile %s holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)", e.CAFile)
+		}
+		e.rootCAs = pool
 	}
 	seen := map[string]bool{}
 	for i := range e.Subscriptions {

@@ -235,3 +235,17 @@ func (c *Client) RevokeRobot(ctx context.Context, name string) (wire.Robot, erro
 	err = c.do(req, "robots/"+name, &out)
 	return out, err
 }
+
+// Events lists a page of the event log, oldest first, after seq.
+func (c *Client) Events(ctx context.Context, repo, typ string, after int64) (wire.Events, error) {
+	q := url.Values{"n": {"1000"}, "after": {strconv.FormatInt(after, 10)}}
+	if repo != "" {
+		q.Set("repository", repo)
+	}
+	if typ != "" {
+		q.Set("type", typ)
+	}
+	var out wire.Events
+	err := c.get(ctx, "events", q, &out)
+	return out, err
+}

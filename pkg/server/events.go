@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,11 @@ func newDispatcher(idx *index.Index, cfg config.Events, source string, log *slog
 		}}
 	if cfg.Source != "" {
 		d.source = cfg.Source
+	}
+	if pool := cfg.RootCAs(); pool != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		d.client.Transport = t
 	}
 	for _, s := range cfg.Subscriptions {
 		d.subs[s.Name] = s

@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelreg/modelreg/pkg/access"
 	"github.com/modelreg/modelreg/pkg/audit"
+	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/promotion"
 	"github.com/modelreg/modelreg/pkg/query"
@@ -366,6 +367,18 @@ func (rt *router) auditReport(w http.ResponseWriter, r *http.Request, repo, form
 		return
 	}
 	rep.CheckRevoked(rt.gate.policy(), time.Now())
+	for after := int64(0); ; {
+		evs, err := rt.idx.Events(r.Context(), index.EventFilter{After: after, Limit: 1000, Repo: repo, Type: wire.EventPromotionRefused})
+		if err != nil {
+			http.Error(w, "the event log could not be read: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		rep.AddRefusals(audit.RefusalsFrom(evs))
+		if len(evs) < 1000 {
+			break
+		}
+		after = evs[len(evs)-1].Seq
+	}
 	var buf bytes.Buffer
 	switch format {
 	case "md":

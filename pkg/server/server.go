@@ -105,6 +105,12 @@ type Options struct {
 	// Config is the configuration file's content (event subscriptions,
 	// retention); nil is an empty configuration.
 	Config *config.Config
+	// TLSCert and TLSKey, when set (both, or neither), make the server
+	// speak HTTPS and HTTP/2 with this certificate and key (PEM files):
+	// anything that leaves the machine should not carry credentials and
+	// model weights in the clear. They override Config.TLS; the files are
+	// re-read when they change and on ReloadTLS.
+	TLSCert, TLSKey string
 }
 
 // DefaultPolicyPath is where `modelreg serve` looks for a trust policy
@@ -132,6 +138,7 @@ type Server struct {
 	key     *promotion.ServerKey
 	handler http.Handler
 	ln      net.Listener
+	cert    *certificate // nil: plain HTTP
 }
 
 // New prepares a registry over opts.DataDir and binds its listener, so the
@@ -140,6 +147,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	opts = opts.withDefaults()
 	if opts.DataDir == "" {
 		return nil, errors.New("a data directory is required")
+	}
+	if (opts.TLSCert == "") != (opts.TLSKey == "") {
+		return nil, errors.New("TLS needs both a certificate and its key (--tls-cert and --tls-key), or neither for plain HTTP")
 	}
 	data, err := filepath.Abs(opts.DataDir)
 	if err != nil {
@@ -179,6 +189,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 
 	s := &Server{opts: opts, log: opts.Logger}
+	if opts.TLSCert != "" {
+		if s.cert, err = newCertificate(opts.TLSCert, opts.TLSKey, opts.Logger); err != nil {
+			return nil, err
+		}
+	}
 	var h http.Handler
 	if !opts.Bare {
 		if err := s.openExtension(ctx, data); err != nil {
@@ -234,6 +249,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Config == nil {
 		o.Config = &config.Config{}
+	}
+	if o.TLSCert == "" && o.TLSKey == "" {
+		o.TLSCert, o.TLSKey = o.Config.TLS.Cert, o.Config.TLS.Key
 	}
 	if o.TokenService == "" {
 		o.TokenService = "modelreg"
@@ -437,6 +455,19 @@ func (s *Server) ReloadPolicy() error {
 	return s.watcher.Reload()
 }
 
+// ReloadTLS re-reads the TLS certificate and key (SIGHUP); a pair that
+// does not load keeps the one in force and is returned. Without TLS it
+// does nothing.
+func (s *Server) ReloadTLS() error {
+	if s.cert == nil {
+		return nil
+	}
+	return s.cert.Reload()
+}
+
+// TLS reports whether the server speaks HTTPS.
+func (s *Server) TLS() bool { return s.cert != nil }
+
 // ReloadAccess re-reads the access policy file (SIGHUP); an invalid file
 // keeps the policy in force and is returned. Without an access policy
 // file it does nothing.
@@ -492,7 +523,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "" || s.access != nil, "access_policy", s.access != nil)
+	if s.cert != nil {
+		srv.TLSConfig = s.cert.tlsConfig()
+	}
+	s.log.Info("registry listening", "addr", s.Addr(), "data", s.opts.DataDir, "auth", s.opts.Htpasswd != "" || s.access != nil, "access_policy", s.access != nil, "tls", s.cert != nil)
 	if !s.opts.Bare {
 		st := s.Status()
 		if len(st.ProtectedStages) == 0 {
@@ -526,7 +560,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		go s.life.schedule(ctx)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.ln) }()
+	go func() {
+		if s.cert != nil {
+			// The certificate comes from TLSConfig.GetCertificate, so that
+			// a renewed one is taken without a restart.
+			errc <- srv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		stopEvents()

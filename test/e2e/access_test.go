@@ -316,6 +316,15 @@ func TestAccess(t *testing.T) {
 			quinnRefused++
 		}
 	}
+	// The audit report lists them.
+	r = run("rita", modelregBin, "audit", repo, "--format", "json", "--policy", "policy.yaml")
+	mustOK(r, "audit as rita")
+	var rep struct {
+		RefusedMoves []struct{ Stage, Actor, Reason string } `json:"refusedMoves"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil || len(rep.RefusedMoves) < 3 || !strings.Contains(rep.RefusedMoves[0].Actor, "quinn") {
+		t.Errorf("the audit report's refused moves: %+v %v", rep.RefusedMoves, err)
+	}
 	if quinnRefused < 3 {
 		t.Errorf("%d refused production moves by quinn recorded as events, want at least 3 (modelreg, oras, crane, the web UI): %+v", quinnRefused, evs.Events)
 	}

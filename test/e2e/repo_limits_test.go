@@ -128,30 +128,37 @@ func TestReferrersPerSubjectCapped(t *testing.T) {
 	e.oras("attach", reg.Addr+"/team/refs:2", "note.txt", "--artifact-type", "application/vnd.example.note")
 }
 
-// A manifest whose annotations exceed the cap (64 KiB by default) is
-// refused with 400 by oras push, naming the limit; one under it is taken.
+// A referrer (or a model version) whose annotations exceed the cap (64
+// KiB by default) is refused with 400 by oras, naming the limit; one under
+// it is taken. Other manifests keep the spec's 4 MiB manifest bound (the
+// OCI conformance suite pushes 3.9 MB of annotations on an image).
 func TestOversizedAnnotationRefused(t *testing.T) {
 	e := newEnv(t)
 	reg := limitsServer(t, e, "limits:\n  maxAnnotationBytes: 64KiB\n")
 	writeFile(t, filepath.Join(e.dir, "model.bin"), "weights", 0o644)
+	writeFile(t, filepath.Join(e.dir, "note.txt"), "a note", 0o644)
 	big, _ := json.Marshal(map[string]map[string]string{"$manifest": {"notes": strings.Repeat("x", 65<<10)}})
 	writeFile(t, filepath.Join(e.dir, "big.json"), string(big), 0o644)
-	r := e.exec("", nil, orasBin, "push", reg.Addr+"/team/ann:1", "model.bin", "--annotation-file", "big.json", "--plain-http")
+	// An image-like artifact with them: the manifest bound only.
+	e.oras("push", reg.Addr+"/team/ann:1", "model.bin", "--annotation-file", "big.json")
+	r := e.exec("", nil, orasBin, "attach", reg.Addr+"/team/ann:1", "note.txt", "--artifact-type", "application/vnd.example.note", "--annotation-file", "big.json", "--plain-http")
 	if r.Code == 0 {
-		t.Fatalf("a manifest with 65 KiB of annotations was accepted: %s", r.Stdout)
+		t.Fatalf("a referrer with 65 KiB of annotations was accepted: %s", r.Stdout)
 	}
 	for _, want := range []string{"size invalid:", "over the limit of 65536 bytes per manifest", "limits.maxAnnotationBytes"} {
 		if !strings.Contains(r.Stderr, want) {
-			t.Errorf("oras push: stderr does not say %q:\n%s", want, r.Stderr)
+			t.Errorf("oras attach: stderr does not say %q:\n%s", want, r.Stderr)
 		}
 	}
 	// The status code, seen by any client: 400 SIZE_INVALID.
 	empty := upload(t, reg.Addr, "team/ann", []byte("{}"))
 	empty.MediaType = ocispec.MediaTypeEmptyJSON
+	subject := upload(t, reg.Addr, "team/ann", []byte("the subject"))
+	subject.MediaType = ocispec.MediaTypeImageManifest
 	body, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: "application/vnd.example.note",
-		Config: empty, Layers: []ocispec.Descriptor{empty}, Annotations: map[string]string{"notes": strings.Repeat("x", 65<<10)}})
-	if code, msg := put(t, reg.Addr, "team/ann", "big", ocispec.MediaTypeImageManifest, body); code != http.StatusBadRequest || !strings.Contains(msg, "SIZE_INVALID") {
-		t.Errorf("PUT with 65 KiB of annotations: %d %s, want 400 SIZE_INVALID", code, msg)
+		Config: empty, Layers: []ocispec.Descriptor{empty}, Subject: &subject, Annotations: map[string]string{"notes": strings.Repeat("x", 65<<10)}})
+	if code, msg := put(t, reg.Addr, "team/ann", digest.FromBytes(body).String(), ocispec.MediaTypeImageManifest, body); code != http.StatusBadRequest || !strings.Contains(msg, "SIZE_INVALID") {
+		t.Errorf("PUT of a referrer with 65 KiB of annotations: %d %s, want 400 SIZE_INVALID", code, msg)
 	}
-	e.oras("push", reg.Addr+"/team/ann:1", "model.bin", "--annotation", "notes="+strings.Repeat("x", 60<<10))
+	e.oras("attach", reg.Addr+"/team/ann:1", "note.txt", "--artifact-type", "application/vnd.example.note", "--annotation", "notes="+strings.Repeat("x", 60<<10))
 }
