@@ -33,6 +33,8 @@ type Config struct {
 	Access     *access.Policy `yaml:"-"`
 	// Limits bound storage per repository, referrers and annotations.
 	Limits Limits `yaml:"limits"`
+	// OIDC signs people in with an OpenID Connect provider (nil: off).
+	OIDC *OIDC `yaml:"oidc"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -77,6 +79,9 @@ func Parse(b []byte) (*Config, error) {
 		}
 	}
 	if err := c.Limits.check(); err != nil {
+		return nil, err
+	}
+	if err := c.OIDC.check(); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -340,7 +340,13 @@ func Explain(err error, what string) error {
 	case asErrorResponse(err, &resp):
 		switch resp.StatusCode {
 		case http.StatusUnauthorized:
-			msg = fmt.Sprintf("%s: authentication required or credentials rejected (401); log in with `modelreg login %s` (or `oras login`/`docker login`)", what, resp.URL.Host)
+			why := ""
+			if len(resp.Errors) > 0 {
+				// The registry's reason (an expired ID token, a revoked
+				// robot) tells the fix better than a generic login hint.
+				why = ": " + resp.detail()
+			}
+			msg = fmt.Sprintf("%s: authentication required or credentials rejected (401)%s; log in with `modelreg login %s` (or `oras login`/`docker login`)", what, why, resp.URL.Host)
 		case http.StatusForbidden:
 			msg = fmt.Sprintf("%s: access denied (403): %s", what, resp.detail())
 		case http.StatusNotFound:

@@ -35,6 +35,9 @@ type identity struct {
 	// policy is the access policy in force when the request arrived: one
 	// request is decided by one policy.
 	policy *access.Policy
+	// session marks a web UI session (OIDC sign-in), which the page's
+	// header offers to end.
+	session bool
 }
 
 type identityKey struct{}
@@ -110,6 +113,9 @@ type guard struct {
 	deny   func(ctx context.Context, r *http.Request, repo string, a access.Action, why string)
 	// oidc verifies an identity provider's ID token (nil: no OIDC).
 	oidc func(ctx context.Context, raw string) (access.Subject, error)
+	// web signs people in to the web UI and reads their sessions (nil:
+	// no OIDC).
+	web *oidcAuth
 
 	throttle *throttle
 	seenMu   sync.Mutex
@@ -117,8 +123,12 @@ type guard struct {
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == TokenPath {
+	switch p := r.URL.Path; {
+	case p == TokenPath:
 		g.token(w, r)
+		return
+	case g.web != nil && (p == LoginPath || p == CallbackPath || p == LogoutPath):
+		g.web.ServeHTTP(w, r)
 		return
 	}
 	id, status, msg := g.identify(r)
@@ -213,9 +223,18 @@ func scopeFor(repo string, a access.Action) string {
 
 // challenge answers 401: a Bearer challenge naming the token endpoint on
 // the registry's routes, Basic on the web UI's pages (a browser cannot
-// follow a Bearer challenge; it asks for a user name and password).
+// follow a Bearer challenge; it asks for a user name and password). With
+// OIDC, a browser asking for a page is sent to sign in instead, and
+// other clients are told where.
 func (g *guard) challenge(w http.ResponseWriter, r *http.Request, scope, msg string) {
 	if isPage(r.URL.Path) {
+		if g.web != nil {
+			if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.Contains(r.Header.Get("Accept"), "text/html") {
+				http.Redirect(w, r, loginURL(r), http.StatusFound)
+				return
+			}
+			msg += "; sign in at " + loginURL(r)
+		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="modelreg"`)
 	} else {
 		scheme := "http"
@@ -238,6 +257,13 @@ func (g *guard) identify(r *http.Request) (id *identity, status int, msg string)
 	id = &identity{subject: access.Anonymous, policy: g.policy()}
 	h := r.Header.Get("Authorization")
 	switch {
+	case h == "" && g.web != nil && isPage(r.URL.Path):
+		// A web session counts on the UI's pages only: on /v2/ a cookie
+		// another site's request carries must not authorize anything.
+		if s, ok := g.web.sessionOf(r); ok {
+			id.subject, id.session = s, true
+		}
+		return id, 0, ""
 	case h == "":
 		return id, 0, ""
 	case strings.HasPrefix(h, "Bearer "):

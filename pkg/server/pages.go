@@ -83,7 +83,7 @@ func (rt *router) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var buf bytes.Buffer
-	if err := ui.Render(&buf, page); err != nil {
+	if err := ui.RenderAs(&buf, page, rt.viewer(r)); err != nil {
 		rt.log.Error("rendering a page", "path", p, "err", err)
 		http.Error(w, "the page could not be rendered", http.StatusInternalServerError)
 		return
@@ -403,4 +403,21 @@ func (rt *router) auditReport(w http.ResponseWriter, r *http.Request, repo, form
 	name := strings.ReplaceAll(repo, "/", "-") + "-audit." + format
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
 	w.Write(buf.Bytes())
+}
+
+// viewer is who the page's header names: the request's user, with a
+// sign-in link for anonymous people and a sign-out button for a web
+// session when OIDC is on.
+func (rt *router) viewer(r *http.Request) ui.Viewer {
+	v := ui.Viewer{Name: User(r.Context())}
+	if rt.guard == nil || rt.guard.web == nil {
+		return v
+	}
+	if id := identityOf(r.Context()); id != nil && id.session {
+		v.LogoutURL = LogoutPath
+	}
+	if v.Name == "" {
+		v.LoginURL = loginURL(r)
+	}
+	return v
 }

@@ -176,6 +176,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if accessMode && (opts.AnonymousRead || len(opts.ReadOnlyUsers) > 0 || len(opts.AdminUsers) > 0) {
 		return nil, errors.New("--anonymous-read, --read-only-user and --admin-user do not apply with an access policy: grant pull to anonymous, pull to the user, admin to the user in its rules (docs/access.md)")
 	}
+	if opts.Config.OIDC != nil && !accessMode {
+		return nil, errors.New("the configuration's oidc: section needs an access policy (--access FILE or an access: section): OIDC names people and their groups, and only an access policy says what they may do (docs/access.md)")
+	}
 	if accessMode && opts.Bare {
 		return nil, errors.New("an access policy needs the modelreg extension (not --bare)")
 	}
@@ -491,6 +494,12 @@ func (s *Server) newGuard(data string, users map[string][]byte, rt *router) (*gu
 		tokens: &tokenIssuer{key: key, service: s.opts.TokenService, lifetime: s.opts.TokenLifetime}, deny: rt.denied}
 	if users != nil {
 		g.users = newAuthenticator(users, nil, false, nil, s.log)
+	}
+	if c := s.opts.Config.OIDC; c != nil {
+		if g.web, err = newOIDCAuth(c, data, s.log); err != nil {
+			return nil, err
+		}
+		g.oidc = g.web.verify
 	}
 	rt.guard = g
 	return g, nil

@@ -12,6 +12,7 @@ import (
 // operator reads when a receiver says it missed something.
 type EventsPage struct {
 	Title, Query string
+	Viewer       Viewer
 	// Repository and Type are the filters applied ("" for all).
 	Repository, Type string
 	Types            []string

@@ -91,6 +91,7 @@ func NewTable(rows []wire.VersionRow, metrics []string) Table {
 // ModelsPage is the front page: the models, or a search's results.
 type ModelsPage struct {
 	Title, Query string
+	Viewer       Viewer
 	// QueryError and Caret show where a query failed to parse.
 	QueryError, Caret string
 	Models            []wire.ModelRow
@@ -101,6 +102,7 @@ type ModelsPage struct {
 // ModelPage is one model: its versions and every stage's history.
 type ModelPage struct {
 	Title, Query string
+	Viewer       Viewer
 	Repository   string
 	Versions     Table
 	History      []promotion.Record
@@ -127,6 +129,7 @@ func (p ModelPage) Shown(m string) bool { return slices.Contains(p.Versions.Metr
 // VersionPage is one version.
 type VersionPage struct {
 	Title, Query string
+	Viewer       Viewer
 	Host         string
 	Version      wire.VersionRow
 	Referrers    map[string]int
@@ -154,6 +157,7 @@ type Signature struct {
 // it, what happened (Done, Refused).
 type MovePage struct {
 	Title, Query       string
+	Viewer             Viewer
 	Repository, Stage  string
 	Rollback           bool
 	Current            string
@@ -170,6 +174,7 @@ type MovePage struct {
 // their differences, and the files added, removed and changed.
 type ComparePage struct {
 	Title, Query string
+	Viewer       Viewer
 	Repository   string
 	A, B         wire.VersionRow
 	Rows         []CompareRow
@@ -231,6 +236,45 @@ func unionKeys[V any](a, b map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Viewer is who looks at a page, for its header: the signed-in user, and
+// where to sign in or out, so a person sees under which name a click
+// moves a stage.
+type Viewer struct {
+	// Name is the user's name ("" when anonymous).
+	Name string
+	// LoginURL, when set, is where an anonymous viewer signs in (OIDC).
+	LoginURL string
+	// LogoutURL, when set, ends the viewer's web session (a form posts
+	// there).
+	LogoutURL string
+}
+
+// RenderAs writes page (one of the types above) as HTML, its header
+// naming the viewer.
+func RenderAs(w io.Writer, page any, v Viewer) error {
+	switch p := page.(type) {
+	case ModelsPage:
+		p.Viewer = v
+		page = p
+	case ModelPage:
+		p.Viewer = v
+		page = p
+	case VersionPage:
+		p.Viewer = v
+		page = p
+	case ComparePage:
+		p.Viewer = v
+		page = p
+	case MovePage:
+		p.Viewer = v
+		page = p
+	case EventsPage:
+		p.Viewer = v
+		page = p
+	}
+	return Render(w, page)
 }
 
 // Render writes page (one of the types above) as HTML.
