@@ -88,7 +88,7 @@ ones finish, and exits.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&configPath, "config", "", "configuration file (YAML): event subscriptions and retention rules (docs/server.md); flags override it")
+	f.StringVar(&configPath, "config", "", "configuration file (YAML): events, retention, limits, access, oidc and tls sections (docs/server.md); flags override it")
 	f.StringVar(&opts.TLSCert, "tls-cert", "", "serve HTTPS and HTTP/2 with this certificate chain (PEM; with --tls-key), re-read when it changes and on SIGHUP; overrides tls.cert of --config")
 	f.StringVar(&opts.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert; overrides tls.key of --config")
 	f.StringVar(&opts.AccessFile, "access", "", "access policy file (docs/access.md): who may pull, push, sign, delete, move which stage; enables token auth and robot accounts; re-read on change and SIGHUP")
