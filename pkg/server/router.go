@@ -104,7 +104,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m := referrersRE.FindStringSubmatch(p); m != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		if !validName(w, m[1]) {
+		if !validName(w, m[1]) || !rt.need(w, r, m[1], access.Pull) {
 			return
 		}
 		rt.referrers(w, r, m[1], m[2])
@@ -190,7 +190,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // In-process requests (the server reading itself inside a write that
 // holds the barrier already) pass freely.
 func (rt *router) barrier(r *http.Request, named ...digest.Digest) func() {
-	if rt.gc == nil || r.Host == internalHost {
+	if rt.gc == nil || inProcess(r) {
 		return func() {}
 	}
 	release := rt.gc.enter()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 )
@@ -12,7 +13,7 @@ import (
 type handlerTransport struct{ h http.Handler }
 
 func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	in := r.Clone(r.Context())
+	in := r.Clone(context.WithValue(r.Context(), inProcessKey{}, true))
 	in.RequestURI = r.URL.RequestURI()
 	in.RemoteAddr = "127.0.0.1:0"
 	if in.Body == nil {
@@ -21,6 +22,15 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rec := newCapture()
 	t.h.ServeHTTP(rec, in)
 	return rec.response(r), nil
+}
+
+// inProcessKey marks a request the server sends itself (handlerTransport),
+// which no client can: a Host header could be sent by anyone.
+type inProcessKey struct{}
+
+func inProcess(r *http.Request) bool {
+	v, _ := r.Context().Value(inProcessKey{}).(bool)
+	return v
 }
 
 // capture buffers one response of the in-process handler: small bodies

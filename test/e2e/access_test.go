@@ -229,6 +229,27 @@ func TestAccess(t *testing.T) {
 	if code, _ := bearerGet(t, "http://"+addr+"/v2/public/demo/tags/list", ""); code != http.StatusOK {
 		t.Errorf("anonymous tags list of public/demo: %d", code)
 	}
+	// Every read route of team/a refuses an anonymous client and one
+	// without pull (mallory): the Referrers API and the model API too.
+	for _, path := range []string{"/v2/team/a/referrers/" + v1, "/v2/team/a/manifests/1.0.0", "/v2/team/a/image/manifests/1.0.0",
+		"/v2/_modelreg/v1/models/team/a/versions", "/v2/_modelreg/v1/models/team/a/referrers/" + v1, "/v2/_modelreg/v1/models/team/a/stages/production/history"} {
+		if code, _ := bearerGet(t, "http://"+addr+path, ""); code != http.StatusUnauthorized {
+			t.Errorf("anonymous GET %s: %d", path, code)
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.SetBasicAuth("mallory", "mallory-pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("mallory GET %s: %d", path, resp.StatusCode)
+		}
+	}
+	if page := uiGet(t, addr, "/", "mallory"); strings.Contains(page, "team/a") {
+		t.Error("the model list shows mallory team/a")
+	}
 	code, body := bearerGet(t, "http://"+addr+"/v2/team/a/tags/list", "")
 	if code != http.StatusUnauthorized || !strings.Contains(body, `Bearer realm="http://`+addr+`/auth/token",service="modelreg",scope="repository:team/a:pull"`) {
 		t.Errorf("anonymous tags list of team/a: %d %s", code, body)
