@@ -229,11 +229,11 @@ func TestPlansAgree(t *testing.T) {
 			t.Fatal(err)
 		}
 		var a1, a2 []any
-		set, err := compile(n, &a1)
+		set, err := idx.d.compile(n, &a1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		row, err := compileRow(n, &a2)
+		row, err := idx.d.compileRow(n, &a2)
 		if err != nil {
 			t.Fatal(err)
 		}
