@@ -20,7 +20,7 @@ import (
 //     by name (repo > ?) and ORDER BY agree whatever the database's locale;
 //   - like is case-sensitive, with % and _ as its only wildcards and no
 //     escape character: GLOB on SQLite (whose LIKE folds ASCII case),
-//     LIKE ... ESCAPE '' on PostgreSQL (whose LIKE escapes with a backslash);
+//     LIKE ... ESCAPE ” on PostgreSQL (whose LIKE escapes with a backslash);
 //   - integers are 64-bit (BIGINT), reals are doubles (DOUBLE PRECISION).
 type dialect struct {
 	postgres bool

@@ -40,7 +40,7 @@ func (d dialect) compile(n query.Node, args *[]any) (string, error) {
 		return d.compound(n.L, n.R, "UNION", args)
 	case query.Not:
 		x, err := d.compile(n.X, args)
-		return "SELECT repo, digest FROM versions EXCEPT SELECT repo, digest FROM (" + x + ")", err
+		return "SELECT repo, digest FROM versions EXCEPT SELECT repo, digest FROM (" + x + ") q", err
 	case query.Cmp:
 		return d.compileCmp(n, args)
 	}
@@ -53,7 +53,7 @@ func (d dialect) compound(l, r query.Node, op string, args *[]any) (string, erro
 		return "", err
 	}
 	b, err := d.compile(r, args)
-	return "SELECT repo, digest FROM (" + a + ") " + op + " SELECT repo, digest FROM (" + b + ")", err
+	return "SELECT repo, digest FROM (" + a + ") q " + op + " SELECT repo, digest FROM (" + b + ") q", err
 }
 
 // test renders "<col> <op> <values>" for one comparison.
@@ -247,7 +247,7 @@ func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, wh
 			return "", "", nil, err
 		}
 		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`)`, a...).Scan(&n); err != nil {
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`) q`, a...).Scan(&n); err != nil {
 			return "", "", nil, err
 		}
 		if n < bestCount {
@@ -271,7 +271,7 @@ func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, wh
 		if err != nil {
 			return "", "", nil, err
 		}
-		from = "(SELECT DISTINCT repo, digest FROM (" + set + ")) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
+		from = "(SELECT DISTINCT repo, digest FROM (" + set + ") q) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
 		if rest != nil {
 			cond, err := d.compileRow(rest, &args)
 			if err != nil {
