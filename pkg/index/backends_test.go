@@ -27,21 +27,21 @@ func TestBackendsAgree(t *testing.T) {
 			}
 		}
 		for q, want := range map[string]string{
-			`repository like 'a/b%'`:  "a/b a/b-c a/b.c a/b2 a/bc",
-			`repository like 'A/%'`:   "",
-			`repository like 'a/_'`:   "a/B a/Z a/b a/e a/~ a/é",
-			`repository like '%_x'`:   "a/_x",
-			`repository like 'a/%%y'`: "a/%y",
-			`repository like '%[q]'`:  "a/[q]",
-			`repository like '%*s'`:   "a/*s",
-			`repository like '%?t'`:   "a/?t",
-			`repository like 'a/\z'`:  `a/\z`,
-			`repository like 'a/\%'`:  `a/\z`,
-			`repository like 'a/b_c'`: "a/b-c a/b.c",
-			`repository like '%C'`:    "",
+			`repository like 'a/b%'`:                     "a/b a/b-c a/b.c a/b2 a/bc",
+			`repository like 'A/%'`:                      "",
+			`repository like 'a/_'`:                      "a/B a/Z a/b a/e a/~ a/é",
+			`repository like '%_x'`:                      "a/_x",
+			`repository like 'a/%%y'`:                    "a/%y",
+			`repository like '%[q]'`:                     "a/[q]",
+			`repository like '%*s'`:                      "a/*s",
+			`repository like '%?t'`:                      "a/?t",
+			`repository like 'a/\z'`:                     `a/\z`,
+			`repository like 'a/\%'`:                     `a/\z`,
+			`repository like 'a/b_c'`:                    "a/b-c a/b.c",
+			`repository like '%C'`:                       "",
 			`repository >= 'a/b' and repository < 'a/c'`: "a/b a/b-c a/b.c a/b2 a/bc",
-			`repository > 'a/Z'`:                          "a/[q] a/\\z a/_x a/b a/b-c a/b.c a/b2 a/bc a/e a/~ a/é",
-			`repository = 'a/B'`:                          "a/B",
+			`repository > 'a/Z'`:                         "a/[q] a/\\z a/_x a/b a/b-c a/b.c a/b2 a/bc a/e a/~ a/é",
+			`repository = 'a/B'`:                         "a/B",
 		} {
 			n, err := query.Parse(q)
 			if err != nil {

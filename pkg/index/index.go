@@ -729,17 +729,27 @@ func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
 // storage, written first, holds it) or waits until the new content is
 // committed, so a rebuild never drops a write made while it ran.
 func (x *Index) RebuildRepo(ctx context.Context, repo string, read func(ctx context.Context) (Content, error)) error {
+	var c Content
+	var err error
+	if !x.d.postgres {
+		// One process writes a SQLite index: read before taking the
+		// writer, which other writes would wait for meanwhile.
+		if c, err = read(ctx); err != nil {
+			return err
+		}
+	}
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if err := tx.lockRepo(ctx, repo); err != nil {
-		return err
-	}
-	c, err := read(ctx)
-	if err != nil {
-		return err
+	if x.d.postgres {
+		if err := tx.lockRepo(ctx, repo); err != nil {
+			return err
+		}
+		if c, err = read(ctx); err != nil {
+			return err
+		}
 	}
 	var old *before
 	if c.Repair {
