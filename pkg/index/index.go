@@ -848,7 +848,7 @@ func (x *Index) Dump(ctx context.Context) ([]string, error) {
 		UNION ALL SELECT 'p', repo, record, stage || '|' || digest || '|' || time || '|' || trusted || '|' || seq || '|' || prev_record || '|' || body FROM promotions
 		UNION ALL SELECT 'r', repo, tag, digest || '|' || tombstone FROM retired
 		UNION ALL SELECT 'l', repo, record || ' ' || digest, kind || '|' || uri || '|' || input_digest || '|' || revision FROM lineage
-		ORDER BY 1, 2, 3`)
+		ORDER BY 1, 2, 3, 4`)
 	if err != nil {
 		return nil, err
 	}
