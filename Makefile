@@ -58,13 +58,14 @@ test: fmt-check vet cross tools deb-tools
 
 # Debian's container tools, which the image view tests pull and unpack
 # with: containerd (ctr), skopeo and umoci, and busybox-static, the shell
-# of the modelcar base image the tests build, and chromium, the browser the
-# web UI tests drive. Installed when missing (a fresh
-# CI machine); the tests start containerd themselves, in a temp dir.
-DEB_TOOLS = containerd skopeo umoci busybox-static chromium
+# of the modelcar base image the tests build, chromium, the browser the
+# web UI tests drive, and postgresql, the index's shared database (the
+# tests start a private cluster: internal/pgtest). Installed when missing (a
+# fresh CI machine); the tests start containerd themselves, in a temp dir.
+DEB_TOOLS = containerd skopeo umoci busybox-static chromium postgresql
 SUDO = $$(test "$$(id -u)" = 0 || echo sudo)
 deb-tools:
-	@if ! command -v ctr >/dev/null || ! command -v containerd >/dev/null || ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null || ! dpkg -s busybox-static >/dev/null 2>&1 || ! command -v chromium >/dev/null; then \
+	@if ! command -v ctr >/dev/null || ! command -v containerd >/dev/null || ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null || ! dpkg -s busybox-static >/dev/null 2>&1 || ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing $(DEB_TOOLS) from Debian"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEB_TOOLS); \

@@ -108,7 +108,7 @@ a private authority signed is trusted with --ca-file (or MODELREG_CA_FILE).`,
 	pf.BoolVar(&a.plainHTTP, "plain-http", false, "use HTTP instead of HTTPS (automatic for localhost and 127.0.0.1 unless the registry there answers TLS)")
 	pf.StringVar(&a.caFile, "ca-file", "", "PEM file of certificate authorities trusted beside the system's, for registries with a private CA (default: $MODELREG_CA_FILE)")
 	pf.StringVar(&a.configPath, "registry-config", "", "credential file (default: the docker config, $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
-	root.AddCommand(a.pushCmd(), a.pullCmd(), a.inspectCmd(), a.listCmd(), a.searchCmd(), a.keygenCmd(), a.signCmd(), a.verifyCmd(), a.promoteCmd(), a.rollbackCmd(), a.historyCmd(), a.lineageCmd(), a.evalCmd(), a.auditCmd(), a.loginCmd(), a.logoutCmd(), a.serveCmd(), a.imageCmd(), a.copyCmd(), a.deleteCmd(), a.gcCmd(), a.robotCmd(), a.keysCmd())
+	root.AddCommand(a.pushCmd(), a.pullCmd(), a.inspectCmd(), a.listCmd(), a.searchCmd(), a.keygenCmd(), a.signCmd(), a.verifyCmd(), a.promoteCmd(), a.rollbackCmd(), a.historyCmd(), a.lineageCmd(), a.evalCmd(), a.auditCmd(), a.loginCmd(), a.logoutCmd(), a.serveCmd(), a.imageCmd(), a.copyCmd(), a.deleteCmd(), a.gcCmd(), a.robotCmd(), a.keysCmd(), a.indexCmd())
 	return root
 }
 

@@ -102,6 +102,7 @@ ones finish, and exits.`,
 	f.StringVar(&policyPath, "policy", "", "trust policy enforced on every stage tag write, re-read on change and SIGHUP (docs/policy.md); default <data>/modelreg/policy.yaml when it exists; without one stage moves are recorded but not gated")
 	f.BoolVar(&opts.RecordClientAddress, "record-client-address", false, "name anonymous actors in records with the client's address (anonymous@ADDR); off: records are readable by every client")
 	f.StringVar(&opts.ModelcarBase, "modelcar-base", "", "base image (REPO@sha256:… in this registry, with sh, ln and sleep) under which <repo>/modelcar serves each version's files at /models, for KServe oci:// (docs/deploy.md)")
+	f.StringVar(&opts.Index, "index", "", "the index's database: sqlite:PATH (default sqlite:<data>/modelreg/index.db, one process) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…] shared by several replicas on one storage (docs/deploy-scale.md)")
 	f.BoolVar(&opts.Reindex, "reindex", false, "rebuild the index from storage before serving (it is also rebuilt when missing, and repaired after a crash)")
 	f.BoolVar(&opts.Bare, "bare", false, "serve distribution without the modelreg extension (benchmarks only)")
 	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (loopback only; profiling)")

@@ -3,7 +3,6 @@ package index
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -23,12 +22,11 @@ import (
 // label agree), at most one version in the stage, and counts that never
 // go back for a reader.
 func TestConcurrentSearchAndWrites(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(testing.TB) string) { concurrentSearchAndWrites(t, openAt(t, dsn(t))) })
+}
+
+func concurrentSearchAndWrites(t *testing.T, idx *Index) {
 	const writers, perWriter, searchers = 5, 30, 50
-	idx, err := Open(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
 	ctx := context.Background()
 
 	manifest := func(w, i int) Manifest {

@@ -19,43 +19,16 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// stateSchema is the event outbox: state storage cannot give again (which
-// events were emitted, which were delivered), so its tables are not in
-// tables: a schema change or a rebuild of the index never drops them.
-// Events are inserted in the transaction that commits the change they
-// describe, so none is lost when the server dies after a commit and none
-// is emitted for a change that did not commit.
-const stateSchema = `
-CREATE TABLE IF NOT EXISTS outbox_events (
-	seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-	id      TEXT NOT NULL UNIQUE,
-	type    TEXT NOT NULL,
-	repo    TEXT NOT NULL,
-	subject TEXT NOT NULL DEFAULT '',
-	time    INTEGER NOT NULL, -- unix nanoseconds
-	data    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_events_time ON outbox_events (time);
--- Per subscription, the last event fanned out into deliveries.
-CREATE TABLE IF NOT EXISTS outbox_cursors (
-	subscription TEXT PRIMARY KEY,
-	seq          INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox_deliveries (
-	id           INTEGER PRIMARY KEY AUTOINCREMENT,
-	subscription TEXT NOT NULL,
-	event        INTEGER NOT NULL, -- outbox_events.seq
-	state        TEXT NOT NULL,    -- pending, delivered or dead
-	attempts     INTEGER NOT NULL DEFAULT 0,
-	next_attempt INTEGER NOT NULL, -- unix nanoseconds
-	last_status  INTEGER NOT NULL DEFAULT 0,
-	last_error   TEXT NOT NULL DEFAULT '',
-	updated      INTEGER NOT NULL,
-	UNIQUE (subscription, event)
-);
-CREATE INDEX IF NOT EXISTS outbox_deliveries_due ON outbox_deliveries (state, next_attempt);
-CREATE INDEX IF NOT EXISTS outbox_deliveries_event ON outbox_deliveries (event);
-`
+// The event outbox (outbox_events, outbox_cursors, outbox_deliveries;
+// migrations/) is state storage cannot give again (which events were
+// emitted, which were delivered), so its tables are not in tables: a
+// schema change or a rebuild of the index never drops them. Events are
+// inserted in the transaction that commits the change they describe, so
+// none is lost when the server dies after a commit and none is emitted for
+// a change that did not commit. On PostgreSQL those transactions hold the
+// outbox lock (lockOutbox) from their first event to their commit, so
+// events commit in seq order and Fanout, reading "seq > cursor", never
+// passes one that commits later.
 
 // Delivery states.
 const (
@@ -80,10 +53,21 @@ func ActorOf(ctx context.Context) string {
 
 // Emit adds an event that no index change carries (a refused promotion).
 func (x *Index) Emit(ctx context.Context, typ, repo, subject string, data wire.EventData) error {
-	return emit(ctx, x.db, typ, repo, subject, data)
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := emit(ctx, tx, typ, repo, subject, data); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
-func emit(ctx context.Context, db execer, typ, repo, subject string, data wire.EventData) error {
+func emit(ctx context.Context, db wtx, typ, repo, subject string, data wire.EventData) error {
+	if err := db.lock(ctx, lockOutbox); err != nil {
+		return err
+	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
 		return err
@@ -119,7 +103,7 @@ func attachedType(m Manifest) string {
 
 // emitManifest emits what a manifest new to the index announces: a
 // referrer attached to a version.
-func emitManifest(ctx context.Context, db execer, m Manifest) error {
+func emitManifest(ctx context.Context, db wtx, m Manifest) error {
 	if m.Subject == "" {
 		return nil
 	}
@@ -134,7 +118,7 @@ func emitManifest(ctx context.Context, db execer, m Manifest) error {
 // emitTag emits what a tag newly pointing at m announces: a version
 // pushed, or a signature or attestation in cosign's legacy tag form
 // (sha256-<hex>.sig, .att).
-func emitTag(ctx context.Context, db execer, m Manifest, t string) error {
+func emitTag(ctx context.Context, db wtx, m Manifest, t string) error {
 	if tag.Classify(t) == tag.Version && m.Kind == model.KindModel {
 		return emit(ctx, db, wire.EventVersionPushed, m.Repo, m.Repo+":"+t, wire.EventData{
 			Digest: m.Digest.String(), Tag: t, ArtifactType: m.ArtifactType, MediaType: m.MediaType, Size: m.Size})
@@ -162,7 +146,7 @@ func emitTag(ctx context.Context, db execer, m Manifest, t string) error {
 
 // emitMove emits a stage move from its trusted record's body; anchors
 // (which move nothing) emit none.
-func emitMove(ctx context.Context, db execer, repo string, recordDigest digest.Digest, body []byte) error {
+func emitMove(ctx context.Context, db wtx, repo string, recordDigest digest.Digest, body []byte) error {
 	var r promotion.Record
 	if err := json.Unmarshal(body, &r); err != nil {
 		return err
@@ -183,7 +167,7 @@ func emitMove(ctx context.Context, db execer, repo string, recordDigest digest.D
 
 // emitDeletion emits a version deleted, from the retirements of its
 // tombstone.
-func emitDeletion(ctx context.Context, db execer, repo string, t Tombstone) error {
+func emitDeletion(ctx context.Context, db wtx, repo string, t Tombstone) error {
 	return emit(ctx, db, wire.EventVersionDeleted, repo, repo+"@"+t.Digest, wire.EventData{
 		Digest: t.Digest, Tags: t.Tags, Actor: t.Actor, Reason: t.Reason, Record: t.Record})
 }
@@ -204,6 +188,9 @@ func (x *Index) PutTombstone(ctx context.Context, m Manifest, t Tombstone) error
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, m.Repo); err != nil {
+		return err
+	}
 	existed, err := hasManifest(ctx, tx, m.Repo, m.Digest)
 	if err != nil {
 		return err
@@ -343,6 +330,9 @@ func (x *Index) Fanout(ctx context.Context, subs []Subscriber) (int, error) {
 		return 0, err
 	}
 	defer tx.Rollback()
+	if err := tx.lock(ctx, lockOutbox); err != nil {
+		return 0, err
+	}
 	var newest int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM outbox_events`).Scan(&newest); err != nil {
 		return 0, err

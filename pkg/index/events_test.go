@@ -223,7 +223,8 @@ func TestFanoutAndDeliveries(t *testing.T) {
 	}
 }
 
-// The outbox survives the index being dropped for a new schema.
+// The outbox survives the index being dropped for a new schema (an index
+// from before versioned migrations, of an older schema).
 func TestOutboxSurvivesSchemaChange(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "index.db")
 	idx, err := Open(path)
@@ -234,7 +235,14 @@ func TestOutboxSurvivesSchemaChange(t *testing.T) {
 	if err := idx.Emit(ctx, wire.EventPromotionRefused, "team/a", "team/a:production", wire.EventData{Stage: "production"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := idx.EndRebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An index from before versioned migrations, of an older schema.
 	if _, err := idx.db.Exec(`UPDATE meta SET value = 'old' WHERE key = 'schema'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idx.db.Exec(`DROP TABLE ` + migrationsTable); err != nil {
 		t.Fatal(err)
 	}
 	idx.Close()
@@ -248,5 +256,41 @@ func TestOutboxSurvivesSchemaChange(t *testing.T) {
 	}
 	if got := eventTypes(t, idx); len(got) != 1 {
 		t.Errorf("the outbox after a schema change: %v", got)
+	}
+}
+
+// An index of schema 4 from before versioned migrations is adopted as it
+// is: its rows stay, and no rebuild is needed.
+func TestLegacySchemaAdopted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	idx, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m := version(t, "team/a", "1")
+	if err := idx.PutManifest(ctx, m, "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.EndRebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idx.db.Exec(`DROP TABLE ` + migrationsTable); err != nil {
+		t.Fatal(err)
+	}
+	idx.Close()
+	idx, err = Open("sqlite:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	if idx.Stale() {
+		t.Error("an index of schema 4 needs a rebuild after its adoption")
+	}
+	if d, err := idx.Tag(ctx, "team/a", "1.0.0"); err != nil || d != m.Digest {
+		t.Errorf("tag after the adoption: %s, %v", d, err)
+	}
+	if have, want, err := idx.Version(ctx); err != nil || have != want || have < 1 {
+		t.Errorf("schema version %d of %d, %v", have, want, err)
 	}
 }

@@ -3,6 +3,9 @@ package index
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/modelreg/modelreg/internal/pgtest"
 
 	"github.com/modelreg/modelreg/pkg/query"
 	"github.com/opencontainers/go-digest"
@@ -11,7 +14,12 @@ import (
 // Every write through the index API advances Generation, and reads do
 // not: the server's answer cache relies on both.
 func TestGenerationFollowsEveryWrite(t *testing.T) {
-	idx := openFixture(t)
+	backends(t, func(t *testing.T, dsn func(testing.TB) string) {
+		generationFollowsEveryWrite(t, openFixtureAt(t, dsn(t)))
+	})
+}
+
+func generationFollowsEveryWrite(t *testing.T, idx *Index) {
 	ctx := context.Background()
 	rows, err := idx.Search(ctx, SearchOptions{Query: query.Cmp{Field: "version", Op: "=", Vals: []query.Value{{Str: "2.1.0"}}}})
 	if err != nil || len(rows) != 1 {
@@ -58,5 +66,25 @@ func TestGenerationFollowsEveryWrite(t *testing.T) {
 		if idx.Generation() != g {
 			t.Errorf("a read after %s advanced the generation", s.name)
 		}
+	}
+}
+
+// On PostgreSQL, a write through one replica advances the others'
+// Generation too (they cache answers by it).
+func TestGenerationFollowsOtherReplicas(t *testing.T) {
+	dsn := pgtest.DB(t)
+	a, b := openAt(t, dsn), openAt(t, dsn)
+	ctx := context.Background()
+	before := b.Generation()
+	if err := a.PutManifest(ctx, version(t, "team/a", "1"), "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	// The notification arrives after the commit: wait for it (the test's
+	// deadline bounds the wait).
+	for b.Generation() == before {
+		time.Sleep(time.Millisecond)
+	}
+	if d, err := b.Tag(ctx, "team/a", "1.0.0"); err != nil || d == "" {
+		t.Errorf("replica b does not see a's write: %q, %v", d, err)
 	}
 }

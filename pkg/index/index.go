@@ -12,10 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/modelreg/modelreg/pkg/lineage"
@@ -24,221 +21,38 @@ import (
 	"github.com/modelreg/modelreg/pkg/wire"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo
 )
 
-const schema = `
-CREATE TABLE IF NOT EXISTS manifests (
-	repo          TEXT NOT NULL,
-	digest        TEXT NOT NULL,
-	media_type    TEXT NOT NULL,
-	artifact_type TEXT NOT NULL DEFAULT '',
-	size          INTEGER NOT NULL,
-	subject       TEXT NOT NULL DEFAULT '',
-	annotations   TEXT NOT NULL DEFAULT '{}',
-	pushed        TEXT NOT NULL DEFAULT '',
-	PRIMARY KEY (repo, digest)
-);
-CREATE INDEX IF NOT EXISTS manifests_subject ON manifests (repo, subject, digest) WHERE subject != '';
-CREATE TABLE IF NOT EXISTS tags (
-	repo   TEXT NOT NULL,
-	tag    TEXT NOT NULL,
-	digest TEXT NOT NULL,
-	kind   TEXT NOT NULL DEFAULT 'other', -- version, stage or other (pkg/tag)
-	PRIMARY KEY (repo, tag)
-);
-CREATE INDEX IF NOT EXISTS tags_digest ON tags (repo, digest);
-CREATE INDEX IF NOT EXISTS tags_kind ON tags (kind, tag, repo, digest);
--- Model versions (manifests of a model artifactType) and their metadata.
-CREATE TABLE IF NOT EXISTS versions (
-	repo        TEXT NOT NULL,
-	digest      TEXT NOT NULL,
-	created     TEXT NOT NULL DEFAULT '',
-	framework   TEXT NOT NULL DEFAULT '',
-	description TEXT NOT NULL DEFAULT '',
-	size        INTEGER NOT NULL DEFAULT 0,
-	files       INTEGER NOT NULL DEFAULT 0,
-	PRIMARY KEY (repo, digest)
-);
-CREATE INDEX IF NOT EXISTS versions_created ON versions (created, repo, digest);
-CREATE INDEX IF NOT EXISTS versions_framework ON versions (framework);
--- The model list (per repository: count and newest created) reads only
--- this index; without it, one row lookup per version (11 ms a page of 100
--- models at 100,000 versions, 1.5 ms with it). IF NOT EXISTS: an index of
--- this schema version gets it at the next start.
-CREATE INDEX IF NOT EXISTS versions_repo_created ON versions (repo, created);
-CREATE TABLE IF NOT EXISTS version_metrics (
-	repo TEXT NOT NULL, digest TEXT NOT NULL, key TEXT NOT NULL, value REAL NOT NULL,
-	PRIMARY KEY (repo, digest, key)
-);
-CREATE INDEX IF NOT EXISTS version_metrics_key ON version_metrics (key, value, repo, digest);
-CREATE TABLE IF NOT EXISTS version_props (
-	repo TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-	PRIMARY KEY (repo, digest, kind, key)
-);
-CREATE INDEX IF NOT EXISTS version_props_key ON version_props (kind, key, value, repo, digest);
--- Promotion records, as their JSON and the fields queries need.
--- trusted is 1 for records signed by the server's key (the stage's hash
--- chain); records a client wrote are kept with trusted = 0 and never count.
-CREATE TABLE IF NOT EXISTS promotions (
-	repo        TEXT NOT NULL,
-	record      TEXT NOT NULL,
-	stage       TEXT NOT NULL,
-	digest      TEXT NOT NULL,
-	time        TEXT NOT NULL,
-	body        TEXT NOT NULL,
-	trusted     INTEGER NOT NULL DEFAULT 0,
-	seq         INTEGER NOT NULL DEFAULT 0,
-	prev_record TEXT NOT NULL DEFAULT '',
-	PRIMARY KEY (repo, record)
-);
-CREATE INDEX IF NOT EXISTS promotions_stage ON promotions (repo, stage, time);
-CREATE INDEX IF NOT EXISTS promotions_chain ON promotions (repo, stage, trusted, seq);
--- Version tags retired by a deletion (a tombstone record): never reused.
-CREATE TABLE IF NOT EXISTS retired (
-	repo      TEXT NOT NULL,
-	tag       TEXT NOT NULL,
-	digest    TEXT NOT NULL,
-	tombstone TEXT NOT NULL,
-	PRIMARY KEY (repo, tag)
-);
--- A stage move in flight (the commit point is its record): written before
--- the record, removed once the tag and the index reflect it. Recovery rolls
--- a move forward when its record reached storage, and drops it otherwise.
-CREATE TABLE IF NOT EXISTS moves (
-	id         INTEGER PRIMARY KEY AUTOINCREMENT,
-	repo       TEXT NOT NULL,
-	stage      TEXT NOT NULL,
-	target     TEXT NOT NULL DEFAULT '',
-	media_type TEXT NOT NULL DEFAULT '',
-	size       INTEGER NOT NULL DEFAULT 0,
-	record     TEXT NOT NULL,
-	started    TEXT NOT NULL
-);
--- Manifests the index could not take, kept to be retried and reported.
-CREATE TABLE IF NOT EXISTS failures (
-	repo   TEXT NOT NULL,
-	digest TEXT NOT NULL,
-	error  TEXT NOT NULL,
-	PRIMARY KEY (repo, digest)
-);
-CREATE TABLE IF NOT EXISTS meta (
-	key   TEXT PRIMARY KEY,
-	value TEXT NOT NULL
-);
--- Lineage edges: version (repo, digest) was made from an input, per record.
-CREATE TABLE IF NOT EXISTS lineage (
-	repo         TEXT NOT NULL,
-	digest       TEXT NOT NULL,
-	record       TEXT NOT NULL,
-	kind         TEXT NOT NULL,
-	uri          TEXT NOT NULL,
-	input_digest TEXT NOT NULL DEFAULT '',
-	revision     TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS lineage_version ON lineage (repo, digest);
-CREATE INDEX IF NOT EXISTS lineage_uri ON lineage (uri);
-CREATE INDEX IF NOT EXISTS lineage_input ON lineage (input_digest) WHERE input_digest != '';
--- A write in flight: inserted before storage is written, removed once the
--- index has caught up. Rows left after a crash name repositories to repair.
-CREATE TABLE IF NOT EXISTS pending (
-	id      INTEGER PRIMARY KEY AUTOINCREMENT,
-	repo    TEXT NOT NULL,
-	started TEXT NOT NULL
-);
--- Image views (pkg/imageview): the digest of a file's tar layer, which
--- only reading the raw blob once can give; and the views built, so one
--- can be found by its digest or its config's. Both are caches of what
--- storage gives again.
-CREATE TABLE IF NOT EXISTS tar_digests (
-	raw  TEXT NOT NULL,
-	path TEXT NOT NULL,
-	mode INTEGER NOT NULL,
-	size INTEGER NOT NULL,
-	tar  TEXT NOT NULL,
-	PRIMARY KEY (raw, path, mode)
-);
-CREATE INDEX IF NOT EXISTS tar_digests_tar ON tar_digests (tar);
-CREATE TABLE IF NOT EXISTS views (
-	repo    TEXT NOT NULL,
-	digest  TEXT NOT NULL, -- the view's index, one of its manifests or configs
-	kind    TEXT NOT NULL, -- index, manifest or config
-	version TEXT NOT NULL,
-	PRIMARY KEY (repo, digest)
-);
--- What the headers of a version's weights files say (pkg/weights), for
--- weights.NAME in searches; key '_derived' marks a version read (with or
--- without weights files), so a backfill knows what is left.
-CREATE TABLE IF NOT EXISTS version_weights (
-	repo   TEXT NOT NULL,
-	digest TEXT NOT NULL,
-	key    TEXT NOT NULL,
-	num    REAL,
-	str    TEXT
-);
-CREATE INDEX IF NOT EXISTS version_weights_num ON version_weights (key, num);
-CREATE INDEX IF NOT EXISTS version_weights_str ON version_weights (key, str);
-CREATE INDEX IF NOT EXISTS version_weights_version ON version_weights (repo, digest);
-`
+// legacySchema is the schema version an index from before versioned
+// migrations records in meta: one of this version is adopted as it is by
+// the first migration, one of an older version has its cache tables
+// dropped first (they are rebuilt from storage).
+const legacySchema = "4"
 
-// schemaVersion changes whenever the schema does. The index holds only
-// what storage can give again, so an index of another version is dropped
-// and rebuilt rather than migrated.
-const schemaVersion = "4"
-
+// tables are the cache tables: what storage can give again. The state
+// tables (outbox_*, robots) are not among them: nothing drops those.
 var tables = []string{"manifests", "tags", "versions", "version_metrics", "version_props", "promotions", "lineage", "pending", "retired", "moves", "failures", "meta", "tar_digests", "views", "version_weights"}
 
 // Index is an open index database.
 type Index struct {
-	// db is the writer: one connection, so writes queue in Go (in order,
-	// cancellable) instead of spinning on SQLite's busy handler, and
-	// transactions begin IMMEDIATE, never failing to upgrade a read lock.
+	// db is the writer (see writer).
 	db writer
-	// rd is the readers' pool (query_only connections): in WAL mode they
-	// read the last committed state without waiting for the writer.
-	rd *sql.DB
+	// rd is the readers' pool. On SQLite, query_only connections that in
+	// WAL mode read the last committed state without waiting for the
+	// writer; on PostgreSQL, the one pool the writer uses too.
+	rd reader
+	// d is the database's dialect.
+	d dialect
 	// turns admits multi-query reads (searches, model lists) to the
 	// readers' pool first come, first served, at most readTurns at once;
-	// the pool's two further connections serve the single-row reads of
-	// the write path (tags, chain heads) without waiting behind searches.
+	// the pool's further connections serve the single-row reads of the
+	// write path (tags, chain heads) without waiting behind searches.
 	turns chan struct{}
 	// stale is true when Open found no index, an index of another schema,
 	// or a rebuild that never finished: it must be rebuilt before use.
 	stale bool
-}
-
-// writer is the index's writing connection. Every write goes through it,
-// so every write that may have changed the index advances gen after it
-// commits (Generation).
-type writer struct {
-	*sql.DB
-	gen *atomic.Uint64
-}
-
-func (w writer) Exec(q string, args ...any) (sql.Result, error) {
-	defer w.gen.Add(1)
-	return w.DB.Exec(q, args...)
-}
-
-func (w writer) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	defer w.gen.Add(1)
-	return w.DB.ExecContext(ctx, q, args...)
-}
-
-func (w writer) BeginTx(ctx context.Context, opts *sql.TxOptions) (wtx, error) {
-	tx, err := w.DB.BeginTx(ctx, opts)
-	return wtx{Tx: tx, gen: w.gen}, err
-}
-
-// wtx is a write transaction: its commit advances the writer's gen.
-type wtx struct {
-	*sql.Tx
-	gen *atomic.Uint64
-}
-
-func (t wtx) Commit() error {
-	defer t.gen.Add(1)
-	return t.Tx.Commit()
+	// stop ends the PostgreSQL listener (listen), if any.
+	stop func()
 }
 
 // Generation changes after every write to the index commits (and only
@@ -270,75 +84,6 @@ const readerCacheKiB = 8 << 10
 // cache, not heap.
 const mmapBytes = 1 << 30
 
-// Open opens (creating if needed) the index at path. Stale reports whether
-// it must be rebuilt from storage before it is trusted.
-func Open(path string) (*Index, error) {
-	file := "file:" + filepath.ToSlash(path)
-	db, err := sql.Open("sqlite", file+"?_txlock=immediate&_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"+
-		fmt.Sprintf("&_pragma=mmap_size(%d)", mmapBytes))
-	if err != nil {
-		return nil, err
-	}
-	// One writer at a time is SQLite's model: the pool holds exactly one
-	// connection, kept open (it also keeps the WAL and its index in place
-	// for the readers).
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxIdleTime(0)
-	db.SetConnMaxLifetime(0)
-	x := &Index{db: writer{DB: db, gen: new(atomic.Uint64)}}
-	if err := x.init(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("index %s: %w", path, err)
-	}
-	// Readers open once the writer has made the schema and WAL mode.
-	rd, err := sql.Open("sqlite", file+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=foreign_keys(1)"+
-		fmt.Sprintf("&_pragma=cache_size(-%d)&_pragma=mmap_size(%d)", readerCacheKiB, mmapBytes))
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	// Idle connections are kept: database/sql keeps 2 by default, so under
-	// load the others were closed and reopened (a new connection parses
-	// the schema and starts with a cold page cache). Memory is bounded by
-	// (readTurns()+2) * readerCacheKiB.
-	turns := readTurns()
-	rd.SetMaxOpenConns(turns + 2)
-	rd.SetMaxIdleConns(turns + 2)
-	rd.SetConnMaxIdleTime(0)
-	rd.SetConnMaxLifetime(0)
-	x.rd = rd
-	x.turns = make(chan struct{}, turns)
-	return x, nil
-}
-
-func (x *Index) init() error {
-	var version string
-	err := x.db.QueryRow(`SELECT value FROM meta WHERE key = 'schema'`).Scan(&version)
-	if err != nil || version != schemaVersion {
-		// New, or of another version: start over (storage is the truth).
-		for _, t := range tables {
-			if _, err := x.db.Exec(`DROP TABLE IF EXISTS ` + t); err != nil {
-				return err
-			}
-		}
-		x.stale = true
-	}
-	if _, err := x.db.Exec(schema + stateSchema + robotSchema); err != nil {
-		return err
-	}
-	if x.stale {
-		if _, err := x.db.Exec(`INSERT INTO meta (key, value) VALUES ('schema', ?), ('rebuild', 'needed')`, schemaVersion); err != nil {
-			return err
-		}
-	}
-	var rebuild string
-	if x.db.QueryRow(`SELECT value FROM meta WHERE key = 'rebuild'`).Scan(&rebuild) == nil {
-		x.stale = true // a rebuild was needed or began and never finished
-	}
-	return nil
-}
-
 // Stale reports whether the index must be rebuilt from storage: it is new,
 // of another schema, or a rebuild was interrupted.
 func (x *Index) Stale() bool { return x.stale }
@@ -358,13 +103,6 @@ func (x *Index) EndRebuild(ctx context.Context) error {
 		x.stale = false
 	}
 	return err
-}
-
-// Close closes the database: readers first, so the writer's connection,
-// the last to close, checkpoints the WAL.
-func (x *Index) Close() error {
-	rerr := x.rd.Close()
-	return errors.Join(rerr, x.db.Close())
 }
 
 // Manifest is one indexed manifest.
@@ -408,6 +146,9 @@ func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, m.Repo); err != nil {
+		return err
+	}
 	existed, err := hasManifest(ctx, tx, m.Repo, m.Digest)
 	if err != nil {
 		return err
@@ -532,17 +273,34 @@ type Retirement struct {
 
 // PutPromotion indexes a promotion record (manifest m).
 func (x *Index) PutPromotion(ctx context.Context, m Manifest, p Promotion) error {
-	return putPromotion(ctx, x.db, m, p)
+	return x.repoTx(ctx, m.Repo, func(tx wtx) error { return putPromotion(ctx, tx, m, p) })
+}
+
+// repoTx runs fn in a write transaction holding repo's row lock
+// (lockRepoRows on PostgreSQL).
+func (x *Index) repoTx(ctx context.Context, repo string, fn func(tx wtx) error) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, repo); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // PutLineage indexes a lineage record (manifest m) from its layer's bytes.
 func (x *Index) PutLineage(ctx context.Context, m Manifest, body []byte) error {
-	return putLineage(ctx, x.db, m, body)
+	return x.repoTx(ctx, m.Repo, func(tx wtx) error { return putLineage(ctx, tx, m, body) })
 }
 
 // Retire records version tags retired by a tombstone.
 func (x *Index) Retire(ctx context.Context, repo string, rs []Retirement) error {
-	return retire(ctx, x.db, repo, rs)
+	return x.repoTx(ctx, repo, func(tx wtx) error { return retire(ctx, tx, repo, rs) })
 }
 
 func retire(ctx context.Context, db execer, repo string, rs []Retirement) error {
@@ -685,12 +443,8 @@ type Move struct {
 // BeginMove records a stage move about to be made, before its record is
 // written; EndMove (in the index transaction of CommitMove) removes it.
 func (x *Index) BeginMove(ctx context.Context, mv Move) (int64, error) {
-	res, err := x.db.ExecContext(ctx, `INSERT INTO moves (repo, stage, target, media_type, size, record, started) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	return x.db.insertID(ctx, `INSERT INTO moves (repo, stage, target, media_type, size, record, started) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		mv.Repo, mv.Stage, mv.Target.String(), mv.MediaType, mv.Size, mv.Record.String(), time.Now().UTC().Format(time.RFC3339Nano))
-	if err != nil {
-		return 0, err
-	}
-	return res.LastInsertId()
 }
 
 // Moves lists the moves in flight, oldest first: after a crash, the ones
@@ -729,6 +483,9 @@ func (x *Index) CommitMove(ctx context.Context, id int64, version *Manifest, sta
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, record.Repo); err != nil {
+		return err
+	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	if version != nil {
 		if err := putManifest(ctx, tx, *version, now); err != nil {
@@ -792,7 +549,8 @@ func (x *Index) Inputs(ctx context.Context, repo string, d digest.Digest) ([]Edg
 // Descendants lists the versions made directly from an input, named by URI
 // or by digest.
 func (x *Index) Descendants(ctx context.Context, uriOrDigest string) ([]Edge, error) {
-	return x.edges(ctx, `WHERE uri = ? OR input_digest = ? OR uri LIKE ? ESCAPE '\'`, uriOrDigest, uriOrDigest, "%@"+strings.ReplaceAll(uriOrDigest, "%", `\%`))
+	suffix, arg := x.d.endsWith("uri", "@"+uriOrDigest)
+	return x.edges(ctx, `WHERE uri = ? OR input_digest = ? OR `+suffix, uriOrDigest, uriOrDigest, arg)
 }
 
 func (x *Index) edges(ctx context.Context, where string, args ...any) ([]Edge, error) {
@@ -820,6 +578,9 @@ func (x *Index) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, repo); err != nil {
+		return err
+	}
 	for _, q := range []string{`DELETE FROM manifests WHERE repo = ? AND digest = ?`, `DELETE FROM tags WHERE repo = ? AND digest = ?`,
 		`DELETE FROM versions WHERE repo = ? AND digest = ?`, `DELETE FROM version_metrics WHERE repo = ? AND digest = ?`,
 		`DELETE FROM version_props WHERE repo = ? AND digest = ?`, `DELETE FROM lineage WHERE repo = ? AND record = ?`} {
@@ -832,8 +593,10 @@ func (x *Index) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 
 // DeleteTag forgets one tag.
 func (x *Index) DeleteTag(ctx context.Context, repo, tag string) error {
-	_, err := x.db.ExecContext(ctx, `DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag)
-	return err
+	return x.repoTx(ctx, repo, func(tx wtx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag)
+		return err
+	})
 }
 
 // Tag returns the digest a tag points at, or "" when it does not exist.
@@ -924,11 +687,7 @@ func (x *Index) Referrers(ctx context.Context, repo string, subject digest.Diges
 // Begin records a write in flight to repo; call the returned function once
 // the index reflects it.
 func (x *Index) Begin(ctx context.Context, repo string) (done func(), err error) {
-	res, err := x.db.ExecContext(ctx, `INSERT INTO pending (repo, started) VALUES (?, ?)`, repo, time.Now().UTC().Format(time.RFC3339Nano))
-	if err != nil {
-		return nil, err
-	}
-	id, err := res.LastInsertId()
+	id, err := x.db.insertID(ctx, `INSERT INTO pending (repo, started) VALUES (?, ?)`, repo, time.Now().UTC().Format(time.RFC3339Nano))
 	if err != nil {
 		return nil, err
 	}
@@ -956,16 +715,42 @@ type Content struct {
 	Repair bool
 }
 
-// ReplaceRepo swaps a repository's whole content for what storage holds,
-// in one transaction, and clears its pending writes. A manifest the index
-// cannot take is recorded in failures (reported, retried at the next
-// repair) and never stops the rest.
+// ReplaceRepo swaps a repository's whole content for c, in one
+// transaction, and clears its pending writes. A manifest the index cannot
+// take is recorded in failures (reported, retried at the next repair) and
+// never stops the rest.
 func (x *Index) ReplaceRepo(ctx context.Context, repo string, c Content) error {
+	return x.RebuildRepo(ctx, repo, func(context.Context) (Content, error) { return c, nil })
+}
+
+// RebuildRepo is ReplaceRepo with the content read by read while the
+// transaction holds the repository's row lock: on PostgreSQL, a write of
+// another replica to the repository either committed before the read (and
+// storage, written first, holds it) or waits until the new content is
+// committed, so a rebuild never drops a write made while it ran.
+func (x *Index) RebuildRepo(ctx context.Context, repo string, read func(ctx context.Context) (Content, error)) error {
+	var c Content
+	var err error
+	if !x.d.postgres {
+		// One process writes a SQLite index: read before taking the
+		// writer, which other writes would wait for meanwhile.
+		if c, err = read(ctx); err != nil {
+			return err
+		}
+	}
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	if x.d.postgres {
+		if err := tx.lockRepo(ctx, repo); err != nil {
+			return err
+		}
+		if c, err = read(ctx); err != nil {
+			return err
+		}
+	}
 	var old *before
 	if c.Repair {
 		if old, err = snapshot(ctx, tx, repo); err != nil {
@@ -1058,12 +843,12 @@ func (x *Index) Dump(ctx context.Context) ([]string, error) {
 	rows, err := x.rd.QueryContext(ctx, `SELECT 'm', repo, digest, media_type || '|' || artifact_type || '|' || size || '|' || subject || '|' || annotations FROM manifests
 		UNION ALL SELECT 't', repo, tag, digest || '|' || kind FROM tags
 		UNION ALL SELECT 'v', repo, digest, created || '|' || framework || '|' || description || '|' || size || '|' || files FROM versions
-		UNION ALL SELECT 'vm', repo, digest || ' ' || key, value FROM version_metrics
+		UNION ALL SELECT 'vm', repo, digest || ' ' || key, CAST(value AS TEXT) FROM version_metrics
 		UNION ALL SELECT 'vp', repo, digest || ' ' || kind || ' ' || key, value FROM version_props
 		UNION ALL SELECT 'p', repo, record, stage || '|' || digest || '|' || time || '|' || trusted || '|' || seq || '|' || prev_record || '|' || body FROM promotions
 		UNION ALL SELECT 'r', repo, tag, digest || '|' || tombstone FROM retired
 		UNION ALL SELECT 'l', repo, record || ' ' || digest, kind || '|' || uri || '|' || input_digest || '|' || revision FROM lineage
-		ORDER BY 1, 2, 3`)
+		ORDER BY 1, 2, 3, 4`)
 	if err != nil {
 		return nil, err
 	}

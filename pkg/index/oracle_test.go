@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelreg/modelreg/internal/pgtest"
 	"github.com/modelreg/modelreg/pkg/model"
 	"github.com/modelreg/modelreg/pkg/query"
 	"github.com/opencontainers/go-digest"
@@ -114,12 +115,13 @@ func cmpStr(op, a, b string) bool {
 
 // A generated registry of 3,000 versions and 120 random queries: every plan's
 // answer equals the oracle's, in the order asked.
+//
+// It runs on SQLite and PostgreSQL at once, loaded alike, and the two
+// must also give the same rows in the same order, page by page.
 func TestSearchMatchesOracle(t *testing.T) {
-	idx, err := Open(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
+	sqlite := openAt(t, filepath.Join(t.TempDir(), "index.db"))
+	postgres := openAt(t, pgtest.DB(t))
+	indexes := map[string]*Index{"sqlite": sqlite, "postgres": postgres}
 	rng := rand.New(rand.NewPCG(7, 9))
 	ctx := context.Background()
 	var facts []fact
@@ -155,8 +157,10 @@ func TestSearchMatchesOracle(t *testing.T) {
 			tags[s] = digest.Digest(facts[i].digest)
 			facts[i].stages = append(facts[i].stages, s)
 		}
-		if err := idx.ReplaceRepo(ctx, repo, Content{Manifests: manifests, Tags: tags}); err != nil {
-			t.Fatal(err)
+		for _, idx := range indexes {
+			if err := idx.ReplaceRepo(ctx, repo, Content{Manifests: manifests, Tags: tags}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	atoms := []string{"metrics.accuracy >= 0.5", "metrics.accuracy < 0.1", "metrics.f1 > 0.7", "metrics.accuracy in (0.1, 0.2, 0.3)",
@@ -191,28 +195,44 @@ func TestSearchMatchesOracle(t *testing.T) {
 				want = append(want, f)
 			}
 		}
-		for _, order := range []string{"created desc", "metrics.accuracy desc", "repository asc"} {
-			rows, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 1000})
-			if err != nil {
-				t.Fatalf("%s: %v", src, err)
-			}
-			var got, exp []string
-			for _, r := range rows {
-				got = append(got, r.Repository+"@"+r.Digest)
-			}
+		for _, order := range []string{"created desc", "metrics.accuracy desc", "repository asc", "framework desc"} {
+			var exp []string
 			for _, f := range want {
 				exp = append(exp, f.repo+"@"+f.digest)
 			}
-			if len(exp) > 1000 { // beyond one page: a full page of matches
-				if len(got) != 1000 {
-					t.Fatalf("%s: %d rows on a full page", src, len(got))
-				}
-				continue
-			}
-			slices.Sort(got)
 			slices.Sort(exp)
-			if !slices.Equal(got, exp) {
-				t.Fatalf("%s (order %s): %d rows, the oracle finds %d", src, order, len(got), len(exp))
+			byBackend := map[string][]string{}
+			for name, idx := range indexes {
+				rows, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 1000})
+				if err != nil {
+					t.Fatalf("%s: %s: %v", name, src, err)
+				}
+				var got []string
+				for _, r := range rows {
+					got = append(got, r.Repository+"@"+r.Digest)
+				}
+				// A second page, as a client pages: its rows follow the first's.
+				page, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 7, Offset: 7})
+				if err != nil {
+					t.Fatalf("%s: %s: %v", name, src, err)
+				}
+				for _, r := range page {
+					byBackend[name] = append(byBackend[name], r.Repository+"@"+r.Digest)
+				}
+				byBackend[name] = append(byBackend[name], got...)
+				if len(exp) > 1000 { // beyond one page: a full page of matches
+					if len(got) != 1000 {
+						t.Fatalf("%s: %s: %d rows on a full page", name, src, len(got))
+					}
+					continue
+				}
+				slices.Sort(got)
+				if !slices.Equal(got, exp) {
+					t.Fatalf("%s: %s (order %s): %d rows, the oracle finds %d", name, src, order, len(got), len(exp))
+				}
+			}
+			if !slices.Equal(byBackend["sqlite"], byBackend["postgres"]) {
+				t.Fatalf("%s (order %s): SQLite and PostgreSQL answer in different orders", src, order)
 			}
 		}
 	}

@@ -2,29 +2,16 @@ package index
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"time"
 )
 
-// robotSchema keeps robot accounts: state no storage can give again, so,
-// like the outbox, its table is never dropped by a rebuild or a schema
-// change. Secrets are kept as their SHA-256: they are 32 random bytes, so
-// a slow hash adds nothing, and a leaked database gives no usable secret.
-const robotSchema = `
-CREATE TABLE IF NOT EXISTS robots (
-	name        TEXT PRIMARY KEY,
-	secret_hash TEXT NOT NULL,
-	grant_json  TEXT NOT NULL,
-	description TEXT NOT NULL DEFAULT '',
-	created     INTEGER NOT NULL,
-	created_by  TEXT NOT NULL DEFAULT '',
-	expires     INTEGER NOT NULL DEFAULT 0, -- unix nanoseconds; 0 never
-	revoked     INTEGER NOT NULL DEFAULT 0, -- unix nanoseconds; 0 not revoked
-	last_used   INTEGER NOT NULL DEFAULT 0
-);
-`
+// Robot accounts (the robots table, migrations/) are state no storage
+// can give again, so, like the outbox, their table is never dropped by a
+// rebuild or a schema change. Secrets are kept as their SHA-256: they are
+// 32 random bytes, so a slow hash adds nothing, and a leaked database
+// gives no usable secret.
 
 // Robot is a robot account as the index keeps it.
 type Robot struct {
@@ -45,17 +32,19 @@ var ErrRobotExists = errors.New("a robot account of that name exists")
 
 // PutRobot creates a robot account.
 func (x *Index) PutRobot(ctx context.Context, r Robot) error {
-	var one int
-	err := x.db.QueryRowContext(ctx, `SELECT 1 FROM robots WHERE name = ?`, r.Name).Scan(&one)
-	if err == nil {
-		return ErrRobotExists
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
+	// One statement, so two replicas creating one name cannot both succeed.
+	res, err := x.db.ExecContext(ctx, `INSERT INTO robots (name, secret_hash, grant_json, description, created, created_by, expires) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO NOTHING`,
+		r.Name, r.SecretHash, string(r.Grant), r.Description, r.Created.UnixNano(), r.CreatedBy, nanos(r.Expires))
+	if err != nil {
 		return err
 	}
-	_, err = x.db.ExecContext(ctx, `INSERT INTO robots (name, secret_hash, grant_json, description, created, created_by, expires) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		r.Name, r.SecretHash, string(r.Grant), r.Description, r.Created.UnixNano(), r.CreatedBy, nanos(r.Expires))
-	return err
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return ErrRobotExists
+	}
+	return nil
 }
 
 func nanos(t time.Time) int64 {

@@ -32,32 +32,32 @@ var sqlOps = map[string]string{"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": 
 // table that holds its field; and, or and not become INTERSECT, UNION and
 // EXCEPT of those sets, so the cost follows how many versions match, not
 // how many exist. Every value is a bound parameter.
-func compile(n query.Node, args *[]any) (string, error) {
+func (d dialect) compile(n query.Node, args *[]any) (string, error) {
 	switch n := n.(type) {
 	case query.And:
-		return compound(n.L, n.R, "INTERSECT", args)
+		return d.compound(n.L, n.R, "INTERSECT", args)
 	case query.Or:
-		return compound(n.L, n.R, "UNION", args)
+		return d.compound(n.L, n.R, "UNION", args)
 	case query.Not:
-		x, err := compile(n.X, args)
-		return "SELECT repo, digest FROM versions EXCEPT SELECT repo, digest FROM (" + x + ")", err
+		x, err := d.compile(n.X, args)
+		return "SELECT repo, digest FROM versions EXCEPT SELECT repo, digest FROM (" + x + ") q", err
 	case query.Cmp:
-		return compileCmp(n, args)
+		return d.compileCmp(n, args)
 	}
 	return "", fmt.Errorf("unknown query node %T", n)
 }
 
-func compound(l, r query.Node, op string, args *[]any) (string, error) {
-	a, err := compile(l, args)
+func (d dialect) compound(l, r query.Node, op string, args *[]any) (string, error) {
+	a, err := d.compile(l, args)
 	if err != nil {
 		return "", err
 	}
-	b, err := compile(r, args)
-	return "SELECT repo, digest FROM (" + a + ") " + op + " SELECT repo, digest FROM (" + b + ")", err
+	b, err := d.compile(r, args)
+	return "SELECT repo, digest FROM (" + a + ") q " + op + " SELECT repo, digest FROM (" + b + ") q", err
 }
 
 // test renders "<col> <op> <values>" for one comparison.
-func test(col string, c query.Cmp, args *[]any) (string, error) {
+func (d dialect) test(col string, c query.Cmp, args *[]any) (string, error) {
 	val := func(v query.Value) any {
 		if c.Field == "metrics" || (c.Field == "weights" && query.WeightFields[c.Key]) {
 			return v.Num
@@ -83,8 +83,9 @@ func test(col string, c query.Cmp, args *[]any) (string, error) {
 				return col + " >= ? AND " + col + " < ?", nil
 			}
 		}
-		*args = append(*args, pat)
-		return col + " LIKE ?", nil
+		cond, arg := d.like(col, pat)
+		*args = append(*args, arg)
+		return cond, nil
 	}
 	op, ok := sqlOps[c.Op]
 	if !ok {
@@ -94,37 +95,37 @@ func test(col string, c query.Cmp, args *[]any) (string, error) {
 	return col + " " + op + " ?", nil
 }
 
-func compileCmp(c query.Cmp, args *[]any) (string, error) {
+func (d dialect) compileCmp(c query.Cmp, args *[]any) (string, error) {
 	switch c.Field {
 	case "metrics":
 		*args = append(*args, c.Key)
-		t, err := test("value", c, args)
+		t, err := d.test("value", c, args)
 		return "SELECT repo, digest FROM version_metrics WHERE key = ? AND " + t, err
 	case "params", "labels":
 		*args = append(*args, c.Field, c.Key)
-		t, err := test("value", c, args)
+		t, err := d.test("value", c, args)
 		return "SELECT repo, digest FROM version_props WHERE kind = ? AND key = ? AND " + t, err
 	case "weights":
 		*args = append(*args, c.Key)
-		t, err := test(weightColumn(c.Key), c, args)
+		t, err := d.test(weightColumn(c.Key), c, args)
 		return "SELECT repo, digest FROM version_weights WHERE key = ? AND " + t, err
 	case "stage", "version":
 		if c.Op == "!=" { // "not in that stage"
 			eq := c
 			eq.Op = "="
-			return compile(query.Not{X: eq}, args)
+			return d.compile(query.Not{X: eq}, args)
 		}
 		if c.Field == "stage" && c.Op != "=" && c.Op != "in" && c.Op != "like" {
 			return "", &query.Error{Pos: c.Pos, Msg: "stage supports =, !=, in and like"}
 		}
 		*args = append(*args, c.Field)
-		t, err := test("tag", c, args)
+		t, err := d.test("tag", c, args)
 		return "SELECT repo, digest FROM tags WHERE kind = ? AND " + t, err
 	case "repository":
-		t, err := test("repo", c, args)
+		t, err := d.test("repo", c, args)
 		return "SELECT repo, digest FROM versions WHERE " + t, err
 	case "digest", "framework", "description", "created":
-		t, err := test(c.Field, c, args)
+		t, err := d.test(c.Field, c, args)
 		return "SELECT repo, digest FROM versions WHERE " + t, err
 	}
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
@@ -142,64 +143,64 @@ func weightColumn(key string) string {
 // checked with index lookups. With an index-ordered scan (newest first) and
 // a LIMIT, SQLite stops after the first matches: the right plan when
 // matches are common, where compile's set operations would read them all.
-func compileRow(n query.Node, args *[]any) (string, error) {
+func (d dialect) compileRow(n query.Node, args *[]any) (string, error) {
 	switch n := n.(type) {
 	case nil:
-		return "1", nil
+		return "1 = 1", nil
 	case query.And:
-		return binaryRow(n.L, n.R, "AND", args)
+		return d.binaryRow(n.L, n.R, "AND", args)
 	case query.Or:
-		return binaryRow(n.L, n.R, "OR", args)
+		return d.binaryRow(n.L, n.R, "OR", args)
 	case query.Not:
-		x, err := compileRow(n.X, args)
+		x, err := d.compileRow(n.X, args)
 		return "NOT (" + x + ")", err
 	case query.Cmp:
-		return compileCmpRow(n, args)
+		return d.compileCmpRow(n, args)
 	}
 	return "", fmt.Errorf("unknown query node %T", n)
 }
 
-func binaryRow(l, r query.Node, op string, args *[]any) (string, error) {
-	a, err := compileRow(l, args)
+func (d dialect) binaryRow(l, r query.Node, op string, args *[]any) (string, error) {
+	a, err := d.compileRow(l, args)
 	if err != nil {
 		return "", err
 	}
-	b, err := compileRow(r, args)
+	b, err := d.compileRow(r, args)
 	return "(" + a + " " + op + " " + b + ")", err
 }
 
-func compileCmpRow(c query.Cmp, args *[]any) (string, error) {
+func (d dialect) compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 	switch c.Field {
 	case "metrics":
 		*args = append(*args, c.Key)
-		t, err := test("m.value", c, args)
+		t, err := d.test("m.value", c, args)
 		return "EXISTS (SELECT 1 FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ? AND " + t + ")", err
 	case "params", "labels":
 		*args = append(*args, c.Field, c.Key)
-		t, err := test("p.value", c, args)
+		t, err := d.test("p.value", c, args)
 		return "EXISTS (SELECT 1 FROM version_props p WHERE p.repo = v.repo AND p.digest = v.digest AND p.kind = ? AND p.key = ? AND " + t + ")", err
 	case "weights":
 		*args = append(*args, c.Key)
-		t, err := test("w."+weightColumn(c.Key), c, args)
+		t, err := d.test("w."+weightColumn(c.Key), c, args)
 		return "EXISTS (SELECT 1 FROM version_weights w WHERE w.repo = v.repo AND w.digest = v.digest AND w.key = ? AND " + t + ")", err
 	case "stage", "version":
 		kind := c.Field
 		if c.Op == "!=" { // "not in that stage"
 			eq := c
 			eq.Op = "="
-			inner, err := compileCmpRow(eq, args)
+			inner, err := d.compileCmpRow(eq, args)
 			return "NOT " + inner, err
 		}
 		if c.Field == "stage" && c.Op != "=" && c.Op != "in" && c.Op != "like" {
 			return "", &query.Error{Pos: c.Pos, Msg: "stage supports =, !=, in and like"}
 		}
 		*args = append(*args, kind)
-		t, err := test("t.tag", c, args)
+		t, err := d.test("t.tag", c, args)
 		return "EXISTS (SELECT 1 FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = ? AND " + t + ")", err
 	case "repository":
-		return test("+v.repo", c, args)
+		return d.test(d.noIndex("v.repo"), c, args)
 	case "digest", "framework", "description", "created":
-		return test("+v."+c.Field, c, args)
+		return d.test(d.noIndex("v."+c.Field), c, args)
 	}
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
 }
@@ -218,6 +219,7 @@ func (x *Index) plan(ctx context.Context, q query.Node, indexed bool) (from, whe
 
 // plan is Index.plan on one reader connection or transaction.
 func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, where string, args []any, err error) {
+	d := db.dia()
 	from = "versions v"
 	if q == nil {
 		return from, "", nil, nil
@@ -240,12 +242,12 @@ func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, wh
 			continue
 		}
 		var a []any
-		set, err := compileCmp(cmp, &a)
+		set, err := d.compileCmp(cmp, &a)
 		if err != nil {
 			return "", "", nil, err
 		}
 		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`)`, a...).Scan(&n); err != nil {
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`) q`, a...).Scan(&n); err != nil {
 			return "", "", nil, err
 		}
 		if n < bestCount {
@@ -265,26 +267,26 @@ func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, wh
 	}
 	switch {
 	case best >= 0:
-		set, err := compileCmp(conjuncts[best].(query.Cmp), &args)
+		set, err := d.compileCmp(conjuncts[best].(query.Cmp), &args)
 		if err != nil {
 			return "", "", nil, err
 		}
-		from = "(SELECT DISTINCT repo, digest FROM (" + set + ")) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
+		from = "(SELECT DISTINCT repo, digest FROM (" + set + ") q) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
 		if rest != nil {
-			cond, err := compileRow(rest, &args)
+			cond, err := d.compileRow(rest, &args)
 			if err != nil {
 				return "", "", nil, err
 			}
 			where = "WHERE " + cond
 		}
 	case indexed:
-		cond, err := compileRow(q, &args)
+		cond, err := d.compileRow(q, &args)
 		if err != nil {
 			return "", "", nil, err
 		}
 		where = "WHERE " + cond
 	default:
-		set, err := compile(q, &args)
+		set, err := d.compile(q, &args)
 		if err != nil {
 			return "", "", nil, err
 		}
@@ -337,6 +339,8 @@ func orderArgs(clause, spec string, args *[]any) (string, error) {
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	// dia is the database's dialect, for the SQL the two spell apart.
+	dia() dialect
 }
 
 // snapshot runs fn in one read transaction on one reader connection: a
@@ -353,7 +357,7 @@ func (x *Index) snapshot(ctx context.Context, fn func(db querier) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-x.turns }()
-	tx, err := x.rd.BeginTx(ctx, nil)
+	tx, err := x.rd.BeginTx(ctx)
 	if err != nil {
 		return err
 	}
@@ -557,7 +561,7 @@ func models(ctx context.Context, db querier, after string, limit int) ([]ModelRo
 	// for the page's models in one statement.
 	lq, err := db.QueryContext(ctx, `WITH r(repo) AS (VALUES `+strings.Join(slices.Repeat([]string{"(?)"}, len(out)), ", ")+`)
 		SELECT r.repo,
-			(SELECT (SELECT MAX(t.tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND +t.kind = 'version')
+			(SELECT (SELECT MAX(t.tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND `+db.dia().noIndex("t.kind")+` = 'version')
 				FROM versions v WHERE v.repo = r.repo ORDER BY v.created DESC LIMIT 1),
 			(SELECT MAX(p.time) FROM promotions p WHERE p.repo = r.repo AND p.trusted = 1)
 		FROM r`, names...)

@@ -19,6 +19,9 @@ func (x *Index) PutWeights(ctx context.Context, repo string, d digest.Digest, f 
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, repo); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM version_weights WHERE repo = ? AND digest = ?`, repo, d.String()); err != nil {
 		return err
 	}
@@ -125,6 +128,9 @@ func (x *Index) PutDerivedLabels(ctx context.Context, repo string, d digest.Dige
 		return err
 	}
 	defer tx.Rollback()
+	if err := tx.lockRepo(ctx, repo); err != nil {
+		return err
+	}
 	for k, v := range labels {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO version_props (repo, digest, kind, key, value) VALUES (?, ?, 'labels', ?, ?) ON CONFLICT DO NOTHING`,
 			repo, d.String(), k, v); err != nil {

@@ -64,6 +64,11 @@ type Options struct {
 	MaxCatalogEntries, MaxTags int
 	// Reindex rebuilds the index from storage before serving.
 	Reindex bool
+	// Index names the index's database (index.ParseDSN): "sqlite:PATH"
+	// (one process; the default, sqlite:<DataDir>/modelreg/index.db) or a
+	// PostgreSQL URL, postgres://USER@HOST/DB, which several replicas on
+	// one storage share.
+	Index string
 	// Policy, when set, is enforced on every write of a stage tag: the
 	// server refuses moves the policy does not allow. It is fixed for the
 	// server's life; PolicyFile is the watched alternative.
@@ -333,7 +338,11 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	if err != nil {
 		return err
 	}
-	idx, err := index.Open(filepath.Join(dir, "index.db"))
+	dsn := opts.Index
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(dir, "index.db")
+	}
+	idx, err := index.Open(dsn)
 	if err != nil {
 		return err
 	}
@@ -359,8 +368,19 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 		s.idx = nil
 		return err
 	}
+	// Replicas sharing a PostgreSQL index start one at a time from here
+	// to the end of recovery: one rebuilds, the others find it done.
+	unlock, err := idx.LockRebuild(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("waiting for other replicas to finish bringing the index in line with storage: %w", err))
+	}
+	defer unlock()
+	stale, err := idx.NeedsRebuild(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	var repos []string
-	full := opts.Reindex || idx.Stale()
+	full := opts.Reindex || stale
 	if !full {
 		if repos, err = idx.Pending(ctx); err != nil {
 			return fail(err)

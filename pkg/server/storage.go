@@ -292,12 +292,14 @@ func rebuild(ctx context.Context, idx *index.Index, st *store, dec *decoder, nam
 		}
 	}
 	for _, name := range names {
-		c, err := st.read(ctx, name, dec)
+		// Storage is read under the repository's row lock: a write of
+		// another replica lands before the read or after the replace.
+		err := idx.RebuildRepo(ctx, name, func(ctx context.Context) (index.Content, error) {
+			c, err := st.read(ctx, name, dec)
+			c.Repair = !full
+			return c, err
+		})
 		if err != nil {
-			return 0, err
-		}
-		c.Repair = !full
-		if err := idx.ReplaceRepo(ctx, name, c); err != nil {
 			return 0, err
 		}
 	}
