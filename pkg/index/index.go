@@ -468,6 +468,14 @@ func (x *Index) Moves(ctx context.Context) ([]Move, error) {
 	return out, rows.Err()
 }
 
+// HasMove reports whether a move is still in flight (not yet committed
+// or dropped, by this process or another replica).
+func (x *Index) HasMove(ctx context.Context, id int64) (bool, error) {
+	var n int
+	err := x.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM moves WHERE id = ?`, id).Scan(&n)
+	return n > 0, err
+}
+
 // DropMove forgets a move (finished by recovery, or never committed).
 func (x *Index) DropMove(ctx context.Context, id int64) error {
 	_, err := x.db.ExecContext(ctx, `DELETE FROM moves WHERE id = ?`, id)

@@ -87,29 +87,43 @@ func (g *gate) put(k string, l *refLock) {
 // lock serializes writes to one tag of one repository; writes to other
 // tags go on in parallel. It shares the repository's lock with them, which
 // lockRepo takes alone.
-func (g *gate) lock(repo, t string) func() {
+func (g *gate) lock(ctx context.Context, repo, t string) (func(), error) {
 	rk, tk := repo, repo+":"+t
 	r, l := g.get(rk), g.get(tk)
 	r.RLock()
 	l.Lock()
-	return func() {
+	local := func() {
 		l.Unlock()
 		r.RUnlock()
 		g.put(tk, l)
 		g.put(rk, r)
 	}
+	// Replicas on one PostgreSQL index serialize the same writes there
+	// (nothing on SQLite, which one process owns).
+	unlock, err := g.idx.LockTag(ctx, repo, t)
+	if err != nil {
+		local()
+		return nil, err
+	}
+	return func() { unlock(); local() }, nil
 }
 
 // lockRepo excludes every tag write of a repository: a delete by digest
 // removes every tag that points at the digest, so its check that no stage
 // does must hold until it is done.
-func (g *gate) lockRepo(repo string) func() {
+func (g *gate) lockRepo(ctx context.Context, repo string) (func(), error) {
 	r := g.get(repo)
 	r.Lock()
-	return func() {
+	local := func() {
 		r.Unlock()
 		g.put(repo, r)
 	}
+	unlock, err := g.idx.LockTags(ctx, repo)
+	if err != nil {
+		local()
+		return nil, err
+	}
+	return func() { unlock(); local() }, nil
 }
 
 // repository is an oras-go client of this server's repo, in process.
@@ -390,46 +404,53 @@ func (g *gate) recover(ctx context.Context, repo, stage string) error {
 	if err != nil {
 		return err
 	}
-	touched := map[string]bool{}
-	var done []int64
 	for _, mv := range moves {
 		if stage != "" && (mv.Repo != repo || mv.Stage != stage) {
 			continue
 		}
-		_, _, committed, err := g.st.manifest(ctx, mv.Repo, mv.Record)
-		if err != nil {
-			return err
-		}
-		if committed {
-			if mv.Target != "" {
-				err = g.st.setTag(ctx, mv.Repo, mv.Stage, ocispec.Descriptor{MediaType: mv.MediaType, Digest: mv.Target, Size: mv.Size})
-			} else {
-				err = g.st.untag(ctx, mv.Repo, mv.Stage)
-			}
-			if err != nil {
-				return fmt.Errorf("finishing the move of %s:%s recorded in %s: %w", mv.Repo, mv.Stage, mv.Record, err)
-			}
-			g.log.Warn("finished a stage move cut short", "repo", mv.Repo, "stage", mv.Stage, "record", mv.Record)
-		}
-		touched[mv.Repo] = true
-		done = append(done, mv.ID)
-	}
-	if len(touched) == 0 {
-		return nil
-	}
-	var names []string
-	for n := range touched {
-		names = append(names, n)
-	}
-	if _, err := rebuild(ctx, g.idx, g.st, g.dec, names); err != nil {
-		return err
-	}
-	for _, id := range done {
-		if err := g.idx.DropMove(ctx, id); err != nil {
+		if err := g.finish(ctx, mv, stage == ""); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// finish rolls one move forward (its record reached storage) or drops it
+// (it did not), then brings the repository's index in line. At start-up
+// (lock), another replica on the same PostgreSQL index may be making the
+// move right now: finish waits for the stage's lock and acts only if the
+// move is still in flight; a caller making a move holds the lock already.
+func (g *gate) finish(ctx context.Context, mv index.Move, lock bool) error {
+	if lock {
+		unlock, err := g.idx.LockTag(ctx, mv.Repo, mv.Stage)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		still, err := g.idx.HasMove(ctx, mv.ID)
+		if err != nil || !still {
+			return err
+		}
+	}
+	_, _, committed, err := g.st.manifest(ctx, mv.Repo, mv.Record)
+	if err != nil {
+		return err
+	}
+	if committed {
+		if mv.Target != "" {
+			err = g.st.setTag(ctx, mv.Repo, mv.Stage, ocispec.Descriptor{MediaType: mv.MediaType, Digest: mv.Target, Size: mv.Size})
+		} else {
+			err = g.st.untag(ctx, mv.Repo, mv.Stage)
+		}
+		if err != nil {
+			return fmt.Errorf("finishing the move of %s:%s recorded in %s: %w", mv.Repo, mv.Stage, mv.Record, err)
+		}
+		g.log.Warn("finished a stage move cut short", "repo", mv.Repo, "stage", mv.Stage, "record", mv.Record)
+	}
+	if _, err := rebuild(ctx, g.idx, g.st, g.dec, []string{mv.Repo}); err != nil {
+		return err
+	}
+	return g.idx.DropMove(ctx, mv.ID)
 }
 
 // checkDelete decides a DELETE of ref (tag or digest). It returns the

@@ -360,7 +360,13 @@ func (rt *router) putManifest(w http.ResponseWriter, r *http.Request, name, ref 
 		return
 	}
 	if t != "" {
-		defer rt.gate.lock(name, t)()
+		unlock, err := rt.gate.lock(ctx, name, t)
+		if err != nil {
+			rt.log.Error("locking a tag write", "repo", name, "tag", t, "err", err)
+			serveError(w, errUnknown, "the index is unavailable")
+			return
+		}
+		defer unlock()
 		w2, err := rt.gate.checkTagWrite(ctx, name, t, m)
 		if d := (denied{}); errors.As(err, &d) && tag.Classify(t) == tag.Stage {
 			rt.refused(ctx, name, t, m.Digest, d.msg, r.Header.Get(mediatypes.HeaderReason))
@@ -526,11 +532,18 @@ func (rt *router) deleteAs(w http.ResponseWriter, r *http.Request, name, ref str
 	case perr != nil && strings.Contains(ref, ":"):
 		rt.next.ServeHTTP(w, r) // a malformed digest: distribution says so (400)
 		return
-	case perr == nil:
-		defer rt.gate.lockRepo(name)()
-	default:
-		defer rt.gate.lock(name, ref)()
 	}
+	lock := func() (func(), error) { return rt.gate.lock(ctx, name, ref) }
+	if perr == nil {
+		lock = func() (func(), error) { return rt.gate.lockRepo(ctx, name) }
+	}
+	unlock, err := lock()
+	if err != nil {
+		rt.log.Error("locking a delete", "repo", name, "ref", ref, "err", err)
+		serveError(w, errUnknown, "the index is unavailable")
+		return
+	}
+	defer unlock()
 	retire, d, err := rt.gate.checkDelete(ctx, name, ref, takedown)
 	if rt.refuse(w, err) {
 		return
