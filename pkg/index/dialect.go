@@ -128,6 +128,9 @@ const (
 	// lockGate names the gate's locks: a repository's (shared by its tag
 	// writes, exclusive for a delete by digest) and one tag's.
 	lockGate = "modelreg/gate"
+	// lockLeader names the locks of jobs one replica runs for all (the
+	// event dispatcher).
+	lockLeader = "modelreg/leader"
 )
 
 // writer is the index's writing side. Every write goes through it, so

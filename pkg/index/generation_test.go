@@ -88,3 +88,27 @@ func TestGenerationFollowsOtherReplicas(t *testing.T) {
 		t.Errorf("replica b does not see a's write: %q, %v", d, err)
 	}
 }
+
+// One replica leads a job at a time; when its session ends, another
+// takes over.
+func TestOneLeader(t *testing.T) {
+	dsn := pgtest.DB(t)
+	a, b := openAt(t, dsn), openAt(t, dsn)
+	ctx := context.Background()
+	releaseA, ok, err := a.TryLead(ctx, "events")
+	if err != nil || !ok {
+		t.Fatalf("a does not lead: %v", err)
+	}
+	if _, ok, err := b.TryLead(ctx, "events"); err != nil || ok {
+		t.Fatalf("b leads while a does: %v", err)
+	}
+	if _, ok, _ := b.TryLead(ctx, "another-job"); !ok {
+		t.Error("b cannot lead another job")
+	}
+	releaseA()
+	releaseB, ok, err := b.TryLead(ctx, "events")
+	if err != nil || !ok {
+		t.Fatalf("b does not take over once a released: %v", err)
+	}
+	releaseB()
+}

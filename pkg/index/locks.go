@@ -93,3 +93,30 @@ func (x *Index) sessionLock(ctx context.Context, locks ...advisory) (func(), err
 	}
 	return func() { unlock(len(locks)) }, nil
 }
+
+// TryLead makes this process the one replica that runs job (the event
+// dispatcher: deliveries are sent by one replica, in order, not raced by
+// several) when no other holds it. It does not wait: ok is false while
+// another replica leads; the lock is the database's, released when the
+// leader's session ends (release, or the process dies), so a surviving
+// replica takes over at its next try. On SQLite it always leads.
+func (x *Index) TryLead(ctx context.Context, job string) (release func(), ok bool, err error) {
+	if !x.d.postgres {
+		return func() {}, true, nil
+	}
+	conn, err := x.db.DB.Conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	key := lockKey(lockLeader, job)
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil || !ok {
+		conn.Close()
+		return nil, false, err
+	}
+	return func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}, true, nil
+}

@@ -78,8 +78,29 @@ func (d *dispatcher) subscribers() []index.Subscriber {
 	return out
 }
 
-// run delivers until ctx is done.
+// run delivers until ctx is done: on one replica at a time (the leader),
+// the others waiting to take over.
 func (d *dispatcher) run(ctx context.Context) {
+	for {
+		release, ok, err := d.idx.TryLead(ctx, "events")
+		if err != nil && ctx.Err() == nil {
+			d.log.Error("events: asking to lead the delivery", "err", err)
+		}
+		if ok {
+			d.lead(ctx)
+			release()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// lead is the leader's loop.
+func (d *dispatcher) lead(ctx context.Context) {
 	var seen uint64
 	prune := time.Now()
 	fanned := false
