@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"time"
 )
 
 // Session locks for replicas. On PostgreSQL each is an advisory lock held
@@ -119,4 +120,50 @@ func (x *Index) TryLead(ctx context.Context, job string) (release func(), ok boo
 		}
 		conn.Close()
 	}, true, nil
+}
+
+// Publish records value under key as what every replica must agree on
+// (the trust policy's digest), written by this replica (by).
+func (x *Index) Publish(ctx context.Context, key, value, by string) error {
+	_, err := x.db.ExecContext(ctx, `INSERT INTO shared (key, value, writer, updated) VALUES (?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, writer = excluded.writer, updated = excluded.updated`,
+		key, value, by, time.Now().UnixNano())
+	return err
+}
+
+// Shared returns what was last published under key, and by whom ("" when
+// nothing was).
+func (x *Index) Shared(ctx context.Context, key string) (value, by string, err error) {
+	err = x.db.QueryRowContext(ctx, `SELECT value, writer FROM shared WHERE key = ?`, key).Scan(&value, &by)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", nil
+	}
+	return value, by, err
+}
+
+// Agreed lists the distinct values published, within the last fresh,
+// under keys starting with prefix: one value when every live replica
+// agrees (each publishes under prefix + its own id, as a heartbeat).
+func (x *Index) Agreed(ctx context.Context, prefix string, fresh time.Duration) (map[string][]string, error) {
+	rows, err := x.db.QueryContext(ctx, `SELECT key, value FROM shared WHERE substr(key, 1, ?) = ? AND updated > ?`,
+		len(prefix), prefix, time.Now().Add(-fresh).UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[v] = append(out[v], k[len(prefix):])
+	}
+	return out, rows.Err()
+}
+
+// Unpublish removes what was published under key.
+func (x *Index) Unpublish(ctx context.Context, key string) error {
+	_, err := x.db.ExecContext(ctx, `DELETE FROM shared WHERE key = ?`, key)
+	return err
 }

@@ -200,6 +200,9 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 	if !protected {
 		return w, nil
 	}
+	if err := g.agree(ctx); err != nil {
+		return tagWrite{}, err
+	}
 	subject := ocispec.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size}
 	d, err := g.decide(ctx, pol, repo, t, subject)
 	if err != nil {

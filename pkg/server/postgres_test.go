@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/modelreg/modelreg/internal/pgtest"
@@ -92,5 +94,50 @@ func TestPostgresReplicas(t *testing.T) {
 		if err != nil || db.Digest != da.Digest {
 			t.Errorf("%s through b: %v, %v; through a: %v", ref, db.Digest, err, da.Digest)
 		}
+	}
+}
+
+// Replicas that enforce different trust policies (a policy file updated
+// on one and not yet on the other) refuse moves into protected stages on
+// both, naming the digests and replicas, until they read the same file.
+func TestReplicasGateAlike(t *testing.T) {
+	dir, dsn := t.TempDir(), pgtest.DB(t)
+	policy := "version: 1\nstages:\n  release:\n    lineage: {required: true}\n"
+	pa, pb := filepath.Join(t.TempDir(), "a.yaml"), filepath.Join(t.TempDir(), "b.yaml")
+	os.WriteFile(pa, []byte(policy), 0o644)
+	os.WriteFile(pb, []byte(policy+"# edited on b only\n"), 0o644)
+	start := func(p string) (string, func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		log := slog.New(slog.NewTextHandler(testLog, nil))
+		s, err := New(ctx, Options{Addr: "127.0.0.1:0", DataDir: dir, Index: dsn, PolicyFile: p, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx) }()
+		return s.Addr(), func() { cancel(); <-done }
+	}
+	a, stopA := start(pa)
+	defer stopA()
+	fill(t, a) // v2 has lineage
+	b, stopB := start(pb)
+	ctx := context.Background()
+	v2, err := repo(t, a, "team/a").Resolve(ctx, "2.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both have published (at start): a move through either is refused.
+	for _, addr := range []string{a, b} {
+		err := repo(t, addr, "team/a").Tag(ctx, v2, "release")
+		if err == nil || !strings.Contains(err.Error(), "enforce different trust policies") {
+			t.Errorf("a move through %s while the replicas disagree: %v", addr, err)
+		}
+	}
+	// b stops (cleanly: its heartbeat goes) and comes back with a's file.
+	stopB()
+	b, stopB = start(pa)
+	defer stopB()
+	if err := repo(t, b, "team/a").Tag(ctx, v2, "release"); err != nil {
+		t.Errorf("a move once the replicas agree: %v", err)
 	}
 }

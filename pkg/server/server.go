@@ -138,6 +138,8 @@ type Server struct {
 	life    *lifecycle
 	events  *dispatcher
 	access  *accessHolder
+	// id names this process among replicas (replicas.go).
+	id string
 	limits  *limits
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
@@ -193,7 +195,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 
-	s := &Server{opts: opts, log: opts.Logger}
+	s := &Server{opts: opts, log: opts.Logger, id: replicaID()}
 	if opts.TLSCert != "" {
 		if s.cert, err = newCertificate(opts.TLSCert, opts.TLSKey, opts.Logger); err != nil {
 			return nil, err
@@ -569,12 +571,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer close(stop)
 		go s.access.watch(stop)
 	}
-	stopEvents := func() {}
+	s.publishOnce(ctx)
+	pctx, cancelPublish := context.WithCancel(context.WithoutCancel(ctx))
+	published := make(chan struct{})
+	go func() { defer close(published); s.publish(pctx) }()
+	stopEvents := func() { cancelPublish(); <-published }
 	if s.events != nil {
 		ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		go func() { defer close(done); s.events.run(ectx) }()
-		stopEvents = func() { cancel(); <-done }
+		stopEvents = func() { cancel(); <-done; cancelPublish(); <-published }
 	}
 	if s.life != nil {
 		go s.life.schedule(ctx)
