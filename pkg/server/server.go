@@ -139,7 +139,7 @@ type Server struct {
 	events  *dispatcher
 	access  *accessHolder
 	// id names this process among replicas (replicas.go).
-	id string
+	id      string
 	limits  *limits
 	watcher *policy.Watcher
 	key     *promotion.ServerKey
