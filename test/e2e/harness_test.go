@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelreg/modelreg/internal/pgtest"
+
 	"github.com/modelreg/modelreg/internal/fixture"
 )
 
@@ -71,7 +73,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	return pgtest.Run(m) // stops the PostgreSQL cluster the replica tests start
 }
 
 // registry is a running `modelreg serve` process.
