@@ -84,6 +84,11 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.guard.challenge(w, r, "", "metrics need credentials")
 			return
 		}
+		if rt.idx != nil {
+			if p, err := rt.idx.Pending(r.Context()); err == nil {
+				metricIndexPending.Set(float64(len(p)))
+			}
+		}
 		metricsHandler().ServeHTTP(w, r)
 		return
 	case p == "/v2/_catalog" && identityOf(r.Context()) != nil:

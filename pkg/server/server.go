@@ -258,7 +258,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	case users != nil:
 		h = newAuthenticator(users, opts.ReadOnlyUsers, opts.AnonymousRead, h, opts.Logger)
 	}
-	s.handler = accessLog(opts.Logger, h)
+	// Probes first (no credentials, no access log), then metrics around
+	// everything else, refusals included.
+	s.handler = s.probes(instrument(accessLog(opts.Logger, h)))
 	return s, nil
 }
 
