@@ -49,7 +49,13 @@ func openStorage(ctx context.Context, sc configuration.Storage) (*store, error) 
 	if err := storageReachable(ctx, d); err != nil {
 		return nil, fmt.Errorf("storage: %w; check the endpoint, bucket and credentials in the storage section", err)
 	}
-	ns, err := storage.NewRegistry(ctx, d, storage.EnableDelete)
+	// Digest resumption off: the server's own blob writers (uploads in
+	// parts, records) live in one process and never resume another's
+	// upload, and with resumption on, every Write compares the driver
+	// writer's Size with the bytes hashed; the S3 driver's Size counts
+	// only the chunks it has flushed, so the check reset the hash in the
+	// middle of a blob and a correct upload in parts failed its digest.
+	ns, err := storage.NewRegistry(ctx, d, storage.EnableDelete, storage.DisableDigestResumption)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,8 @@ import (
 type s3Store struct {
 	Endpoint, Bucket, AccessKey, SecretKey string
 	client                                 *s3.S3
+	// stop stops SeaweedFS (also done when the test ends).
+	stop func()
 }
 
 // startWeed runs `weed server -s3` (master, volume, filer and S3 gateway
@@ -74,7 +76,12 @@ func startWeed(t *testing.T) *s3Store {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
+	var stopped bool
+	st.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -83,7 +90,8 @@ func startWeed(t *testing.T) *s3Store {
 			<-exited
 		}
 		logs.Close()
-	})
+	}
+	t.Cleanup(func() { st.stop() })
 	st.Endpoint = "http://127.0.0.1:" + p(6)
 	sess, err := session.NewSession(&aws.Config{
 		Region: aws.String("us-east-1"), Endpoint: aws.String(st.Endpoint), S3ForcePathStyle: aws.Bool(true),
@@ -245,14 +253,15 @@ func TestS3Storage(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || hex.EncodeToString(h.Sum(nil)) != weights {
 		t.Errorf("the store's URL: %s, sha256 %x, want %s", resp.Status, h.Sum(nil), weights)
 	}
-	// HEAD is answered by the registry itself (no redirect).
-	head, err := noFollow.Head("http://" + redirected.Addr + "/v2/team/s3/blobs/sha256:" + weights)
+	// HEAD is redirected too (distribution's behaviour); followed, the
+	// store answers with the blob's size.
+	head, err := http.Head("http://" + redirected.Addr + "/v2/team/s3/blobs/sha256:" + weights)
 	if err != nil {
 		t.Fatal(err)
 	}
 	head.Body.Close()
-	if head.StatusCode != http.StatusOK || head.ContentLength != 65<<20 {
-		t.Errorf("blob HEAD: %s, %d bytes", head.Status, head.ContentLength)
+	if head.StatusCode != http.StatusOK || head.ContentLength != 65<<20 || head.Request.URL.Host == redirected.Addr {
+		t.Errorf("blob HEAD: %s, %d bytes, answered by %s", head.Status, head.ContentLength, head.Request.URL.Host)
 	}
 	out2 := filepath.Join(e.dir, "pulled-redirected")
 	pull2 := decode[transfer.PullResult](t, e.ok("pull", redirected.Addr+"/team/s3:1.0.0", "-o", out2, "--output", "json").Stdout)
@@ -268,4 +277,23 @@ func TestS3Storage(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.fails([]string{"failed digest verification"}, "pull", redirected.Addr+"/team/s3:1.0.0", "-o", filepath.Join(e.dir, "tampered"))
+
+	// Readiness follows the store: ready while S3 answers, 503 (and
+	// still alive) once it is gone.
+	if resp, err := http.Get("http://" + redirected.Addr + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz with S3 up: %v %v", resp, err)
+	}
+	st.stop()
+	resp, err = http.Get("http://" + redirected.Addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "s3aws storage does not answer") {
+		t.Errorf("/readyz with S3 gone: %s %s", resp.Status, body)
+	}
+	if resp, err := http.Get("http://" + redirected.Addr + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz with S3 gone: %v %v", resp, err)
+	}
 }
