@@ -50,7 +50,7 @@ define go-install
 	mkdir -p $(1) && mv $(1).tmp/$(3) $(1)/$(3) && rm -rf $(1).tmp
 endef
 
-.PHONY: all build run test cross vet fmt-check tools deb-tools bench clean
+.PHONY: all build run test cross vet fmt-check tools deb-tools bench clean image
 
 all: build
 
@@ -123,6 +123,19 @@ $(WEED):
 		test -n "$$dir" && cp -R "$$dir" src && chmod -R u+w src && \
 		cd src && CGO_ENABLED=0 $(GO) build -o ../weed ./weed
 	mkdir -p $(WEED_DIR) && mv $(WEED_DIR).tmp/weed $(WEED) && rm -rf $(WEED_DIR).tmp
+
+# image: the OCI image of `modelreg serve` (docs/deploy-scale.md), without
+# a Docker engine: a static build, then build/image.sh puts it on an empty
+# base with crane and writes $(IMAGE_DIR)/oci (an OCI layout) and
+# $(IMAGE_DIR)/modelreg.tar; with IMAGE=registry/repo:tag it pushes too.
+IMAGE       ?=
+IMAGE_DIR   ?= bin/image
+IMAGE_ARCH  ?= $(shell $(GO) env GOARCH)
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+image: build $(CRANE)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '-s -w' -o $(IMAGE_DIR)/modelreg-linux-$(IMAGE_ARCH) ./cmd/modelreg
+	CRANE=$(CRANE) GOARCH=$(IMAGE_ARCH) VERSION=$(VERSION) REGISTRY_BIN=bin/modelreg \
+		build/image.sh $(IMAGE_DIR)/modelreg-linux-$(IMAGE_ARCH) $(IMAGE_DIR) $(IMAGE)
 
 bench: build tools
 	$(TOOL_ENV) $(GO) run ./bench -modelreg ./bin/modelreg
