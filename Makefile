@@ -33,7 +33,14 @@ CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 CONFORMANCE_DIR     := $(TOOLS_DIR)/conformance-$(CONFORMANCE_VERSION)
 CONFORMANCE         := $(CONFORMANCE_DIR)/conformance
 
-TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_CRANE=$(CRANE) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_DISTRIBUTION=$(REGISTRY) MODELREG_CONFORMANCE=$(CONFORMANCE)
+# SeaweedFS, the S3-compatible object store the storage tests run against.
+# `go install` refuses its module (its go.mod has replace directives), so
+# $(WEED) downloads the pinned module and builds ./weed in a writable copy.
+WEED_VERSION := v0.0.0-20261109003541-7506e5f91cd6
+WEED_DIR     := $(TOOLS_DIR)/seaweedfs-$(WEED_VERSION)
+WEED         := $(WEED_DIR)/weed
+
+TOOL_ENV = MODELREG_ORAS=$(ORAS) MODELREG_CRANE=$(CRANE) MODELREG_COSIGN2=$(COSIGN2) MODELREG_COSIGN3=$(COSIGN3) MODELREG_DISTRIBUTION=$(REGISTRY) MODELREG_CONFORMANCE=$(CONFORMANCE) MODELREG_WEED=$(WEED)
 
 # go-install DIR PACKAGE@VERSION BINARY: installs into DIR.tmp first, so an
 # interrupted install never leaves a broken binary in the cache.
@@ -43,7 +50,7 @@ define go-install
 	mkdir -p $(1) && mv $(1).tmp/$(3) $(1)/$(3) && rm -rf $(1).tmp
 endef
 
-.PHONY: all build run test cross vet fmt-check tools deb-tools bench clean
+.PHONY: all build run test cross vet fmt-check tools deb-tools bench clean image
 
 all: build
 
@@ -86,7 +93,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-tools: $(ORAS) $(CRANE) $(COSIGN2) $(COSIGN3) $(REGISTRY) $(CONFORMANCE)
+tools: $(ORAS) $(CRANE) $(COSIGN2) $(COSIGN3) $(REGISTRY) $(CONFORMANCE) $(WEED)
 
 $(ORAS):
 	$(call go-install,$(ORAS_DIR),oras.land/oras/cmd/oras@$(ORAS_VERSION),oras)
@@ -106,6 +113,30 @@ $(CONFORMANCE):
 
 $(REGISTRY):
 	$(call go-install,$(REGISTRY_DIR),github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION),registry)
+
+# weed takes about 8 minutes to build cold; like go-install, it is built in
+# $(WEED_DIR).tmp and moved into the cache only when complete. The module
+# is downloaded from the tools dir (outside this module, so go.mod and
+# go.sum stay untouched) and copied, since the module cache is read-only.
+$(WEED):
+	rm -rf $(WEED_DIR).tmp && mkdir -p $(WEED_DIR).tmp
+	cd $(WEED_DIR).tmp && dir=$$($(GO) mod download -json github.com/seaweedfs/seaweedfs@$(WEED_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p') && \
+		test -n "$$dir" && cp -R "$$dir" src && chmod -R u+w src && \
+		cd src && CGO_ENABLED=0 $(GO) build -o ../weed ./weed
+	mkdir -p $(WEED_DIR) && mv $(WEED_DIR).tmp/weed $(WEED) && rm -rf $(WEED_DIR).tmp
+
+# image: the OCI image of `modelreg serve` (docs/deploy-scale.md), without
+# a Docker engine: a static build, then build/image.sh puts it on an empty
+# base with crane and writes $(IMAGE_DIR)/oci (an OCI layout) and
+# $(IMAGE_DIR)/modelreg.tar; with IMAGE=registry/repo:tag it pushes too.
+IMAGE       ?=
+IMAGE_DIR   ?= bin/image
+IMAGE_ARCH  ?= $(shell $(GO) env GOARCH)
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+image: build $(CRANE)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '-s -w' -o $(IMAGE_DIR)/modelreg-linux-$(IMAGE_ARCH) ./cmd/modelreg
+	CRANE=$(CRANE) GOARCH=$(IMAGE_ARCH) VERSION=$(VERSION) REGISTRY_BIN=bin/modelreg \
+		build/image.sh $(IMAGE_DIR)/modelreg-linux-$(IMAGE_ARCH) $(IMAGE_DIR) $(IMAGE)
 
 bench: build tools
 	$(TOOL_ENV) $(GO) run ./bench -modelreg ./bin/modelreg

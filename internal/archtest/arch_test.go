@@ -104,3 +104,21 @@ func TestClientLinksNoServer(t *testing.T) {
 		}
 	}
 }
+
+// TestClientLinksNoCloudSDK keeps the cloud SDKs the server's storage
+// drivers need (AWS, Azure, Google Cloud) out of the library a Go program
+// imports: a training job pushing a model must not link them.
+func TestClientLinksNoCloudSDK(t *testing.T) {
+	for _, pkg := range strings.Fields(goList(t, "-deps", "./pkg/client")) {
+		for _, bad := range []string{"github.com/aws/", "github.com/Azure/", "cloud.google.com/", "google.golang.org/api"} {
+			if strings.HasPrefix(pkg, bad) {
+				t.Errorf("pkg/client links %s (a cloud SDK; it belongs to the server's storage drivers only)", pkg)
+			}
+		}
+	}
+	// The check would pass vacuously if the SDKs were gone entirely: the
+	// server links the S3 driver's.
+	if !strings.Contains(goList(t, "-deps", "./pkg/server"), "github.com/aws/aws-sdk-go/service/s3\n") {
+		t.Error("pkg/server does not link the AWS SDK's S3 client: is the s3-aws storage driver still registered?")
+	}
+}

@@ -21,7 +21,9 @@ func (a *app) serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run an OCI registry for models on this machine",
 		Long: `Run an OCI distribution registry (distribution v3, embedded in this process)
-storing everything under --data on the local filesystem. Any OCI client
+storing everything under --data on the local filesystem, or blobs and
+manifests on S3 when --config has a storage: section (distribution's own,
+passed through; docs/deploy-scale.md). Any OCI client
 (modelreg, oras, crane, cosign, docker) can push to and pull from it. Deletes
 are enabled. The trust policy (--policy, else <data>/modelreg/policy.yaml
 when it exists) is enforced on every write of a stage tag, whatever the
@@ -32,7 +34,9 @@ as written by ` + "`htpasswd -B`" + `). With --tls-cert and --tls-key (or tls: i
 --config) it serves HTTPS (TLS 1.2 or later) and HTTP/2; the certificate is
 re-read when its files change and on SIGHUP. Logs are structured (text or JSON) on
 standard error; SIGINT or SIGTERM stops accepting requests, lets running
-ones finish, and exits.`,
+ones finish, and exits. /healthz answers while the process is up, /readyz
+while storage and index answer (both without credentials, for load
+balancers), /metrics in Prometheus' format.`,
 		Example: `  modelreg serve
   modelreg serve --addr 127.0.0.1:5000 --data /var/lib/modelreg --htpasswd ./htpasswd --log-format json
   modelreg serve --addr :443 --tls-cert /etc/modelreg/tls.crt --tls-key /etc/modelreg/tls.key --htpasswd ./htpasswd`,
@@ -88,7 +92,8 @@ ones finish, and exits.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&configPath, "config", "", "configuration file (YAML): events, retention, limits, access, oidc and tls sections (docs/server.md); flags override it")
+	f.StringVar(&configPath, "config", "", "configuration file (YAML): storage, middleware, replicas, events, retention, limits, access, oidc and tls sections (docs/server.md); flags override it")
+	f.StringVar(&opts.UploadSecret, "upload-secret", "", "file holding the upload-state secret (hex, at least 32 bytes) that replicas share; overrides uploadSecret of --config; default <data>/modelreg/http-secret, made on first start")
 	f.StringVar(&opts.TLSCert, "tls-cert", "", "serve HTTPS and HTTP/2 with this certificate chain (PEM; with --tls-key), re-read when it changes and on SIGHUP; overrides tls.cert of --config")
 	f.StringVar(&opts.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert; overrides tls.key of --config")
 	f.StringVar(&opts.AccessFile, "access", "", "access policy file (docs/access.md): who may pull, push, sign, delete, move which stage; enables token auth and robot accounts; re-read on change and SIGHUP")

@@ -35,6 +35,15 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// OIDC signs people in with an OpenID Connect provider (nil: off).
 	OIDC *OIDC `yaml:"oidc"`
+	// Storage is distribution's storage section, passed through
+	// (docs/deploy-scale.md); absent, storage is the filesystem under --data.
+	Storage Storage `yaml:"storage"`
+	// Middleware is distribution's middleware section (pull redirects).
+	Middleware Middleware `yaml:"middleware"`
+	// Replicas says several `modelreg serve` processes share this storage.
+	Replicas bool `yaml:"replicas"`
+	// UploadSecret is a file holding the upload-state secret replicas share.
+	UploadSecret string `yaml:"uploadSecret"`
 }
 
 // Load reads and checks a configuration file. Unknown keys are errors, not
@@ -82,6 +91,9 @@ func Parse(b []byte) (*Config, error) {
 		return nil, err
 	}
 	if err := c.OIDC.check(); err != nil {
+		return nil, err
+	}
+	if err := c.checkStorage(); err != nil {
 		return nil, err
 	}
 	return &c, nil

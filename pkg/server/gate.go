@@ -209,8 +209,10 @@ func (g *gate) checkTagWrite(ctx context.Context, repo, t string, m index.Manife
 		return tagWrite{}, err
 	}
 	if err := d.Err(); err != nil {
+		metricGateDecisions.WithLabelValues("refused").Inc()
 		return tagWrite{}, denied{fmt.Sprintf("%s@%s may not enter %q: %v", repo, m.Digest, t, err)}
 	}
+	metricGateDecisions.WithLabelValues("allowed").Inc()
 	w.decision = &d
 	return w, nil
 }

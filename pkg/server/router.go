@@ -84,6 +84,11 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.guard.challenge(w, r, "", "metrics need credentials")
 			return
 		}
+		if rt.idx != nil {
+			if p, err := rt.idx.Pending(r.Context()); err == nil {
+				metricIndexPending.Set(float64(len(p)))
+			}
+		}
 		metricsHandler().ServeHTTP(w, r)
 		return
 	case p == "/v2/_catalog" && identityOf(r.Context()) != nil:
@@ -249,12 +254,17 @@ func validName(w http.ResponseWriter, name string) bool {
 
 // discover lists the extensions this registry serves (OCI extensions spec).
 func (rt *router) discover(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, extensions.ExtensionList{Extensions: []extensions.Extension{{
+	e := extensions.Extension{
 		Name:        "_modelreg",
 		URL:         "https://github.com/modelreg/modelreg/blob/main/docs/api.md",
 		Description: "modelreg: Referrers API, model index and API, server-enforced promotion gates, uploads in parts",
 		Endpoints:   []string{"_modelreg/v1", transfer.PartsEndpoint},
-	}}})
+	}
+	if rt.uploads == nil || rt.uploads.off != "" {
+		e.Description = "modelreg: Referrers API, model index and API, server-enforced promotion gates"
+		e.Endpoints = e.Endpoints[:1]
+	}
+	writeJSON(w, extensions.ExtensionList{Extensions: []extensions.Extension{e}})
 }
 
 func (rt *router) referrers(w http.ResponseWriter, r *http.Request, name, ref string) {

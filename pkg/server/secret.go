@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -9,6 +10,24 @@ import (
 	"path/filepath"
 	"strings"
 )
+
+// uploadSecret returns the upload-state secret: the one in file, which
+// the operator made and gives every replica, else the one kept with the
+// data (made on first start by httpSecret).
+func uploadSecret(data, file string) ([]byte, error) {
+	if file == "" {
+		return httpSecret(filepath.Join(data, "modelreg", "http-secret"), rand.Reader)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("upload secret: %w; write one with `openssl rand -hex 32 > %s` and give the same file to every replica", err, file)
+	}
+	secret, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(secret) < 32 {
+		return nil, fmt.Errorf("upload secret %s does not hold at least 32 hex-encoded bytes; write one with `openssl rand -hex 32`", file)
+	}
+	return secret, nil
+}
 
 // httpSecret returns the key distribution signs upload state with (the
 // _state token in an upload's Location), kept in the file at path so that

@@ -1,16 +1,17 @@
 // Package server runs modelreg's registry: the distribution v3 handler,
 // embedded in this process behind modelreg's own http.Server, storing blobs
-// and manifests on the local filesystem.
+// and manifests on the storage its configuration names: the local
+// filesystem under the data directory by default, or S3 (docs/deploy-scale.md).
 package server
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	storagemiddleware "github.com/distribution/distribution/v3/registry/storage/driver/middleware"
 	"github.com/modelreg/modelreg/pkg/config"
 	"github.com/modelreg/modelreg/pkg/index"
 	"github.com/modelreg/modelreg/pkg/policy"
@@ -30,8 +32,15 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
-	// Registered by import: the filesystem storage driver.
+	// Registered by import: the storage drivers (filesystem, S3 and
+	// S3-compatible stores) and the storage middleware that redirects
+	// pulls (redirect, cloudfront, rewrite). Cloud SDKs enter the binary
+	// here, never through pkg/client (internal/archtest checks).
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/cloudfront"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/redirect"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/rewrite"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 )
 
 // Options configures a Server. Only DataDir is required.
@@ -39,7 +48,9 @@ type Options struct {
 	// Addr is the listen address; the default 127.0.0.1:5000 keeps the
 	// registry private to this machine. Port 0 picks a free port.
 	Addr string
-	// DataDir holds all storage (blobs, manifests, tags).
+	// DataDir holds the server's own state (keys, index, upload scratch)
+	// and, unless Config names another storage, the blobs, manifests and
+	// tags.
 	DataDir string
 	// Htpasswd, when set, is an htpasswd file (bcrypt entries) whose users
 	// may use the registry; every request then needs basic auth.
@@ -116,6 +127,12 @@ type Options struct {
 	// model weights in the clear. They override Config.TLS; the files are
 	// re-read when they change and on ReloadTLS.
 	TLSCert, TLSKey string
+	// UploadSecret is a file holding the secret distribution signs upload
+	// state with (hex, at least 32 bytes); replicas behind one load
+	// balancer must share it, else a PATCH landing on another replica than
+	// the POST fails. It overrides Config.UploadSecret; without either the
+	// secret is made once and kept in <data>/modelreg/http-secret.
+	UploadSecret string
 }
 
 // DefaultPolicyPath is where `modelreg serve` looks for a trust policy
@@ -130,6 +147,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	app     *handlers.App
+	st      *store
 	idx     *index.Index
 	gate    *gate
 	uploads *uploads
@@ -190,12 +208,22 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, errors.New("an access policy needs the modelreg extension (not --bare)")
 	}
 
-	cfg, err := distributionConfig(data, opts)
+	sc := effectiveStorage(data, opts.Config)
+	st, err := openStorage(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range opts.Config.Middleware["storage"] {
+		if _, err := storagemiddleware.Get(ctx, m.Name, m.Options, st.driver); err != nil {
+			return nil, fmt.Errorf("middleware.storage %s: %w (distribution's middleware reference lists its options)", m.Name, err)
+		}
+	}
+	cfg, err := distributionConfig(data, opts, sc)
 	if err != nil {
 		return nil, err
 	}
 
-	s := &Server{opts: opts, log: opts.Logger, id: replicaID()}
+	s := &Server{opts: opts, log: opts.Logger, st: st, id: replicaID()}
 	if opts.TLSCert != "" {
 		if s.cert, err = newCertificate(opts.TLSCert, opts.TLSKey, opts.Logger); err != nil {
 			return nil, err
@@ -213,7 +241,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("cannot listen on %s: %w; pick another address", opts.Addr, err)
 	}
 	s.ln = ln
-	s.app = handlers.NewApp(ctx, cfg)
+	if s.app, err = newApp(ctx, cfg); err != nil {
+		s.closeIndex()
+		ln.Close()
+		return nil, err
+	}
 	h = s.app
 	if !opts.Bare {
 		rt := &router{next: s.app, idx: s.idx, log: opts.Logger, gate: s.gate, uploads: s.uploads, views: s.views, events: s.events, limits: s.limits, answers: &answers{}, status: s.Status,
@@ -236,7 +268,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	case users != nil:
 		h = newAuthenticator(users, opts.ReadOnlyUsers, opts.AnonymousRead, h, opts.Logger)
 	}
-	s.handler = accessLog(opts.Logger, h)
+	// Probes first (no credentials, no access log), then metrics around
+	// everything else, refusals included.
+	s.handler = s.probes(instrument(accessLog(opts.Logger, h)))
 	return s, nil
 }
 
@@ -257,6 +291,9 @@ func (o Options) withDefaults() Options {
 	if o.Config == nil {
 		o.Config = &config.Config{}
 	}
+	if o.UploadSecret == "" {
+		o.UploadSecret = o.Config.UploadSecret
+	}
 	if o.TLSCert == "" && o.TLSKey == "" {
 		o.TLSCert, o.TLSKey = o.Config.TLS.Cert, o.Config.TLS.Key
 	}
@@ -269,22 +306,53 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// distributionConfig is what the embedded distribution is told: storage
-// under data, deletes (gated by the extension), page bounds, and the
-// upload-state secret kept with the data so uploads survive a restart.
-func distributionConfig(data string, opts Options) (*configuration.Configuration, error) {
-	secret, err := httpSecret(filepath.Join(data, "modelreg", "http-secret"), rand.Reader)
+// effectiveStorage is the storage section distribution and the server's
+// own store both open: the configuration's, passed through, with
+// modelreg's defaults where it is silent: the filesystem under data,
+// deletes enabled (the extension gates them), and an in-memory blob
+// descriptor cache unless replicas share the storage (each replica's
+// cache would go stale when another deletes a blob).
+func effectiveStorage(data string, c *config.Config) configuration.Storage {
+	sc := configuration.Storage{}
+	for k, v := range c.Storage {
+		sc[k] = maps.Clone(v)
+	}
+	switch sc.Type() {
+	case "":
+		sc["filesystem"] = configuration.Parameters{"rootdirectory": data}
+	case "filesystem":
+		if sc["filesystem"] == nil {
+			sc["filesystem"] = configuration.Parameters{}
+		}
+		if _, ok := sc["filesystem"]["rootdirectory"]; !ok {
+			sc["filesystem"]["rootdirectory"] = data
+		}
+	}
+	if _, ok := sc["delete"]; !ok {
+		sc["delete"] = configuration.Parameters{"enabled": true}
+	}
+	if _, ok := sc["cache"]; !ok && !c.Shared() {
+		sc["cache"] = configuration.Parameters{"blobdescriptor": "inmemory"}
+	}
+	return sc
+}
+
+// distributionConfig is what the embedded distribution is told: the
+// storage section sc, the storage middleware of the configuration, page
+// bounds, and the upload-state secret (the configured file, else one kept
+// with the data so uploads survive a restart).
+func distributionConfig(data string, opts Options, sc configuration.Storage) (*configuration.Configuration, error) {
+	secret, err := uploadSecret(data, opts.UploadSecret)
 	if err != nil {
 		return nil, err
 	}
 	cfg := &configuration.Configuration{
-		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters{"rootdirectory": data},
-			"delete":     configuration.Parameters{"enabled": true},
-			"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
-		},
+		Storage: sc,
 		Catalog: configuration.Catalog{MaxEntries: opts.MaxCatalogEntries},
 		Tags:    configuration.Tags{MaxTags: opts.MaxTags},
+	}
+	if m := opts.Config.Middleware; m != nil {
+		cfg.Middleware = map[string][]configuration.Middleware(m)
 	}
 	cfg.HTTP.Secret = hex.EncodeToString(secret)
 	// Accept non-distributable layers' URLs (any http or https URL), as the
@@ -292,6 +360,19 @@ func distributionConfig(data string, opts Options) (*configuration.Configuration
 	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	cfg.Log.AccessLog.Disabled = true
 	return cfg, nil
+}
+
+// newApp is handlers.NewApp, which panics on a configuration it cannot
+// use (a driver option of the wrong type, a middleware that fails): here
+// that is an error naming distribution, so `modelreg serve` exits with a
+// message rather than a stack trace.
+func newApp(ctx context.Context, cfg *configuration.Configuration) (app *handlers.App, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("distribution refused the storage or middleware configuration: %v", r)
+		}
+	}()
+	return handlers.NewApp(ctx, cfg), nil
 }
 
 // openPolicy returns the policy in force: fixed (Options.Policy), or
@@ -331,15 +412,15 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
+	if err := s.requireShared(filepath.Join(dir, "server-key.pem"), "the server key that signs promotion records"); err != nil {
+		return err
+	}
 	key, err := promotion.LoadOrCreateServerKey(filepath.Join(dir, "server-key.pem"))
 	if err != nil {
 		return err
 	}
 	s.key = key
-	st, err := openStorage(ctx, data)
-	if err != nil {
-		return err
-	}
+	st := s.st
 	dsn := opts.Index
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(dir, "index.db")
@@ -353,6 +434,12 @@ func (s *Server) openExtension(ctx context.Context, data string) error {
 	s.gate = &gate{policy: policyFn, idx: idx, st: st, key: key, dec: dec, log: opts.Logger,
 		clientAddr: opts.RecordClientAddress, locks: map[string]*refLock{}}
 	s.uploads = newUploads(filepath.Join(dir, "uploads"), st, opts.Logger)
+	if opts.Config.Shared() {
+		// The parts of one upload are held in this process and its
+		// scratch file: parts sent to another replica would not find
+		// them. Clients see no parts endpoint and use the OCI upload.
+		s.uploads.off = "uploads in parts are off on this registry: its replicas share storage, and the parts of one upload must reach one process; use the OCI blob upload (POST, PATCH, PUT)"
+	}
 	s.gc = newCollector(st, opts.Config.Retention.GraceOrDefault(), opts.Logger)
 	s.views = newViews(idx, st, opts.Logger)
 	s.events = newDispatcher(idx, opts.Config.Events, "/modelreg/"+promotion.KeyID(key.Public()), opts.Logger)
@@ -508,6 +595,9 @@ func (s *Server) newGuard(data string, users map[string][]byte, rt *router) (*gu
 		return nil, err
 	}
 	s.access = h
+	if err := s.requireShared(filepath.Join(data, "modelreg", "token-key.pem"), "the key that signs bearer tokens"); err != nil {
+		return nil, err
+	}
 	key, err := loadTokenKey(filepath.Join(data, "modelreg", "token-key.pem"))
 	if err != nil {
 		return nil, err
@@ -614,6 +704,19 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	s.log.Info("stopped")
+	return nil
+}
+
+// requireShared refuses to make a key replicas must share: with
+// replicas: true a missing key file means this replica would sign with a
+// key of its own, which the other replicas do not know.
+func (s *Server) requireShared(path, what string) error {
+	if !s.opts.Config.Shared() {
+		return nil
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("replicas: true: %s is missing; every replica needs the same %s: copy it from the first server, or make one (`openssl genpkey -algorithm ed25519 -out %s`) and give it to every replica (docs/deploy-scale.md)", path, what, filepath.Base(path))
+	}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -29,16 +30,47 @@ type store struct {
 	driver storagedriver.StorageDriver
 }
 
-func openStorage(ctx context.Context, root string) (*store, error) {
-	d, err := factory.Create(ctx, "filesystem", map[string]any{"rootdirectory": root})
+// openStorage opens the storage the configuration names (the section
+// effectiveStorage returns), with the same driver and parameters as the
+// embedded distribution, so the rebuild, views, records and the collector
+// read and write what distribution serves. It checks that the storage
+// answers: a wrong endpoint or credentials fail here, with the driver's
+// error, not on the first push.
+func openStorage(ctx context.Context, sc configuration.Storage) (*store, error) {
+	name := sc.Type()
+	d, err := factory.Create(ctx, name, sc.Parameters())
 	if err != nil {
-		return nil, err
+		var inv factory.InvalidStorageDriverError
+		if errors.As(err, &inv) {
+			return nil, fmt.Errorf("storage driver %q is not built into modelreg serve: use filesystem, or s3 for AWS S3 and S3-compatible stores (MinIO, SeaweedFS, Ceph, GCS's XML interoperability API)", name)
+		}
+		return nil, fmt.Errorf("storage: the %s driver refused its parameters: %w (see distribution's storage configuration reference)", name, err)
 	}
-	ns, err := storage.NewRegistry(ctx, d, storage.EnableDelete)
+	if err := storageReachable(ctx, d); err != nil {
+		return nil, fmt.Errorf("storage: %w; check the endpoint, bucket and credentials in the storage section", err)
+	}
+	// Digest resumption off: the server's own blob writers (uploads in
+	// parts, records) live in one process and never resume another's
+	// upload, and with resumption on, every Write compares the driver
+	// writer's Size with the bytes hashed; the S3 driver's Size counts
+	// only the chunks it has flushed, so the check reset the hash in the
+	// middle of a blob and a correct upload in parts failed its digest.
+	ns, err := storage.NewRegistry(ctx, d, storage.EnableDelete, storage.DisableDigestResumption)
 	if err != nil {
 		return nil, err
 	}
 	return &store{ns: ns, driver: d}, nil
+}
+
+// storageReachable asks the driver for the registry's root: a storage
+// that answers, even that the root does not exist yet (a new bucket), is
+// reachable.
+func storageReachable(ctx context.Context, d storagedriver.StorageDriver) error {
+	_, err := d.Stat(ctx, "/docker/registry/v2")
+	if err == nil || isPathNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("the %s storage does not answer: %w", d.Name(), err)
 }
 
 func (s *store) repo(ctx context.Context, name string) (distribution.Repository, error) {

@@ -62,6 +62,9 @@ type uploads struct {
 	dir string
 	st  *store
 	log *slog.Logger
+	// off, when set, says why the extension is off (replicas share the
+	// storage): its routes answer with it and discovery omits them.
+	off string
 
 	mu   sync.Mutex
 	open map[string]*upload
@@ -114,6 +117,10 @@ func (us *uploads) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	name, id, part := m[1], m[2], m[3]
 	if !validName(w, name) {
+		return true
+	}
+	if us.off != "" {
+		serveError(w, errUnsupported, us.off)
 		return true
 	}
 	switch {

@@ -85,7 +85,12 @@ type registry struct {
 // startServer runs `modelreg serve` on a free loopback port until the test ends.
 func startServer(t *testing.T, args ...string) *registry {
 	t.Helper()
-	data := t.TempDir()
+	return startServerIn(t, t.TempDir(), args...)
+}
+
+// startServerIn runs `modelreg serve` over the data directory data.
+func startServerIn(t *testing.T, data string, args ...string) *registry {
+	t.Helper()
 	cmd := exec.Command(modelregBin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
