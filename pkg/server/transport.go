@@ -13,6 +13,12 @@ import (
 type handlerTransport struct{ h http.Handler }
 
 func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h := r.URL.Host; h != "" && h != internalHost {
+		// A redirect out of the server: object storage answering a blob
+		// GET (storage.redirect, on by default for S3) with a presigned
+		// URL, which only the network reaches.
+		return storeTransport.RoundTrip(r)
+	}
 	in := r.Clone(context.WithValue(r.Context(), inProcessKey{}, true))
 	in.RequestURI = r.URL.RequestURI()
 	in.RemoteAddr = "127.0.0.1:0"
@@ -23,6 +29,9 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.h.ServeHTTP(rec, in)
 	return rec.response(r), nil
 }
+
+// storeTransport fetches what the server's own reads are redirected to.
+var storeTransport http.RoundTripper = http.DefaultTransport
 
 // inProcessKey marks a request the server sends itself (handlerTransport),
 // which no client can: a Host header could be sent by anyone.

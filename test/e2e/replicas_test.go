@@ -2,6 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -15,7 +20,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Two `modelreg serve` replicas on one storage and one PostgreSQL index:
+// Two `modelreg serve` replicas on one S3 bucket (SeaweedFS) and one
+// PostgreSQL index, as docs/deploy-scale.md sets them up:
 // a push through A is listed, searched and pulled through B at once; 20
 // concurrent promotions split across both leave one unbroken hash chain;
 // a replica killed (SIGKILL) mid-push or mid-promotion leaves the other
@@ -25,10 +31,25 @@ func TestReplicas(t *testing.T) {
 	signers(t, e)
 	pol := filepath.Join(e.dir, "policy.yaml")
 	writeFile(t, pol, policyYAML, 0o644)
-	data, dsn := t.TempDir(), pgtest.DB(t)
-	args := []string{"--index", dsn, "--policy", pol}
-	a := startServeAt(t, data, "127.0.0.1:0", args...)
-	b := startServeAt(t, data, "127.0.0.1:0", args...)
+	st := startWeed(t)
+	dsn := pgtest.DB(t)
+	secret := filepath.Join(t.TempDir(), "upload-secret")
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	writeFile(t, secret, hex.EncodeToString(raw)+"\n", 0o600)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	cfg := st.config(t, "", "replicas: true\nuploadSecret: "+secret+"\n")
+	args := []string{"--index", dsn, "--policy", pol, "--config", cfg}
+	replicaData := func() string {
+		d := t.TempDir()
+		writeFile(t, filepath.Join(d, "modelreg", "server-key.pem"), string(key), 0o600)
+		return d
+	}
+	dataA, dataB := replicaData(), replicaData()
+	a := startServeAt(t, dataA, "127.0.0.1:0", args...)
+	b := startServeAt(t, dataB, "127.0.0.1:0", args...)
 	ra, rb := a.reg.Addr+"/team/r", b.reg.Addr+"/team/r"
 
 	v1 := pushVersion(t, e, ra+":1.0.0", "replica one")
@@ -89,7 +110,15 @@ func TestReplicas(t *testing.T) {
 	big := filepath.Join(e.dir, "big")
 	writeRandom(t, filepath.Join(big, "model.safetensors"), 300<<20, 77)
 	_, pushed := startPush(t, e, ra+":3.0.0", big)
-	waitHeld(t, data, "team/r", 20<<20, pushed)
+	uploads := "registry/docker/registry/v2/repositories/team/r/_uploads/"
+	for st.objects(t, uploads) == 0 {
+		select {
+		case <-pushed:
+			t.Fatal("the push ended before the store held any of its upload")
+		default:
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	a.kill()
 	<-pushed
 	e.ok("pull", rb+":1.0.0", "-o", filepath.Join(e.dir, "during"))
@@ -98,7 +127,7 @@ func TestReplicas(t *testing.T) {
 
 	// kill -9 of B in the middle of promotions: A, restarted, finds one
 	// chain whose newest record is what production holds.
-	a = startServeAt(t, data, a.reg.Addr, args...)
+	a = startServeAt(t, dataA, a.reg.Addr, args...)
 	bodies := [][]byte{fetchManifest(t, "http://"+b.reg.Addr+"/v2/team/r/manifests/"+v1), fetchManifest(t, "http://"+b.reg.Addr+"/v2/team/r/manifests/"+v2)}
 	stop := make(chan struct{})
 	moved := make(chan int)
@@ -131,6 +160,6 @@ func TestReplicas(t *testing.T) {
 		t.Fatal("no promotion went through B before the kill: the loop did not run")
 	}
 	check(ra, "after B was killed mid-promotion")
-	b = startServeAt(t, data, b.reg.Addr, args...)
+	b = startServeAt(t, dataB, b.reg.Addr, args...)
 	check(rb, "after B's restart")
 }
