@@ -138,7 +138,7 @@ image: build $(CRANE)
 	CRANE=$(CRANE) GOARCH=$(IMAGE_ARCH) VERSION=$(VERSION) REGISTRY_BIN=bin/modelreg \
 		build/image.sh $(IMAGE_DIR)/modelreg-linux-$(IMAGE_ARCH) $(IMAGE_DIR) $(IMAGE)
 
-bench: build tools
+bench: build tools deb-tools
 	$(TOOL_ENV) $(GO) run ./bench -modelreg ./bin/modelreg
 
 clean:

@@ -249,14 +249,22 @@ func pushLoadManifests(addr string) []string {
 // that the server started on dir serves it instead of rebuilding it from
 // (empty) storage.
 func fillIndex(dir string) {
-	const models, perModel = 1000, 100
-	idx, err := index.Open(mustDir(filepath.Join(dir, "modelreg")) + "/index.db")
+	fillIndexAt("sqlite:"+mustDir(filepath.Join(dir, "modelreg"))+"/index.db", 1000, 100)
+}
+
+// fillIndexAt writes models × perModel versions into the index at dsn
+// (SQLite or PostgreSQL), as fillIndex does.
+func fillIndexAt(dsn string, models, perModel int) {
+	idx, err := index.Open(dsn)
 	check(err)
 	rng := rand.New(rand.NewPCG(1, 2))
 	frameworks := []string{"pytorch", "sklearn", "xgboost", "jax"}
 	ctx := context.Background()
 	for m := range models {
 		repo := fmt.Sprintf("team-%02d/model-%04d", m%50, m)
+		if m > 0 && m%1000 == 0 {
+			fmt.Printf("  %d of %d models\n", m, models)
+		}
 		var manifests []index.Manifest
 		tags := map[string]digest.Digest{}
 		for v := range perModel {

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,6 +54,8 @@ type config struct {
 	rounds                       int
 	shardMiB                     int64
 	work                         string
+	// scaleVersions is the index size of the scale suite's searches.
+	scaleVersions int
 }
 
 func main() {
@@ -62,7 +65,8 @@ func main() {
 	flag.StringVar(&c.distribution, "distribution", os.Getenv("MODELREG_DISTRIBUTION"), "plain distribution registry binary")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds per measurement")
 	flag.Int64Var(&c.shardMiB, "shard-mib", 512, "size of each of the 4 weight shards, MiB")
-	suites := flag.String("suite", "transfer,overhead,index,referrers,load,wan,imageview", "comma-separated suites to run")
+	flag.IntVar(&c.scaleVersions, "scale-versions", 1_000_000, "scale suite: versions in the index searched on SQLite and PostgreSQL")
+	suites := flag.String("suite", "transfer,overhead,index,referrers,load,wan,imageview,scale", "comma-separated suites to run")
 	out := flag.String("json", "bench-results.json", "where to write the results")
 	flag.Parse()
 	if c.oras == "" || c.distribution == "" {
@@ -96,6 +100,8 @@ func main() {
 			all["wan"] = wanSuite(c)
 		case "imageview":
 			all["imageview"] = imageViewSuite(c)
+		case "scale":
+			all["scale"] = scaleSuite(c)
 		default:
 			fail("unknown suite " + name)
 		}
@@ -248,6 +254,8 @@ func serveArgs(bin, data string, extra ...string) (string, func()) {
 	check(err)
 	check(cmd.Start())
 	addr := make(chan string, 1)
+	var logs strings.Builder
+	var mu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		for sc.Scan() {
@@ -255,6 +263,11 @@ func serveArgs(bin, data string, extra ...string) (string, func()) {
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "registry listening" {
 				addr <- rec.Addr
 			}
+			mu.Lock()
+			if logs.Len() < 64<<10 {
+				logs.WriteString(sc.Text() + "\n")
+			}
+			mu.Unlock()
 		}
 	}()
 	select {
@@ -262,7 +275,9 @@ func serveArgs(bin, data string, extra ...string) (string, func()) {
 		return a, func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
-		fail("modelreg serve did not start")
+		mu.Lock()
+		defer mu.Unlock()
+		fail("modelreg serve did not start:\n" + logs.String())
 	}
 	return "", nil
 }
