@@ -55,14 +55,29 @@ balancers), /metrics in Prometheus' format.`,
 			default:
 				return usageError{fmt.Errorf("--log-format %q: expected text or json", logFormat)}
 			}
-			opts.PolicyFile = policyPath
 			if configPath != "" {
 				cfg, err := config.Load(configPath)
 				if err != nil {
 					return usageError{err}
 				}
 				opts.Config = cfg
+				// The file's settings, where the flag was not given.
+				set := c.Flags().Changed
+				for _, f := range []struct {
+					flag string
+					dst  *string
+					from string
+				}{{"addr", &opts.Addr, cfg.Addr}, {"data", &opts.DataDir, cfg.Data}, {"index", &opts.Index, cfg.Index},
+					{"policy", &policyPath, cfg.Policy}, {"access", &opts.AccessFile, cfg.AccessFile}, {"htpasswd", &opts.Htpasswd, cfg.Htpasswd}} {
+					if !set(f.flag) && f.from != "" {
+						*f.dst = f.from
+					}
+				}
+				if !set("token-lifetime") && cfg.TokenLifetime > 0 {
+					opts.TokenLifetime = cfg.TokenLifetime
+				}
 			}
+			opts.PolicyFile = policyPath
 			if c.Flags().Changed("tls-cert") != c.Flags().Changed("tls-key") {
 				return usageError{errors.New("--tls-cert and --tls-key go together: give the certificate and its key (PEM files), or neither for plain HTTP")}
 			}

@@ -19,6 +19,9 @@ import (
 // Config is one configuration file. Every section is optional; an empty
 // file is a valid configuration that changes nothing.
 type Config struct {
+	// Serve mirrors the flags (addr, data, index, policy, accessFile,
+	// htpasswd, tokenLifetime); flags set on the command line win.
+	Serve `yaml:",inline"`
 	// Events lists the subscriptions that receive CloudEvents for changes
 	// in the registry (docs/events.md).
 	Events Events `yaml:"events"`
@@ -68,6 +71,9 @@ func Parse(b []byte) (*Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := c.Serve.check(); err != nil {
+		return nil, err
 	}
 	if err := c.Events.check(); err != nil {
 		return nil, err

@@ -91,7 +91,14 @@ func startServer(t *testing.T, args ...string) *registry {
 // startServerIn runs `modelreg serve` over the data directory data.
 func startServerIn(t *testing.T, data string, args ...string) *registry {
 	t.Helper()
-	cmd := exec.Command(modelregBin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)...)
+	return startServe(t, data, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...))
+}
+
+// startServe runs modelreg with args (a serve command line) until the
+// test ends; data is what the registry reports as its data directory.
+func startServe(t *testing.T, data string, args []string) *registry {
+	t.Helper()
+	cmd := exec.Command(modelregBin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
