@@ -257,36 +257,53 @@ func fillIndex(dir string) {
 func fillIndexAt(dsn string, models, perModel int) {
 	idx, err := index.Open(dsn)
 	check(err)
-	rng := rand.New(rand.NewPCG(1, 2))
 	frameworks := []string{"pytorch", "sklearn", "xgboost", "jax"}
 	ctx := context.Background()
+	// PostgreSQL takes several writers at once (SQLite queues them).
+	workers := 1
+	if idx.Backend() == index.Postgres {
+		workers = 4
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for m := range next {
+				// Each model's own generator: the same data whatever the workers.
+				rng := rand.New(rand.NewPCG(1, uint64(m)))
+				repo := fmt.Sprintf("team-%02d/model-%04d", m%50, m)
+				var manifests []index.Manifest
+				tags := map[string]digest.Digest{}
+				for v := range perModel {
+					layer := model.LayerDescriptor(model.File{Path: "model.safetensors", Mode: 0o644, Size: 1 << 30, Kind: model.KindWeight}, digest.FromString(fmt.Sprint(m, v)))
+					meta := model.Metadata{
+						Created:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(m*perModel+v) * time.Minute),
+						Framework: frameworks[rng.IntN(len(frameworks))],
+						Metrics:   map[string]float64{"accuracy": rng.Float64(), "f1": rng.Float64(), "loss": rng.Float64() * 3},
+						Params:    map[string]string{"lr": fmt.Sprint(rng.IntN(10)), "epochs": fmt.Sprint(rng.IntN(100))},
+						Labels:    map[string]string{"team": fmt.Sprintf("team-%02d", m%50), "owner": fmt.Sprintf("owner-%d", rng.IntN(200))},
+					}
+					_, raw, err := model.Pack(meta, []ocispec.Descriptor{layer})
+					check(err)
+					im, err := index.Describe(repo, ocispec.MediaTypeImageManifest, raw)
+					check(err)
+					manifests = append(manifests, im)
+					tags[fmt.Sprintf("1.%d.0", v)] = im.Digest
+				}
+				tags["production"] = manifests[perModel-2].Digest
+				tags["staging"] = manifests[perModel-1].Digest
+				check(idx.ReplaceRepo(ctx, repo, index.Content{Manifests: manifests, Tags: tags}))
+			}
+		})
+	}
 	for m := range models {
-		repo := fmt.Sprintf("team-%02d/model-%04d", m%50, m)
 		if m > 0 && m%1000 == 0 {
 			fmt.Printf("  %d of %d models\n", m, models)
 		}
-		var manifests []index.Manifest
-		tags := map[string]digest.Digest{}
-		for v := range perModel {
-			layer := model.LayerDescriptor(model.File{Path: "model.safetensors", Mode: 0o644, Size: 1 << 30, Kind: model.KindWeight}, digest.FromString(fmt.Sprint(m, v)))
-			meta := model.Metadata{
-				Created:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(m*perModel+v) * time.Minute),
-				Framework: frameworks[rng.IntN(len(frameworks))],
-				Metrics:   map[string]float64{"accuracy": rng.Float64(), "f1": rng.Float64(), "loss": rng.Float64() * 3},
-				Params:    map[string]string{"lr": fmt.Sprint(rng.IntN(10)), "epochs": fmt.Sprint(rng.IntN(100))},
-				Labels:    map[string]string{"team": fmt.Sprintf("team-%02d", m%50), "owner": fmt.Sprintf("owner-%d", rng.IntN(200))},
-			}
-			_, raw, err := model.Pack(meta, []ocispec.Descriptor{layer})
-			check(err)
-			im, err := index.Describe(repo, ocispec.MediaTypeImageManifest, raw)
-			check(err)
-			manifests = append(manifests, im)
-			tags[fmt.Sprintf("1.%d.0", v)] = im.Digest
-		}
-		tags["production"] = manifests[perModel-2].Digest
-		tags["staging"] = manifests[perModel-1].Digest
-		check(idx.ReplaceRepo(ctx, repo, index.Content{Manifests: manifests, Tags: tags}))
+		next <- m
 	}
+	close(next)
+	wg.Wait()
 	// No blobs to read weights from: the server must not try in the
 	// background while the suites measure.
 	check(idx.MarkAllRead(ctx))
