@@ -65,7 +65,7 @@ func main() {
 	flag.StringVar(&c.distribution, "distribution", os.Getenv("MODELREG_DISTRIBUTION"), "plain distribution registry binary")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds per measurement")
 	flag.Int64Var(&c.shardMiB, "shard-mib", 512, "size of each of the 4 weight shards, MiB")
-	flag.IntVar(&c.scaleVersions, "scale-versions", 1_000_000, "scale suite: versions in the index searched on SQLite and PostgreSQL")
+	flag.IntVar(&c.scaleVersions, "scale-versions", 1_000_000, "scale suite: versions in the index searched on SQLite and PostgreSQL (0: no searches, only the S3 measurements)")
 	suites := flag.String("suite", "transfer,overhead,index,referrers,load,wan,imageview,scale", "comma-separated suites to run")
 	out := flag.String("json", "bench-results.json", "where to write the results")
 	flag.Parse()

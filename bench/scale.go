@@ -36,7 +36,9 @@ import (
 // replica without, and push throughput to S3 beside the filesystem.
 func scaleSuite(c config) map[string]any {
 	out := map[string]any{}
-	out["search"] = scaleSearch(c)
+	if c.scaleVersions > 0 {
+		out["search"] = scaleSearch(c)
+	}
 	out["s3"] = scaleS3(c)
 	return out
 }
@@ -178,15 +180,21 @@ func scaleS3(c config) map[string]any {
 	fsAddr, stopFS := serve(c.modelreg, filepath.Join(c.work, "fs"))
 	defer stopFS()
 
-	model := filepath.Join(c.work, "s3-model")
-	size := writeRandom(filepath.Join(model, "model.safetensors"), 256<<20, 13)
+	// A model of its own for each push (else the registry mounts what it
+	// holds: nothing would be sent), the first one pulled.
+	models := make([]string, c.rounds)
+	var size int64
+	for r := range c.rounds {
+		models[r] = filepath.Join(c.work, fmt.Sprintf("s3-model-%d", r))
+		size = writeRandom(filepath.Join(models[r], "model.safetensors"), 256<<20, uint64(13+r))
+	}
 	out := map[string]any{}
 	results := map[string]*result{}
 	env := os.Environ()
 	for r := range c.rounds {
 		// A new repository each round: nothing to skip, every byte sent.
-		add(results, "push to S3", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/s3-%d:1.0.0", a, r), model))
-		add(results, "push to the filesystem", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/fs-%d:1.0.0", fsAddr, r), model))
+		add(results, "push to S3", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/s3-%d:1.0.0", a, r), models[r]))
+		add(results, "push to the filesystem", run(env, c.work, c.modelreg, "push", fmt.Sprintf("%s/bench/fs-%d:1.0.0", fsAddr, r), models[r]))
 	}
 	report(results, size, []string{"push to S3", "push to the filesystem"})
 	mustDir(filepath.Join(c.work, "pulls"))

@@ -447,34 +447,10 @@ func TestKillDuringPromotions(t *testing.T) {
 	}
 	moves := 0
 	for round := range 8 {
-		stop := make(chan struct{})
-		done := make(chan int)
-		go func() {
-			n := 0
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					done <- n
-					return
-				default:
-				}
-				req, _ := http.NewRequest("PUT", "http://"+addr+"/v2/team/crash/manifests/production", bytes.NewReader(bodies[i%2]))
-				req.Header.Set("Content-Type", ocispec.MediaTypeImageManifest)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusCreated {
-					n++
-				}
-			}
-		}()
+		stop := promoteLoop("http://"+addr+"/v2/team/crash/manifests/production", bodies)
 		time.Sleep(time.Duration(150+round*70) * time.Millisecond)
 		p.kill()
-		close(stop)
-		moves += <-done
+		moves += stop()
 		p = startServeAt(t, data, addr, "--policy", filepath.Join(e.dir, "policy.yaml"))
 		check(round)
 	}
@@ -488,6 +464,38 @@ func TestKillDuringPromotions(t *testing.T) {
 	if after := apiSnapshot(t, addr); after != before {
 		t.Errorf("the API after kill -9 rounds differs from a rebuild from storage:\nlive:    %s\nrebuilt: %s", before, after)
 	}
+}
+
+// promoteLoop PUTs the manifests in bodies, in turn, to a stage URL, as
+// fast as the server answers, until the returned stop, which says how many
+// moves the server took (201): promotions in flight when a test kills the
+// server.
+func promoteLoop(url string, bodies [][]byte) (stop func() int) {
+	quit := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		n := 0
+		for i := 0; ; i++ {
+			select {
+			case <-quit:
+				done <- n
+				return
+			default:
+			}
+			req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader(bodies[i%2]))
+			req.Header.Set("Content-Type", ocispec.MediaTypeImageManifest)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusCreated {
+				n++
+			}
+		}
+	}()
+	return func() int { close(quit); return <-done }
 }
 
 // apiSnapshot is what the model API and the Referrers API serve about

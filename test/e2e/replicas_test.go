@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/modelreg/modelreg/internal/pgtest"
 	"github.com/modelreg/modelreg/pkg/promotion"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Two `modelreg serve` replicas on one S3 bucket (SeaweedFS) and one
@@ -129,34 +126,10 @@ func TestReplicas(t *testing.T) {
 	// chain whose newest record is what production holds.
 	a = startServeAt(t, dataA, a.reg.Addr, args...)
 	bodies := [][]byte{fetchManifest(t, "http://"+b.reg.Addr+"/v2/team/r/manifests/"+v1), fetchManifest(t, "http://"+b.reg.Addr+"/v2/team/r/manifests/"+v2)}
-	stop := make(chan struct{})
-	moved := make(chan int)
-	go func() {
-		n := 0
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				moved <- n
-				return
-			default:
-			}
-			req, _ := http.NewRequest(http.MethodPut, "http://"+b.reg.Addr+"/v2/team/r/manifests/production", bytes.NewReader(bodies[i%2]))
-			req.Header.Set("Content-Type", ocispec.MediaTypeImageManifest)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusCreated {
-				n++
-			}
-		}
-	}()
+	stop := promoteLoop("http://"+b.reg.Addr+"/v2/team/r/manifests/production", bodies)
 	time.Sleep(400 * time.Millisecond)
 	b.kill()
-	close(stop)
-	if n := <-moved; n == 0 {
+	if n := stop(); n == 0 {
 		t.Fatal("no promotion went through B before the kill: the loop did not run")
 	}
 	check(ra, "after B was killed mid-promotion")
