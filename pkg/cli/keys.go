@@ -43,12 +43,9 @@ listed), 2 on a usage error. The policy comes from --policy, else
 			if err != nil {
 				return err
 			}
-			pol, err := policy.LoadDefault(policyPath)
+			pol, err := requiredPolicy(policyPath)
 			if err != nil {
 				return err
-			}
-			if pol == nil {
-				return usageError{fmt.Errorf("no trust policy: pass --policy FILE or create %s (see docs/policy.md)", policy.DefaultPath)}
 			}
 			rep, err := a.client(c, true).RevokedHeads(c.Context(), args[0], pol)
 			if err != nil {
@@ -105,4 +102,17 @@ func (a *app) printFlaggedHeads(heads []policy.Head) {
 		fmt.Fprintf(w, "%s:%s\t%s\t%s\t%s\t%v\t%s\n", h.Repository, h.Stage, shortDigest(h.Digest), when, strings.Join(names, ","), h.Satisfied, h.Why)
 	}
 	w.Flush()
+}
+
+// requiredPolicy loads the trust policy a command cannot do without:
+// --policy, else the default path; none at all is a usage error.
+func requiredPolicy(path string) (*policy.Policy, error) {
+	pol, err := policy.LoadDefault(path)
+	if err != nil {
+		return nil, err
+	}
+	if pol == nil {
+		return nil, usageError{fmt.Errorf("no trust policy: pass --policy FILE or create %s (see docs/policy.md)", policy.DefaultPath)}
+	}
+	return pol, nil
 }

@@ -203,12 +203,9 @@ The policy comes from --policy, else .modelreg/policy.yaml; see docs/policy.md.`
 			if err != nil {
 				return err
 			}
-			pol, err := policy.LoadDefault(policyPath)
+			pol, err := requiredPolicy(policyPath)
 			if err != nil {
 				return err
-			}
-			if pol == nil {
-				return usageError{fmt.Errorf("no trust policy: pass --policy FILE or create %s (see docs/policy.md)", policy.DefaultPath)}
 			}
 			if _, ok := pol.Stage(stage); stage != "" && !ok && !allowUnprotected {
 				return usageError{unprotectedStage(pol, stage)}

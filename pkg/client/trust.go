@@ -18,6 +18,7 @@ import (
 	"github.com/modelreg/modelreg/pkg/tag"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 )
 
 // Signed is what Sign stored.
@@ -294,18 +295,28 @@ func (c *Client) moveOptions(ctx context.Context, r registry.Reference, o MoveOp
 	return opts, nil
 }
 
-// History returns a stage's records, newest first: on modelreg serve the
-// server's signed history, elsewhere every record found in the registry.
-func (c *Client) History(ctx context.Context, repository, stage string) ([]promotion.Record, error) {
+// stageRepository checks a stage name and a repository reference given
+// without tag or digest, and connects to the repository.
+func (c *Client) stageRepository(repository, stage string) (registry.Reference, *remote.Repository, error) {
 	if err := tag.ValidateStage(stage); err != nil {
-		return nil, usage(err)
+		return registry.Reference{}, nil, usage(err)
 	}
 	r, repo, err := c.Repository(repository)
 	if err != nil {
-		return nil, err
+		return registry.Reference{}, nil, err
 	}
 	if r.Reference != "" {
-		return nil, usage(fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", r.Registry, r.Repository))
+		return registry.Reference{}, nil, usage(fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", r.Registry, r.Repository))
+	}
+	return r, repo, nil
+}
+
+// History returns a stage's records, newest first: on modelreg serve the
+// server's signed history, elsewhere every record found in the registry.
+func (c *Client) History(ctx context.Context, repository, stage string) ([]promotion.Record, error) {
+	r, repo, err := c.stageRepository(repository, stage)
+	if err != nil {
+		return nil, err
 	}
 	var records []promotion.Record
 	if api, aerr := c.Server(ctx, r.Registry); aerr == nil {
@@ -325,15 +336,9 @@ func (c *Client) History(ctx context.Context, repository, stage string) ([]promo
 // the server examines them against its own policy's registries: keys; on
 // another registry this client does, against pol's (nil trusts none).
 func (c *Client) CopiedHistory(ctx context.Context, repository, stage string, pol *policy.Policy) ([]promotion.Copied, error) {
-	if err := tag.ValidateStage(stage); err != nil {
-		return nil, usage(err)
-	}
-	r, repo, err := c.Repository(repository)
+	r, repo, err := c.stageRepository(repository, stage)
 	if err != nil {
 		return nil, err
-	}
-	if r.Reference != "" {
-		return nil, usage(fmt.Errorf("give the repository without tag or digest, e.g. %s/%s", r.Registry, r.Repository))
 	}
 	var copied []promotion.Copied
 	if api, aerr := c.Server(ctx, r.Registry); aerr == nil {

@@ -183,35 +183,22 @@ type Tombstone struct {
 // and retires the version tags it names, emitting the deletion, in one
 // transaction.
 func (x *Index) PutTombstone(ctx context.Context, m Manifest, t Tombstone) error {
-	tx, err := x.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := tx.lockRepo(ctx, m.Repo); err != nil {
-		return err
-	}
-	existed, err := hasManifest(ctx, tx, m.Repo, m.Digest)
-	if err != nil {
-		return err
-	}
-	if err := putManifest(ctx, tx, m, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
-		return err
-	}
-	var rs []Retirement
-	for _, tg := range t.Tags {
-		rs = append(rs, Retirement{Tag: tg, Digest: t.Digest, Tombstone: m.Digest.String()})
-	}
-	if err := retire(ctx, tx, m.Repo, rs); err != nil {
-		return err
-	}
-	if !existed {
-		t.Record = m.Digest.String()
-		if err := emitDeletion(ctx, tx, m.Repo, t); err != nil {
+	return x.putNew(ctx, m, func(tx wtx, existed bool) error {
+		var rs []Retirement
+		for _, tg := range t.Tags {
+			rs = append(rs, Retirement{Tag: tg, Digest: t.Digest, Tombstone: m.Digest.String()})
+		}
+		if err := retire(ctx, tx, m.Repo, rs); err != nil {
 			return err
 		}
-	}
-	return tx.Commit()
+		if !existed {
+			t.Record = m.Digest.String()
+			if err := emitDeletion(ctx, tx, m.Repo, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func hasManifest(ctx context.Context, tx wtx, repo string, d digest.Digest) (bool, error) {

@@ -141,6 +141,34 @@ func Describe(repo string, mediaType string, raw []byte) (Manifest, error) {
 // at it, emitting (in the same transaction) the events a new referrer or a
 // new version tag announce.
 func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
+	return x.putNew(ctx, m, func(tx wtx, existed bool) error {
+		if !existed {
+			if err := emitManifest(ctx, tx, m); err != nil {
+				return err
+			}
+		}
+		if tag != "" {
+			prev, err := tagOf(ctx, tx, m.Repo, tag)
+			if err != nil {
+				return err
+			}
+			if err := putTag(ctx, tx, m.Repo, tag, m.Digest); err != nil {
+				return err
+			}
+			if prev != m.Digest {
+				if err := emitTag(ctx, tx, m, tag); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// putNew indexes m in a transaction holding its repository's lock, then
+// runs then (the events and rows that depend on whether the index held m
+// before) in the same transaction, and commits.
+func (x *Index) putNew(ctx context.Context, m Manifest, then func(tx wtx, existed bool) error) error {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -156,24 +184,8 @@ func (x *Index) PutManifest(ctx context.Context, m Manifest, tag string) error {
 	if err := putManifest(ctx, tx, m, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
 		return err
 	}
-	if !existed {
-		if err := emitManifest(ctx, tx, m); err != nil {
-			return err
-		}
-	}
-	if tag != "" {
-		prev, err := tagOf(ctx, tx, m.Repo, tag)
-		if err != nil {
-			return err
-		}
-		if err := putTag(ctx, tx, m.Repo, tag, m.Digest); err != nil {
-			return err
-		}
-		if prev != m.Digest {
-			if err := emitTag(ctx, tx, m, tag); err != nil {
-				return err
-			}
-		}
+	if err := then(tx, existed); err != nil {
+		return err
 	}
 	return tx.Commit()
 }
