@@ -24,6 +24,17 @@ import (
 //   - integers are 64-bit (BIGINT), reals are doubles (DOUBLE PRECISION).
 type dialect struct {
 	postgres bool
+	// alias is the table whose repo and digest columns name the version
+	// a row condition checks (compileRow), "v" (versions) when empty.
+	alias string
+}
+
+// key is the alias of the version's repo and digest columns.
+func (d dialect) key() string {
+	if d.alias == "" {
+		return "v"
+	}
+	return d.alias
 }
 
 // rebind turns the "?" parameters of q into PostgreSQL's "$n", skipping
@@ -99,6 +110,31 @@ func (d dialect) noIndex(col string) string {
 		return col
 	}
 	return "+" + col
+}
+
+// perRow ends an EXISTS subquery that must stay a check of one row at
+// a time. compileRow's conditions are meant to run per row of a walk that
+// stops at the limit; PostgreSQL turns a plain EXISTS into a semi-join,
+// whose size it estimates from the two join columns as if independent
+// (repository and digest are not: a digest names one version), finds a
+// handful of rows, and joins whole tables to sort them (806 ms at
+// 1,000,000 versions, where the walk took 0.7 ms). OFFSET 0 keeps the
+// subquery a per-row check; SQLite runs EXISTS per row already.
+func (d dialect) perRow() string {
+	if d.postgres {
+		return " OFFSET 0"
+	}
+	return ""
+}
+
+// outerFirst joins two tables keeping the left one the outer loop:
+// SQLite's CROSS JOIN (its planner never reorders one), a plain JOIN on
+// PostgreSQL, which plans the order by statistics.
+func (d dialect) outerFirst() string {
+	if d.postgres {
+		return "JOIN"
+	}
+	return "CROSS JOIN"
 }
 
 // lockKey is the 64-bit key of a PostgreSQL advisory lock: FNV-1a of a

@@ -139,7 +139,9 @@ func weightColumn(key string) string {
 	return "str"
 }
 
-// compileRow turns a query into a condition on one row of versions v,
+// compileRow turns a query into a condition on one row of versions v
+// (whose repository and digest d.key names: a walk of another table
+// checks its entries before it reads their versions row),
 // checked with index lookups. With an index-ordered scan (newest first) and
 // a LIMIT, SQLite stops after the first matches: the right plan when
 // matches are common, where compile's set operations would read them all.
@@ -174,15 +176,15 @@ func (d dialect) compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 	case "metrics":
 		*args = append(*args, c.Key)
 		t, err := d.test("m.value", c, args)
-		return "EXISTS (SELECT 1 FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ? AND " + t + ")", err
+		return "EXISTS (SELECT 1 FROM version_metrics m WHERE m.repo = " + d.key() + ".repo AND m.digest = " + d.key() + ".digest AND m.key = ? AND " + t + d.perRow() + ")", err
 	case "params", "labels":
 		*args = append(*args, c.Field, c.Key)
 		t, err := d.test("p.value", c, args)
-		return "EXISTS (SELECT 1 FROM version_props p WHERE p.repo = v.repo AND p.digest = v.digest AND p.kind = ? AND p.key = ? AND " + t + ")", err
+		return "EXISTS (SELECT 1 FROM version_props p WHERE p.repo = " + d.key() + ".repo AND p.digest = " + d.key() + ".digest AND p.kind = ? AND p.key = ? AND " + t + d.perRow() + ")", err
 	case "weights":
 		*args = append(*args, c.Key)
 		t, err := d.test("w."+weightColumn(c.Key), c, args)
-		return "EXISTS (SELECT 1 FROM version_weights w WHERE w.repo = v.repo AND w.digest = v.digest AND w.key = ? AND " + t + ")", err
+		return "EXISTS (SELECT 1 FROM version_weights w WHERE w.repo = " + d.key() + ".repo AND w.digest = " + d.key() + ".digest AND w.key = ? AND " + t + d.perRow() + ")", err
 	case "stage", "version":
 		kind := c.Field
 		if c.Op == "!=" { // "not in that stage"
@@ -196,34 +198,38 @@ func (d dialect) compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 		}
 		*args = append(*args, kind)
 		t, err := d.test("t.tag", c, args)
-		return "EXISTS (SELECT 1 FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = ? AND " + t + ")", err
+		return "EXISTS (SELECT 1 FROM tags t WHERE t.repo = " + d.key() + ".repo AND t.digest = " + d.key() + ".digest AND t.kind = ? AND " + t + d.perRow() + ")", err
 	case "repository":
-		return d.test(d.noIndex("v.repo"), c, args)
-	case "digest", "framework", "description", "created":
+		return d.test(d.noIndex(d.key()+".repo"), c, args)
+	case "digest":
+		return d.test(d.noIndex(d.key()+".digest"), c, args)
+	case "framework", "description", "created":
 		return d.test(d.noIndex("v."+c.Field), c, args)
 	}
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
 }
 
-// selective is how many matches make a comparison worth driving a search.
-const selective = 5000
+// selective is how many matches make a comparison worth driving a search
+// (a variable so the oracle test can make every plan run).
+var selective = 5000
 
 // plan picks how to evaluate a query. When a top-level conjunct matches
 // few versions (counted, up to a cap, on its index), the search starts
-// from those and checks the rest per row. Otherwise it walks versions in
-// the order asked and checks each row, stopping at the limit, when an
-// index gives that order; failing both, it evaluates the query by sets.
-func (x *Index) plan(ctx context.Context, q query.Node, indexed bool) (from, where string, args []any, err error) {
-	return plan(ctx, x.rd, q, indexed)
+// from those and checks the rest per row. Otherwise it walks an index in
+// the order asked and checks each row, stopping at the limit: versions'
+// own index for created and repository, and for metrics.NAME, when a
+// top-level conjunct compares that metric (so every match has it), the
+// metric's index from the comparison's bound. Failing all, it evaluates the
+// query by sets. It returns the FROM, WHERE and ORDER BY clauses and their
+// arguments, in that order.
+func (x *Index) plan(ctx context.Context, q query.Node, ord ordering) (from, where, order string, args []any, err error) {
+	return plan(ctx, x.rd, q, ord)
 }
 
 // plan is Index.plan on one reader connection or transaction.
-func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, where string, args []any, err error) {
+func plan(ctx context.Context, db querier, q query.Node, ord ordering) (from, where, order string, args []any, err error) {
 	d := db.dia()
-	from = "versions v"
-	if q == nil {
-		return from, "", nil, nil
-	}
+	from, order = "versions v", ord.clause
 	var conjuncts []query.Node
 	var flatten func(n query.Node)
 	flatten = func(n query.Node) {
@@ -234,70 +240,124 @@ func plan(ctx context.Context, db querier, q query.Node, indexed bool) (from, wh
 		}
 		conjuncts = append(conjuncts, n)
 	}
-	flatten(q)
-	best, bestCount := -1, selective+1
+	if q != nil {
+		flatten(q)
+	}
+	best, bestCount, walk := -1, selective+1, -1
 	for i, c := range conjuncts {
 		cmp, ok := c.(query.Cmp)
-		if !ok || cmp.Op == "!=" {
+		if !ok {
+			continue
+		}
+		if ord.metric != "" && cmp.Field == "metrics" && cmp.Key == ord.metric && walk < 0 {
+			walk = i
+		}
+		if cmp.Op == "!=" {
 			continue
 		}
 		var a []any
 		set, err := d.compileCmp(cmp, &a)
 		if err != nil {
-			return "", "", nil, err
+			return "", "", "", nil, err
 		}
 		var n int
 		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`) q`, a...).Scan(&n); err != nil {
-			return "", "", nil, err
+			return "", "", "", nil, err
 		}
 		if n < bestCount {
 			best, bestCount = i, n
 		}
 	}
-	var rest query.Node
-	for i, c := range conjuncts {
-		if i == best {
-			continue
+	if best >= 0 {
+		walk = -1
+	}
+	// rest is the query without conjunct skip, checked per row.
+	rest := func(skip int) (string, error) {
+		var r query.Node
+		for i, c := range conjuncts {
+			if i == skip {
+				continue
+			}
+			if r == nil {
+				r = c
+			} else {
+				r = query.And{L: r, R: c}
+			}
 		}
-		if rest == nil {
-			rest = c
-		} else {
-			rest = query.And{L: rest, R: c}
+		if r == nil {
+			return "", nil
 		}
+		cond, err := d.compileRow(r, &args)
+		return " AND " + cond, err
 	}
 	switch {
+	case q == nil:
 	case best >= 0:
 		set, err := d.compileCmp(conjuncts[best].(query.Cmp), &args)
 		if err != nil {
-			return "", "", nil, err
+			return "", "", "", nil, err
 		}
 		from = "(SELECT DISTINCT repo, digest FROM (" + set + ") q) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
-		if rest != nil {
-			cond, err := d.compileRow(rest, &args)
-			if err != nil {
-				return "", "", nil, err
-			}
-			where = "WHERE " + cond
+		cond, err := rest(best)
+		if err != nil {
+			return "", "", "", nil, err
 		}
-	case indexed:
+		where = "WHERE 1 = 1" + cond
+	case walk >= 0:
+		// The metric's index in the order asked, from the comparison's
+		// bound; each entry a version that has the metric. The order is
+		// the index's own (value, then repository and digest, all in the
+		// direction asked), the one ord.clause spells for every plan.
+		cmp := conjuncts[walk].(query.Cmp)
+		from = "version_metrics o " + d.outerFirst() + " versions v ON v.repo = o.repo AND v.digest = o.digest"
+		d.alias = "o"
+		args = append(args, cmp.Key)
+		t, err := d.test("o.value", cmp, &args)
+		if err != nil {
+			return "", "", "", nil, err
+		}
+		cond, err := rest(walk)
+		if err != nil {
+			return "", "", "", nil, err
+		}
+		where = "WHERE o.key = ? AND " + t + cond
+		order = "o.value " + ord.dir + ", o.repo " + ord.dir + ", o.digest " + ord.dir
+		return from, where, order, args, nil
+	case ord.indexed:
 		cond, err := d.compileRow(q, &args)
 		if err != nil {
-			return "", "", nil, err
+			return "", "", "", nil, err
 		}
 		where = "WHERE " + cond
 	default:
 		set, err := d.compile(q, &args)
 		if err != nil {
-			return "", "", nil, err
+			return "", "", "", nil, err
 		}
 		where = "WHERE (v.repo, v.digest) IN (" + set + ")"
 	}
-	return from, where, args, nil
+	if ord.metric != "" {
+		args = append(args, ord.metric)
+	}
+	return from, where, order, args, nil
 }
 
-// orderBy turns "metrics.accuracy desc" into an ORDER BY clause, and says
-// whether an index gives that order (created, repository).
-func orderBy(spec string) (clause string, indexed bool, err error) {
+// ordering is an order_by as SQL: its ORDER BY clause over versions v,
+// and which index walk gives it.
+type ordering struct {
+	clause string
+	// indexed: an index of versions gives this order (created, repository).
+	indexed bool
+	// metric names the metric of a metrics.NAME order (its clause binds it).
+	metric string
+	dir    string // ASC or DESC
+}
+
+// orderBy turns "metrics.accuracy desc" into an ordering. Ties break by
+// repository and digest in the direction asked, as the indexes walked
+// for created, repository and metrics.NAME order them, so every plan
+// gives the same rows in the same order.
+func orderBy(spec string) (ordering, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
 		spec = "created desc"
@@ -309,29 +369,22 @@ func orderBy(spec string) (clause string, indexed bool, err error) {
 	case "desc":
 		dir = "DESC"
 	default:
-		return "", false, &query.Error{Msg: fmt.Sprintf("order_by %q: the direction is asc or desc", spec)}
+		return ordering{}, &query.Error{Msg: fmt.Sprintf("order_by %q: the direction is asc or desc", spec)}
 	}
 	switch {
 	case strings.HasPrefix(field, "metrics.") && len(field) > len("metrics."):
-		return "(SELECT value FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ?) " + dir + " NULLS LAST, v.repo, v.digest", false, nil
+		return ordering{clause: "(SELECT value FROM version_metrics m WHERE m.repo = v.repo AND m.digest = v.digest AND m.key = ?) " + dir + " NULLS LAST, v.repo " + dir + ", v.digest " + dir,
+			metric: strings.TrimPrefix(field, "metrics."), dir: dir}, nil
 	case field == "created":
-		return "v.created " + dir + ", v.repo " + dir + ", v.digest " + dir, true, nil
+		return ordering{clause: "v.created " + dir + ", v.repo " + dir + ", v.digest " + dir, indexed: true, dir: dir}, nil
 	case field == "repository":
-		return "v.repo " + dir + ", v.digest " + dir, true, nil
+		return ordering{clause: "v.repo " + dir + ", v.digest " + dir, indexed: true, dir: dir}, nil
 	case field == "framework":
-		return "v.framework " + dir + ", v.repo, v.digest", false, nil
+		return ordering{clause: "v.framework " + dir + ", v.repo, v.digest", dir: dir}, nil
 	case field == "version":
-		return "(SELECT MAX(tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version') " + dir + " NULLS LAST, v.repo, v.digest", false, nil
+		return ordering{clause: "(SELECT MAX(tag) FROM tags t WHERE t.repo = v.repo AND t.digest = v.digest AND t.kind = 'version') " + dir + " NULLS LAST, v.repo, v.digest", dir: dir}, nil
 	}
-	return "", false, &query.Error{Msg: fmt.Sprintf("order_by %q: order by created, framework, repository, version or metrics.NAME", spec)}
-}
-
-// orderArgs binds the metric name an ORDER BY clause needs.
-func orderArgs(clause, spec string, args *[]any) (string, error) {
-	if field, _, _ := strings.Cut(strings.TrimSpace(spec), " "); strings.HasPrefix(field, "metrics.") {
-		*args = append(*args, strings.TrimPrefix(field, "metrics."))
-	}
-	return clause, nil
+	return ordering{}, &query.Error{Msg: fmt.Sprintf("order_by %q: order by created, framework, repository, version or metrics.NAME", spec)}
 }
 
 // querier is what a read needs: the readers' pool, or one read
@@ -375,15 +428,11 @@ func (x *Index) Search(ctx context.Context, opts SearchOptions) (out []VersionRo
 }
 
 func searchIn(ctx context.Context, db querier, opts SearchOptions) ([]VersionRow, error) {
-	order, indexed, err := orderBy(opts.OrderBy)
+	ord, err := orderBy(opts.OrderBy)
 	if err != nil {
 		return nil, err
 	}
-	from, where, args, err := plan(ctx, db, opts.Query, indexed)
-	if err != nil {
-		return nil, err
-	}
-	order, err = orderArgs(order, opts.OrderBy, &args)
+	from, where, order, args, err := plan(ctx, db, opts.Query, ord)
 	if err != nil {
 		return nil, err
 	}

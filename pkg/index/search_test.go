@@ -248,7 +248,7 @@ func TestPlansAgree(t *testing.T) {
 			}
 			bySet := digests(`SELECT repo, digest FROM versions WHERE (repo, digest) IN (`+set+`)`, a1)
 			byRow := digests(`SELECT v.repo, v.digest FROM versions v WHERE `+row, a2)
-			from, where, a3, err := idx.plan(ctx, n, false)
+			from, where, _, a3, err := idx.plan(ctx, n, ordering{})
 			if err != nil {
 				t.Fatal(err)
 			}
