@@ -127,14 +127,30 @@ func (d dialect) perRow() string {
 	return ""
 }
 
-// outerFirst joins two tables keeping the left one the outer loop:
-// SQLite's CROSS JOIN (its planner never reorders one), a plain JOIN on
-// PostgreSQL, which plans the order by statistics.
-func (d dialect) outerFirst() string {
+// versionsOf joins each row of the walked table (alias o, which has repo
+// and digest columns) with its versions row v, keeping the walk the outer
+// loop, so a LIMIT stops it: SQLite's CROSS JOIN (its planner never
+// reorders one); on PostgreSQL a lateral subquery it cannot flatten,
+// since as a plain join it estimated a handful of rows (repository and
+// digest taken as independent) and hashed all 1,000,000 versions (780 ms
+// where the walk took 35).
+func (d dialect) versionsOf() string {
 	if d.postgres {
-		return "JOIN"
+		return "CROSS JOIN LATERAL (SELECT * FROM versions x WHERE x.repo = o.repo AND x.digest = o.digest OFFSET 0) v"
 	}
-	return "CROSS JOIN"
+	return "CROSS JOIN versions v ON v.repo = o.repo AND v.digest = o.digest"
+}
+
+// stageTags names the tags table (alias t) for a check of one version's
+// stages, which the partial index tags_stage answers in one lookup.
+// PostgreSQL picks it by itself; SQLite prefers the primary key (repo,
+// tag), then reads the row for its digest: 35 ms for a walk of 10,644
+// versions at 1,000,000, 6.5 ms through tags_stage.
+func (d dialect) stageTags() string {
+	if d.postgres {
+		return "tags t"
+	}
+	return "tags t INDEXED BY tags_stage"
 }
 
 // lockKey is the 64-bit key of a PostgreSQL advisory lock: FNV-1a of a

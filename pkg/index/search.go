@@ -196,9 +196,14 @@ func (d dialect) compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 		if c.Field == "stage" && c.Op != "=" && c.Op != "in" && c.Op != "like" {
 			return "", &query.Error{Pos: c.Pos, Msg: "stage supports =, !=, in and like"}
 		}
-		*args = append(*args, kind)
+		// The kind is a literal (one of two, never user text), so a stage
+		// check can use the stage tags' own partial index (tags_stage).
 		t, err := d.test("t.tag", c, args)
-		return "EXISTS (SELECT 1 FROM tags t WHERE t.repo = " + d.key() + ".repo AND t.digest = " + d.key() + ".digest AND t.kind = ? AND " + t + d.perRow() + ")", err
+		from := "tags t"
+		if kind == "stage" {
+			from = d.stageTags()
+		}
+		return "EXISTS (SELECT 1 FROM " + from + " WHERE t.repo = " + d.key() + ".repo AND t.digest = " + d.key() + ".digest AND t.kind = '" + kind + "' AND " + t + d.perRow() + ")", err
 	case "repository":
 		return d.test(d.noIndex(d.key()+".repo"), c, args)
 	case "digest":
@@ -309,7 +314,7 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering) (from, wh
 		// the index's own (value, then repository and digest, all in the
 		// direction asked), the one ord.clause spells for every plan.
 		cmp := conjuncts[walk].(query.Cmp)
-		from = "version_metrics o " + d.outerFirst() + " versions v ON v.repo = o.repo AND v.digest = o.digest"
+		from = "version_metrics o " + d.versionsOf()
 		d.alias = "o"
 		args = append(args, cmp.Key)
 		t, err := d.test("o.value", cmp, &args)
