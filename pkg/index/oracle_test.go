@@ -160,8 +160,8 @@ func TestSearchMatchesOracle(t *testing.T) {
 	indexes := map[string]*Index{"sqlite": sqlite, "postgres": postgres}
 	rng := rand.New(rand.NewPCG(7, 9))
 	ctx := context.Background()
-	shipped := selective
-	t.Cleanup(func() { selective = shipped })
+	shipped, window := selective, walkWindow
+	t.Cleanup(func() { selective, walkWindow = shipped, window })
 	var facts []fact
 	frameworks := []string{"pytorch", "sklearn", "jax"}
 	for m := range 60 {
@@ -242,15 +242,18 @@ func TestSearchMatchesOracle(t *testing.T) {
 			}
 			byBackend := map[string][]string{}
 			// Each backend, with the driving threshold as shipped (every
-			// comparison here is selective at 3,000 versions) and with none
+			// comparison here is selective at 3,000 versions), with none
 			// selective, so the walks in created, repository and metric
-			// order run too: the same rows in the same order from each plan.
+			// order run too, and with windows of 40 entries, so walks stop
+			// short and the sets answer: the same rows in the same order
+			// from each plan.
 			for _, run := range []struct {
-				name string
-				cap  int
-			}{{"sqlite", shipped}, {"postgres", shipped}, {"sqlite walks", 0}, {"postgres walks", 0}} {
+				name        string
+				cap, window int
+			}{{"sqlite", shipped, window}, {"postgres", shipped, window}, {"sqlite walks", 0, window}, {"postgres walks", 0, window},
+				{"sqlite narrow", 0, 40}, {"postgres narrow", 0, 40}} {
 				name, idx := run.name, indexes[strings.Fields(run.name)[0]]
-				selective = run.cap
+				selective, walkWindow = run.cap, run.window
 				rows, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 1000})
 				if err != nil {
 					t.Fatalf("%s: %s: %v", name, src, err)
@@ -278,8 +281,9 @@ func TestSearchMatchesOracle(t *testing.T) {
 					t.Fatalf("%s: %s (order %s): the second page of 7 is not the oracle's", name, src, order)
 				}
 			}
-			selective = shipped
-			if !slices.Equal(byBackend["sqlite"], byBackend["postgres"]) || !slices.Equal(byBackend["sqlite walks"], byBackend["postgres walks"]) {
+			selective, walkWindow = shipped, window
+			if !slices.Equal(byBackend["sqlite"], byBackend["postgres"]) || !slices.Equal(byBackend["sqlite walks"], byBackend["postgres walks"]) ||
+				!slices.Equal(byBackend["sqlite narrow"], byBackend["postgres narrow"]) {
 				t.Fatalf("%s (order %s): SQLite and PostgreSQL answer in different orders", src, order)
 			}
 		}

@@ -218,23 +218,42 @@ func (d dialect) compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 // (a variable so the oracle test can make every plan run).
 var selective = 5000
 
+// walkWindow is how many entries of an index a walk reads at most before
+// it gives up on filling the page, at any page size up to this many matches:
+// past it, matches are rarer than 1 in walkWindow/limit and the sets,
+// which read each comparison's matches once, are the better plan. At
+// 1,000,000 versions a search for two metrics both above 0.99 (about 100
+// matches) walked every version (2.4 s) before it had a window. A
+// variable so the oracle test can make windows cut.
+var walkWindow = 50_000
+
+// searchPlan is one way to answer a search: the FROM, WHERE and ORDER BY
+// clauses of a SELECT over versions v, their arguments in that order, and
+// whether it walks a window of an index (a page it leaves short may lack
+// matches beyond the window: the sets must answer).
+type searchPlan struct {
+	from, where, order string
+	args               []any
+	windowed           bool
+}
+
 // plan picks how to evaluate a query. When a top-level conjunct matches
 // few versions (counted, up to a cap, on its index), the search starts
 // from those and checks the rest per row. Otherwise it walks an index in
-// the order asked and checks each row, stopping at the limit: versions'
-// own index for created and repository, and for metrics.NAME, when a
-// top-level conjunct compares that metric (so every match has it), the
-// metric's index from the comparison's bound. Failing all, it evaluates the
-// query by sets. It returns the FROM, WHERE and ORDER BY clauses and their
-// arguments, in that order.
-func (x *Index) plan(ctx context.Context, q query.Node, ord ordering) (from, where, order string, args []any, err error) {
-	return plan(ctx, x.rd, q, ord)
+// the order asked, checks each row and stops at the limit: versions' own
+// index for created and repository, and the metric's for metrics.NAME
+// (from a top-level comparison's bound on it, if any: rows lacking the
+// metric come last, so a page the walk fills is the right page). A walk
+// reads a window of walkWindow entries at most; a page it leaves short is
+// answered by sets (setPlan), as is every other query.
+func (x *Index) plan(ctx context.Context, q query.Node, ord ordering, need int) (searchPlan, error) {
+	return plan(ctx, x.rd, q, ord, need)
 }
 
-// plan is Index.plan on one reader connection or transaction.
-func plan(ctx context.Context, db querier, q query.Node, ord ordering) (from, where, order string, args []any, err error) {
+// plan is Index.plan on one reader connection or transaction; need is
+// the offset and limit of the page.
+func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int) (searchPlan, error) {
 	d := db.dia()
-	from, order = "versions v", ord.clause
 	var conjuncts []query.Node
 	var flatten func(n query.Node)
 	flatten = func(n query.Node) {
@@ -248,14 +267,19 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering) (from, wh
 	if q != nil {
 		flatten(q)
 	}
-	best, bestCount, walk := -1, selective+1, -1
+	// Each comparison's matches, counted up to the cap: the fewest drives,
+	// and the per-row checks run rarest first, so most rows are refused by
+	// the first.
+	counts := make([]int, len(conjuncts))
+	best, bestCount, bound := -1, selective+1, -1
 	for i, c := range conjuncts {
+		counts[i] = selective + 1
 		cmp, ok := c.(query.Cmp)
 		if !ok {
 			continue
 		}
-		if ord.metric != "" && cmp.Field == "metrics" && cmp.Key == ord.metric && walk < 0 {
-			walk = i
+		if ord.metric != "" && cmp.Field == "metrics" && cmp.Key == ord.metric && bound < 0 {
+			bound = i
 		}
 		if cmp.Op == "!=" {
 			continue
@@ -263,88 +287,116 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering) (from, wh
 		var a []any
 		set, err := d.compileCmp(cmp, &a)
 		if err != nil {
-			return "", "", "", nil, err
+			return searchPlan{}, err
 		}
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`) q`, a...).Scan(&n); err != nil {
-			return "", "", "", nil, err
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`) q`, a...).Scan(&counts[i]); err != nil {
+			return searchPlan{}, err
 		}
-		if n < bestCount {
-			best, bestCount = i, n
+		if counts[i] < bestCount {
+			best, bestCount = i, counts[i]
 		}
 	}
-	if best >= 0 {
-		walk = -1
+	byCount := make([]int, len(conjuncts))
+	for i := range byCount {
+		byCount[i] = i
 	}
-	// rest is the query without conjunct skip, checked per row.
-	rest := func(skip int) (string, error) {
+	slices.SortStableFunc(byCount, func(a, b int) int { return counts[a] - counts[b] })
+	p := searchPlan{from: "versions v", order: ord.clause}
+	// rest is the query without conjunct skip, as row checks.
+	rest := func(d dialect, skip int) (string, error) {
 		var r query.Node
-		for i, c := range conjuncts {
+		for _, i := range byCount {
 			if i == skip {
 				continue
 			}
 			if r == nil {
-				r = c
+				r = conjuncts[i]
 			} else {
-				r = query.And{L: r, R: c}
+				r = query.And{L: r, R: conjuncts[i]}
 			}
 		}
 		if r == nil {
 			return "", nil
 		}
-		cond, err := d.compileRow(r, &args)
+		cond, err := d.compileRow(r, &p.args)
 		return " AND " + cond, err
 	}
+	window := max(walkWindow, need)
 	switch {
-	case q == nil:
 	case best >= 0:
-		set, err := d.compileCmp(conjuncts[best].(query.Cmp), &args)
+		set, err := d.compileCmp(conjuncts[best].(query.Cmp), &p.args)
 		if err != nil {
-			return "", "", "", nil, err
+			return searchPlan{}, err
 		}
-		from = "(SELECT DISTINCT repo, digest FROM (" + set + ") q) d JOIN versions v ON v.repo = d.repo AND v.digest = d.digest"
-		cond, err := rest(best)
+		p.from = "(SELECT DISTINCT repo, digest FROM (" + set + ") q) d " + d.versionsOf("d")
+		cond, err := rest(d, best)
 		if err != nil {
-			return "", "", "", nil, err
+			return searchPlan{}, err
 		}
-		where = "WHERE 1 = 1" + cond
-	case walk >= 0:
-		// The metric's index in the order asked, from the comparison's
-		// bound; each entry a version that has the metric. The order is
-		// the index's own (value, then repository and digest, all in the
-		// direction asked), the one ord.clause spells for every plan.
-		cmp := conjuncts[walk].(query.Cmp)
-		from = "version_metrics o " + d.versionsOf()
-		d.alias = "o"
-		args = append(args, cmp.Key)
-		t, err := d.test("o.value", cmp, &args)
+		p.where = "WHERE 1 = 1" + cond
+	case ord.metric != "":
+		// The metric's index in the order asked, each entry a version that
+		// has the metric, in the index's own order (value, then repository
+		// and digest, all in the direction asked), the order ord.clause
+		// spells for every plan. Row checks read o's repository and digest,
+		// so a refused entry never reads its versions row.
+		p.args = append(p.args, ord.metric)
+		bounds := ""
+		if bound >= 0 {
+			t, err := d.test("value", conjuncts[bound].(query.Cmp), &p.args)
+			if err != nil {
+				return searchPlan{}, err
+			}
+			bounds = " AND " + t
+		}
+		dir := ord.dir
+		p.from = "(SELECT repo, digest, value FROM version_metrics WHERE key = ?" + bounds + " ORDER BY value " + dir + ", repo " + dir + ", digest " + dir +
+			" LIMIT " + fmt.Sprint(window) + ") o " + d.versionsOf("o")
+		o := d
+		o.alias = "o"
+		cond, err := rest(o, bound)
 		if err != nil {
-			return "", "", "", nil, err
+			return searchPlan{}, err
 		}
-		cond, err := rest(walk)
+		p.where = "WHERE 1 = 1" + cond
+		p.order = "o.value " + dir + ", o.repo " + dir + ", o.digest " + dir
+		p.windowed = true
+		return p, nil
+	case ord.indexed && q != nil:
+		// versions in the order asked, through the index that gives it
+		// (the subquery keeps that order, and stops the walk at the window).
+		p.from = "(SELECT * FROM versions v ORDER BY " + ord.clause + " LIMIT " + fmt.Sprint(window) + ") v"
+		cond, err := rest(d, -1)
 		if err != nil {
-			return "", "", "", nil, err
+			return searchPlan{}, err
 		}
-		where = "WHERE o.key = ? AND " + t + cond
-		order = "o.value " + ord.dir + ", o.repo " + ord.dir + ", o.digest " + ord.dir
-		return from, where, order, args, nil
+		p.where = "WHERE 1 = 1" + cond
+		p.windowed = true
 	case ord.indexed:
-		cond, err := d.compileRow(q, &args)
-		if err != nil {
-			return "", "", "", nil, err
-		}
-		where = "WHERE " + cond
 	default:
-		set, err := d.compile(q, &args)
-		if err != nil {
-			return "", "", "", nil, err
-		}
-		where = "WHERE (v.repo, v.digest) IN (" + set + ")"
+		return setPlan(d, q, ord)
 	}
 	if ord.metric != "" {
-		args = append(args, ord.metric)
+		p.args = append(p.args, ord.metric)
 	}
-	return from, where, order, args, nil
+	return p, nil
+}
+
+// setPlan evaluates the query by sets, in any order: the plan that reads
+// each comparison's matches once, whatever their order.
+func setPlan(d dialect, q query.Node, ord ordering) (searchPlan, error) {
+	p := searchPlan{from: "versions v", order: ord.clause}
+	if q != nil {
+		set, err := d.compile(q, &p.args)
+		if err != nil {
+			return searchPlan{}, err
+		}
+		p.from = "(SELECT DISTINCT repo, digest FROM (" + set + ") q) s " + d.versionsOf("s")
+	}
+	if ord.metric != "" {
+		p.args = append(p.args, ord.metric)
+	}
+	return p, nil
 }
 
 // ordering is an order_by as SQL: its ORDER BY clause over versions v,
@@ -437,16 +489,31 @@ func searchIn(ctx context.Context, db querier, opts SearchOptions) ([]VersionRow
 	if err != nil {
 		return nil, err
 	}
-	from, where, order, args, err := plan(ctx, db, opts.Query, ord)
-	if err != nil {
-		return nil, err
-	}
 	if opts.Limit <= 0 || opts.Limit > 1000 {
 		opts.Limit = 100
 	}
-	args = append(args, opts.Limit, max(opts.Offset, 0))
+	opts.Offset = max(opts.Offset, 0)
+	p, err := plan(ctx, db, opts.Query, ord, opts.Offset+opts.Limit)
+	if err != nil {
+		return nil, err
+	}
+	out, err := page(ctx, db, p, opts)
+	if err == nil && p.windowed && len(out) < opts.Limit {
+		// The window held fewer matches than the page: more may lie past it.
+		if p, err = setPlan(db.dia(), opts.Query, ord); err == nil {
+			out, err = page(ctx, db, p, opts)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, fill(ctx, db, out)
+}
+
+// page runs a plan for one page of versions.
+func page(ctx context.Context, db querier, p searchPlan, opts SearchOptions) ([]VersionRow, error) {
 	rows, err := db.QueryContext(ctx, `SELECT v.repo, v.digest, v.created, v.framework, v.description, v.size, v.files
-		FROM `+from+` `+where+` ORDER BY `+order+` LIMIT ? OFFSET ?`, args...)
+		FROM `+p.from+` `+p.where+` ORDER BY `+p.order+` LIMIT ? OFFSET ?`, append(p.args, opts.Limit, opts.Offset)...)
 	if err != nil {
 		return nil, err
 	}
@@ -462,10 +529,7 @@ func searchIn(ctx context.Context, db querier, opts SearchOptions) ([]VersionRow
 		out = append(out, r)
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, fill(ctx, db, out)
+	return out, rows.Err()
 }
 
 // fill adds tags, metrics, params and labels to rows, in three queries.

@@ -248,11 +248,11 @@ func TestPlansAgree(t *testing.T) {
 			}
 			bySet := digests(`SELECT repo, digest FROM versions WHERE (repo, digest) IN (`+set+`)`, a1)
 			byRow := digests(`SELECT v.repo, v.digest FROM versions v WHERE `+row, a2)
-			from, where, _, a3, err := idx.plan(ctx, n, ordering{})
+			p, err := idx.plan(ctx, n, ordering{}, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
-			byPlan := digests(`SELECT v.repo, v.digest FROM `+from+` `+where, a3)
+			byPlan := digests(`SELECT v.repo, v.digest FROM `+p.from+` `+p.where, p.args)
 			if !slices.Equal(bySet, byRow) || !slices.Equal(bySet, byPlan) {
 				t.Errorf("%s:\n sets %v\n rows %v\n plan %v", src, bySet, byRow, byPlan)
 			}

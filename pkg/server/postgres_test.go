@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelreg/modelreg/internal/pgtest"
 	"github.com/modelreg/modelreg/pkg/index"
@@ -115,6 +117,17 @@ func TestReplicasGateAlike(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- s.Serve(ctx) }()
+		// Serving means published (Serve publishes before it answers):
+		// a move tried before that would not see this replica at all.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if resp, err := http.Get("http://" + s.Addr() + "/healthz"); err == nil {
+				resp.Body.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the replica does not answer /healthz")
+			}
+		}
 		return s.Addr(), func() { cancel(); <-done }
 	}
 	a, stopA := start(pa)
