@@ -67,6 +67,16 @@ func scaleSearch(c config) map[string]any {
 		start := time.Now()
 		fillIndexAt(dsn, models, 100)
 		fmt.Printf("%s: indexed %d versions in %d models in %s\n", b.name, models*100, models, time.Since(start).Round(time.Second))
+		if b.dsn != "" {
+			// What autovacuum gives a table soon after a bulk load, done
+			// now so the measurement does not depend on when it runs:
+			// statistics, and the visibility map index-only scans need.
+			db, err := sql.Open("pgx", dsn)
+			check(err)
+			_, err = db.Exec("VACUUM (ANALYZE)")
+			check(err)
+			db.Close()
+		}
 		sctx, cancel := context.WithCancel(context.Background())
 		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 		server.LogDistributionTo(quiet)
@@ -84,29 +94,44 @@ func scaleSearch(c config) map[string]any {
 		fmt.Printf("%-50s %12.2f %12.2f %12.2f %12.2f\n", q.name, sq[0], sq[1], pq[0], pq[1])
 		out[q.name] = map[string]any{"sqliteP50ms": sq[0], "sqliteP99ms": sq[1], "postgresP50ms": pq[0], "postgresP99ms": pq[1]}
 	}
-	worst := 0.0
-	for _, v := range lat["PostgreSQL"] {
-		worst = max(worst, v[1])
+	worst, worstRare := 0.0, 0.0
+	for _, q := range searchQueries(models) {
+		if q.rare {
+			worstRare = max(worstRare, lat["PostgreSQL"][q.name][1])
+		} else {
+			worst = max(worst, lat["PostgreSQL"][q.name][1])
+		}
 	}
 	verdict := "met"
 	if worst >= 50 {
 		verdict = "not met"
 	}
-	fmt.Printf("\nworst search p99 on PostgreSQL at %d versions: %.1f ms (target under 50 ms: %s)\n", models*100, worst, verdict)
+	fmt.Printf("\nworst search p99 on PostgreSQL at %d versions: %.1f ms (target under 50 ms: %s); searches with rare matches (a walk's window, then sets): worst p99 %.1f ms\n",
+		models*100, worst, verdict, worstRare)
 	out["versions"] = models * 100
 	out["postgresWorstP99ms"] = worst
+	out["postgresWorstRareP99ms"] = worstRare
 	return out
 }
 
-type searchQuery struct{ name, path string }
+// searchQuery is one request the scale suite times; rare marks a search
+// whose matches are rare and spread (about 100 and 200 of 1,000,000):
+// no order's walk finds a page of them, so the plan is a walk's window,
+// then sets.
+type searchQuery struct {
+	name, path string
+	rare       bool
+}
 
 func searchQueries(models int) []searchQuery {
 	return []searchQuery{
-		{"search accuracy>=0.9 and production, by accuracy", "search?q=" + qesc("metrics.accuracy >= 0.9 and stage = 'production'") + "&order_by=" + qesc("metrics.accuracy desc") + "&limit=100"},
-		{"search team label and framework", "search?q=" + qesc("labels.team = 'team-07' and framework = 'pytorch'") + "&limit=100"},
-		{"search repository like, newest first", "search?q=" + qesc("repository like 'team-3%' and metrics.f1 > 0.5") + "&limit=50"},
-		{"list versions of one model", fmt.Sprintf("models/team-07/model-%04d/versions?limit=100", min(507, models-1)/50*50+7)},
-		{"list models", "models?n=100"},
+		{"search accuracy>=0.9 and production, by accuracy", "search?q=" + qesc("metrics.accuracy >= 0.9 and stage = 'production'") + "&order_by=" + qesc("metrics.accuracy desc") + "&limit=100", false},
+		{"search team label and framework", "search?q=" + qesc("labels.team = 'team-07' and framework = 'pytorch'") + "&limit=100", false},
+		{"search repository like, newest first", "search?q=" + qesc("repository like 'team-3%' and metrics.f1 > 0.5") + "&limit=50", false},
+		{"list versions of one model", fmt.Sprintf("models/team-07/model-%04d/versions?limit=100", min(507, models-1)/50*50+7), false},
+		{"list models", "models?n=100", false},
+		{"search rare: two metrics above 0.99", "search?q=" + qesc("metrics.accuracy > 0.99 and metrics.f1 > 0.99") + "&limit=100", true},
+		{"search rare: production of one team", "search?q=" + qesc("stage = 'production' and labels.team = 'team-07'") + "&limit=100", true},
 	}
 }
 
