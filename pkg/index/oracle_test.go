@@ -160,8 +160,8 @@ func TestSearchMatchesOracle(t *testing.T) {
 	indexes := map[string]*Index{"sqlite": sqlite, "postgres": postgres}
 	rng := rand.New(rand.NewPCG(7, 9))
 	ctx := context.Background()
-	shipped, window := selective, walkWindow
-	t.Cleanup(func() { selective, walkWindow = shipped, window })
+	shipped, window, stages := selective, walkWindow, stageSetCap
+	t.Cleanup(func() { selective, walkWindow, stageSetCap = shipped, window, stages })
 	var facts []fact
 	frameworks := []string{"pytorch", "sklearn", "jax"}
 	for m := range 60 {
@@ -245,15 +245,15 @@ func TestSearchMatchesOracle(t *testing.T) {
 			// comparison here is selective at 3,000 versions), with none
 			// selective, so the walks in created, repository and metric
 			// order run too, and with windows of 40 entries, so walks stop
-			// short and the sets answer: the same rows in the same order
-			// from each plan.
+			// short and the sets answer, and stage checks probe instead of
+			// hashing: the same rows in the same order from each plan.
 			for _, run := range []struct {
-				name        string
-				cap, window int
-			}{{"sqlite", shipped, window}, {"postgres", shipped, window}, {"sqlite walks", 0, window}, {"postgres walks", 0, window},
-				{"sqlite narrow", 0, 40}, {"postgres narrow", 0, 40}} {
+				name                string
+				cap, window, stages int
+			}{{"sqlite", shipped, window, stages}, {"postgres", shipped, window, stages}, {"sqlite walks", 0, window, stages},
+				{"postgres walks", 0, window, stages}, {"sqlite narrow", 0, 40, 0}, {"postgres narrow", 0, 40, 0}} {
 				name, idx := run.name, indexes[strings.Fields(run.name)[0]]
-				selective, walkWindow = run.cap, run.window
+				selective, walkWindow, stageSetCap = run.cap, run.window, run.stages
 				rows, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 1000})
 				if err != nil {
 					t.Fatalf("%s: %s: %v", name, src, err)
@@ -281,7 +281,7 @@ func TestSearchMatchesOracle(t *testing.T) {
 					t.Fatalf("%s: %s (order %s): the second page of 7 is not the oracle's", name, src, order)
 				}
 			}
-			selective, walkWindow = shipped, window
+			selective, walkWindow, stageSetCap = shipped, window, stages
 			if !slices.Equal(byBackend["sqlite"], byBackend["postgres"]) || !slices.Equal(byBackend["sqlite walks"], byBackend["postgres walks"]) ||
 				!slices.Equal(byBackend["sqlite narrow"], byBackend["postgres narrow"]) {
 				t.Fatalf("%s (order %s): SQLite and PostgreSQL answer in different orders", src, order)

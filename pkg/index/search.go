@@ -131,6 +131,32 @@ func (d dialect) compileCmp(c query.Cmp, args *[]any) (string, error) {
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
 }
 
+// stageSetCap is how many stage tags a stage comparison may match to be
+// checked against a hash of them (stageSet). A variable so the oracle
+// test can make every stage check a probe.
+var stageSetCap = 20_000
+
+// stageSet renders a stage comparison as membership in the set of
+// versions holding those stages, read once: SQLite builds an index of an
+// uncorrelated IN subquery once per statement, and PostgreSQL, kept from
+// turning it into a join by the CASE, hashes it (a hashed SubPlan) while
+// it estimates it fits in memory: the caller uses it only for sets of up
+// to stageSetCap tags. A walk of 10,644 versions for the 100 best in
+// production checked each with a probe of tags_stage in 17.8 ms on
+// PostgreSQL at 1,000,000 versions, against a hash of its 10,000 stage
+// tags in 9.2 ms.
+func (d dialect) stageSet(c query.Cmp, args *[]any) (string, error) {
+	t, err := d.test("tag", c, args)
+	if err != nil {
+		return "", err
+	}
+	in := "(" + d.key() + ".repo, " + d.key() + ".digest) IN (SELECT repo, digest FROM tags WHERE kind = 'stage' AND " + t + ")"
+	if d.postgres {
+		return "CASE WHEN " + in + " THEN TRUE ELSE FALSE END", nil
+	}
+	return in, nil
+}
+
 // weightColumn is the column of version_weights a weights.NAME compares.
 func weightColumn(key string) string {
 	if query.WeightFields[key] {
@@ -270,7 +296,10 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 	// Each comparison's matches, counted up to the cap: the fewest drives,
 	// and the per-row checks run rarest first, so most rows are refused by
 	// the first.
+	// A stage comparison is counted further: a stage set that small is
+	// read once into a hash (stageSet) instead of probed per row.
 	counts := make([]int, len(conjuncts))
+	hashed := make([]bool, len(conjuncts))
 	best, bestCount, bound := -1, selective+1, -1
 	for i, c := range conjuncts {
 		counts[i] = selective + 1
@@ -289,9 +318,15 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 		if err != nil {
 			return searchPlan{}, err
 		}
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(selective+1)+`) q`, a...).Scan(&counts[i]); err != nil {
+		limit := selective + 1
+		if cmp.Field == "stage" {
+			limit = max(limit, stageSetCap+1)
+		}
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(limit)+`) q`, a...).Scan(&counts[i]); err != nil {
 			return searchPlan{}, err
 		}
+		hashed[i] = cmp.Field == "stage" && counts[i] <= stageSetCap
+		counts[i] = min(counts[i], selective+1)
 		if counts[i] < bestCount {
 			best, bestCount = i, counts[i]
 		}
@@ -304,22 +339,24 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 	p := searchPlan{from: "versions v", order: ord.clause}
 	// rest is the query without conjunct skip, as row checks.
 	rest := func(d dialect, skip int) (string, error) {
-		var r query.Node
+		var conds []string
 		for _, i := range byCount {
 			if i == skip {
 				continue
 			}
-			if r == nil {
-				r = conjuncts[i]
+			var cond string
+			var err error
+			if hashed[i] {
+				cond, err = d.stageSet(conjuncts[i].(query.Cmp), &p.args)
 			} else {
-				r = query.And{L: r, R: conjuncts[i]}
+				cond, err = d.compileRow(conjuncts[i], &p.args)
 			}
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, " AND "+cond)
 		}
-		if r == nil {
-			return "", nil
-		}
-		cond, err := d.compileRow(r, &p.args)
-		return " AND " + cond, err
+		return strings.Join(conds, ""), nil
 	}
 	window := max(walkWindow, need)
 	switch {
