@@ -160,8 +160,8 @@ func TestSearchMatchesOracle(t *testing.T) {
 	indexes := map[string]*Index{"sqlite": sqlite, "postgres": postgres}
 	rng := rand.New(rand.NewPCG(7, 9))
 	ctx := context.Background()
-	shipped, window, stages := selective, walkWindow, stageSetCap
-	t.Cleanup(func() { selective, walkWindow, stageSetCap = shipped, window, stages })
+	shipped, window, stages, small := selective, walkWindow, stageSetCap, smallSet
+	t.Cleanup(func() { selective, walkWindow, stageSetCap, smallSet = shipped, window, stages, small })
 	var facts []fact
 	frameworks := []string{"pytorch", "sklearn", "jax"}
 	for m := range 60 {
@@ -241,19 +241,23 @@ func TestSearchMatchesOracle(t *testing.T) {
 				exp = append(exp, f.repo+"@"+f.digest)
 			}
 			byBackend := map[string][]string{}
-			// Each backend, with the driving threshold as shipped (every
-			// comparison here is selective at 3,000 versions), with none
-			// selective, so the walks in created, repository and metric
-			// order run too, and with windows of 40 entries, so walks stop
-			// short and the sets answer, and stage checks probe instead of
-			// hashing: the same rows in the same order from each plan.
+			// Each backend, with the thresholds as shipped (every
+			// comparison here is selective at 3,000 versions); with none
+			// selective, so conjunctions go to the sets (each comparison
+			// matches fewer than smallSet); with no small sets either, so
+			// the walks in created, repository and metric order run; and
+			// with windows of 40 entries, so walks stop short and the sets
+			// answer, and stage checks probe instead of hashing: the same
+			// rows in the same order from each plan.
 			for _, run := range []struct {
-				name                string
-				cap, window, stages int
-			}{{"sqlite", shipped, window, stages}, {"postgres", shipped, window, stages}, {"sqlite walks", 0, window, stages},
-				{"postgres walks", 0, window, stages}, {"sqlite narrow", 0, 40, 0}, {"postgres narrow", 0, 40, 0}} {
+				name                       string
+				cap, window, stages, small int
+			}{{"sqlite", shipped, window, stages, small}, {"postgres", shipped, window, stages, small},
+				{"sqlite sets", 0, window, stages, small}, {"postgres sets", 0, window, stages, small},
+				{"sqlite walks", 0, window, stages, 0}, {"postgres walks", 0, window, stages, 0},
+				{"sqlite narrow", 0, 40, 0, 0}, {"postgres narrow", 0, 40, 0, 0}} {
 				name, idx := run.name, indexes[strings.Fields(run.name)[0]]
-				selective, walkWindow, stageSetCap = run.cap, run.window, run.stages
+				selective, walkWindow, stageSetCap, smallSet = run.cap, run.window, run.stages, run.small
 				rows, err := idx.Search(ctx, SearchOptions{Query: n, OrderBy: order, Limit: 1000})
 				if err != nil {
 					t.Fatalf("%s: %s: %v", name, src, err)
@@ -281,9 +285,9 @@ func TestSearchMatchesOracle(t *testing.T) {
 					t.Fatalf("%s: %s (order %s): the second page of 7 is not the oracle's", name, src, order)
 				}
 			}
-			selective, walkWindow, stageSetCap = shipped, window, stages
+			selective, walkWindow, stageSetCap, smallSet = shipped, window, stages, small
 			if !slices.Equal(byBackend["sqlite"], byBackend["postgres"]) || !slices.Equal(byBackend["sqlite walks"], byBackend["postgres walks"]) ||
-				!slices.Equal(byBackend["sqlite narrow"], byBackend["postgres narrow"]) {
+				!slices.Equal(byBackend["sqlite narrow"], byBackend["postgres narrow"]) || !slices.Equal(byBackend["sqlite sets"], byBackend["postgres sets"]) {
 				t.Fatalf("%s (order %s): SQLite and PostgreSQL answer in different orders", src, order)
 			}
 		}

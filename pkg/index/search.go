@@ -298,7 +298,7 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 	// the first.
 	// A stage comparison is counted further: a stage set that small is
 	// read once into a hash (stageSet) instead of probed per row.
-	counts := make([]int, len(conjuncts))
+	counts, raw, exact := make([]int, len(conjuncts)), make([]int, len(conjuncts)), make([]bool, len(conjuncts))
 	hashed := make([]bool, len(conjuncts))
 	best, bestCount, bound := -1, selective+1, -1
 	for i, c := range conjuncts {
@@ -325,11 +325,15 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(limit)+`) q`, a...).Scan(&counts[i]); err != nil {
 			return searchPlan{}, err
 		}
+		raw[i], exact[i] = counts[i], counts[i] < limit
 		hashed[i] = cmp.Field == "stage" && counts[i] <= stageSetCap
 		counts[i] = min(counts[i], selective+1)
 		if counts[i] < bestCount {
 			best, bestCount = i, counts[i]
 		}
+	}
+	if best < 0 && len(conjuncts) > 1 && smallSets(ctx, db, conjuncts, raw, exact) {
+		return setPlan(d, q, ord)
 	}
 	byCount := make([]int, len(conjuncts))
 	for i := range byCount {
@@ -417,6 +421,44 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 		p.args = append(p.args, ord.metric)
 	}
 	return p, nil
+}
+
+// smallSet is how many matches each comparison of a conjunction may have
+// for the sets to answer it without a walk: then they read at most that
+// many index entries each, where a walk finds few matches when the
+// comparisons are each common and seldom together (two metrics both above
+// 0.99: about 10,000 versions each, 100 both, which a walk looks for
+// through its whole window). A variable so the oracle test can make the
+// walks run.
+var smallSet = 20_000
+
+// smallSets reports whether every conjunct is a comparison matching at
+// most smallSet versions, counting further those the first count capped
+// (raw: those counts, exact where under their cap), and stopping at the
+// first that matches more.
+func smallSets(ctx context.Context, db querier, conjuncts []query.Node, raw []int, exact []bool) bool {
+	for i, c := range conjuncts {
+		cmp, ok := c.(query.Cmp)
+		if !ok || cmp.Op == "!=" || raw[i] > smallSet {
+			return false
+		}
+	}
+	d := db.dia()
+	for i, c := range conjuncts {
+		if exact[i] {
+			continue
+		}
+		var a []any
+		set, err := d.compileCmp(c.(query.Cmp), &a)
+		if err != nil {
+			return false
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+set+` LIMIT `+fmt.Sprint(smallSet+1)+`) q`, a...).Scan(&n); err != nil || n > smallSet {
+			return false
+		}
+	}
+	return true
 }
 
 // setPlan evaluates the query by sets, in any order: the plan that reads
