@@ -25,8 +25,10 @@ import (
 type dialect struct {
 	postgres bool
 	// alias is the table whose repo and digest columns name the version
-	// a row condition checks (compileRow), "v" (versions) when empty.
+	// a row condition checks (compileRow), "v" (versions) when empty;
+	// wide, that it has the version's created and framework columns too.
 	alias string
+	wide  bool
 }
 
 // key is the alias of the version's repo and digest columns.

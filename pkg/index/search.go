@@ -234,7 +234,12 @@ func (d dialect) compileCmpRow(c query.Cmp, args *[]any) (string, error) {
 		return d.test(d.noIndex(d.key()+".repo"), c, args)
 	case "digest":
 		return d.test(d.noIndex(d.key()+".digest"), c, args)
-	case "framework", "description", "created":
+	case "framework", "created":
+		if d.wide {
+			return d.test(d.noIndex(d.key()+"."+c.Field), c, args)
+		}
+		return d.test(d.noIndex("v."+c.Field), c, args)
+	case "description":
 		return d.test(d.noIndex("v."+c.Field), c, args)
 	}
 	return "", &query.Error{Pos: c.Pos, Msg: "unknown field " + c.Field}
@@ -405,13 +410,19 @@ func plan(ctx context.Context, db querier, q query.Node, ord ordering, need int)
 		return p, nil
 	case ord.indexed && q != nil:
 		// versions in the order asked, through the index that gives it
-		// (the subquery keeps that order, and stops the walk at the window).
-		p.from = "(SELECT * FROM versions v ORDER BY " + ord.clause + " LIMIT " + fmt.Sprint(window) + ") v"
-		cond, err := rest(d, -1)
+		// (the subquery keeps that order, and stops the walk at the
+		// window). For created, that index also holds the framework: the
+		// window reads only the index, the checks read w, and a version's
+		// row is read once it matched.
+		w := d
+		w.alias, w.wide = "w", true
+		p.from = "(SELECT repo, digest, created, framework FROM versions v ORDER BY " + ord.clause + " LIMIT " + fmt.Sprint(window) + ") w " + d.versionsOf("w")
+		cond, err := rest(w, -1)
 		if err != nil {
 			return searchPlan{}, err
 		}
 		p.where = "WHERE 1 = 1" + cond
+		p.order = strings.ReplaceAll(ord.clause, "v.", "w.")
 		p.windowed = true
 	case ord.indexed:
 	default:
@@ -443,8 +454,25 @@ func smallSets(ctx context.Context, db querier, conjuncts []query.Node, raw []in
 			return false
 		}
 	}
+	// The framework first: a handful of values for every version, so
+	// the likeliest to be large and end the counting at once.
+	order := make([]int, len(conjuncts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		fa, fb := conjuncts[a].(query.Cmp).Field == "framework", conjuncts[b].(query.Cmp).Field == "framework"
+		switch {
+		case fa && !fb:
+			return -1
+		case fb && !fa:
+			return 1
+		}
+		return 0
+	})
 	d := db.dia()
-	for i, c := range conjuncts {
+	for _, i := range order {
+		c := conjuncts[i]
 		if exact[i] {
 			continue
 		}
