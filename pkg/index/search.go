@@ -270,7 +270,9 @@ type searchPlan struct {
 
 // plan picks how to evaluate a query. When a top-level conjunct matches
 // few versions (counted, up to a cap, on its index), the search starts
-// from those and checks the rest per row. Otherwise it walks an index in
+// from those and checks the rest per row. When the query is a conjunction
+// of comparisons that each match at most smallSet versions, the sets
+// answer it (smallSets). Otherwise it walks an index in
 // the order asked, checks each row and stops at the limit: versions' own
 // index for created and repository, and the metric's for metrics.NAME
 // (from a top-level comparison's bound on it, if any: rows lacking the
