@@ -45,17 +45,11 @@ func scaleSuite(c config) map[string]any {
 
 func scaleSearch(c config) map[string]any {
 	models := c.scaleVersions / 100
-	cluster, err := pgtest.Start()
-	check(err)
+	cluster, pgURL := startPostgres("scale")
 	defer cluster.Stop()
-	db, err := sql.Open("pgx", cluster.URL("postgres"))
-	check(err)
-	_, err = db.Exec("CREATE DATABASE scale")
-	check(err)
-	db.Close()
 	backends := []struct{ name, dsn, dir string }{
 		{"SQLite", "", filepath.Join(c.work, "scale-sqlite")},
-		{"PostgreSQL", cluster.URL("scale"), filepath.Join(c.work, "scale-pg")},
+		{"PostgreSQL", pgURL, filepath.Join(c.work, "scale-pg")},
 	}
 	out := map[string]any{}
 	lat := map[string]map[string][2]float64{}
@@ -71,11 +65,7 @@ func scaleSearch(c config) map[string]any {
 			// What autovacuum gives a table soon after a bulk load, done
 			// now so the measurement does not depend on when it runs:
 			// statistics, and the visibility map index-only scans need.
-			db, err := sql.Open("pgx", dsn)
-			check(err)
-			_, err = db.Exec("VACUUM (ANALYZE)")
-			check(err)
-			db.Close()
+			pgExec(dsn, "VACUUM (ANALYZE)")
 		}
 		sctx, cancel := context.WithCancel(context.Background())
 		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -118,6 +108,24 @@ func scaleSearch(c config) map[string]any {
 // whose matches are rare and spread (about 100 and 200 of 1,000,000):
 // no order's walk finds a page of them, so the plan is a walk's window,
 // then sets.
+// startPostgres starts a private PostgreSQL cluster with one empty
+// database, name, and returns the cluster (to stop) and that database's URL.
+func startPostgres(name string) (*pgtest.Cluster, string) {
+	cluster, err := pgtest.Start()
+	check(err)
+	pgExec(cluster.URL("postgres"), "CREATE DATABASE "+name)
+	return cluster, cluster.URL(name)
+}
+
+// pgExec runs one statement on the database at dsn.
+func pgExec(dsn, stmt string) {
+	db, err := sql.Open("pgx", dsn)
+	check(err)
+	defer db.Close()
+	_, err = db.Exec(stmt)
+	check(err)
+}
+
 type searchQuery struct {
 	name, path string
 	rare       bool
@@ -168,14 +176,8 @@ func scaleS3(c config) map[string]any {
 	}
 	store := startSeaweed(weed, filepath.Join(c.work, "weed"))
 	defer store.stop()
-	cluster, err := pgtest.Start()
-	check(err)
+	cluster, pgURL := startPostgres("s3bench")
 	defer cluster.Stop()
-	db, err := sql.Open("pgx", cluster.URL("postgres"))
-	check(err)
-	_, err = db.Exec("CREATE DATABASE s3bench")
-	check(err)
-	db.Close()
 	secret := filepath.Join(c.work, "upload-secret")
 	raw := make([]byte, 32)
 	rand.Read(raw)
@@ -192,7 +194,7 @@ func scaleS3(c config) map[string]any {
 		data := mustDir(filepath.Join(c.work, name, "modelreg"))
 		check(os.WriteFile(filepath.Join(data, "server-key.pem"), key, 0o600))
 		check(os.WriteFile(filepath.Join(data, "token-key.pem"), key, 0o600))
-		return serveArgs(c.modelreg, filepath.Dir(data), "--config", cfg, "--index", cluster.URL("s3bench"))
+		return serveArgs(c.modelreg, filepath.Dir(data), "--config", cfg, "--index", pgURL)
 	}
 	redirect := config("redirect", "")
 	direct := config("direct", "  redirect:\n    disable: true\n")
